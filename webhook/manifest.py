@@ -1,0 +1,440 @@
+"""The pure build of a published IIIF Presentation 3 manifest (spec section 4).
+
+``build_manifest`` turns the registered manifest, its painted resources and the
+DLCS named-query answer into the published document plus what the build learned
+about each painted resource. It does no I/O and never mutates its inputs: every
+value placed in the output is a fresh copy, so callers may keep, cache or mutate
+the inputs and the output independently.
+
+Where section 4 is ambiguous the reading that yields valid IIIF was chosen; each
+such choice is marked "Reading:" next to the code that makes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from webhook.domain import PaintedResource
+from webhook.errors import BuildError
+
+PRESENTATION_3 = "http://iiif.io/api/presentation/3/context.json"
+
+# Registered properties the build writes itself; "paintedResources" and "batches"
+# should already be gone, but dropping them keeps a careless caller from
+# publishing properties a Manifest may not have.
+_REPLACED = frozenset({"@context", "id", "type", "items", "paintedResources", "batches"})
+
+_TIME_BASED = frozenset({"Sound", "Video"})
+_THUMBNAIL_SIDE = 100
+
+# https://{host}/iiif-img/{customer}/{space}/{asset}/canvas/c/{n}; only the
+# "/canvas/c/" marker is case-insensitive (spec section 2). The asset segment
+# cannot contain "/", so the match is the first "/canvas/c/" as the spec says.
+_CANVAS_ID = re.compile(
+    r"(?i:https?)://[^/?#\s]+/iiif-img/([0-9]+/[0-9]+/[^/?#\s]+)(?i:/canvas/c/)[0-9]+"
+)
+
+# A IIIF Image API request: {prefix}/{region}/{size}/{rotation}/{quality}.{format}.
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_IMAGE_REQUEST = re.compile(
+    rf"(?P<head>.+/(?:full|square|(?:pct:)?{_NUMBER}(?:,{_NUMBER}){{3}}))"
+    rf"/\^?(?:max|full|pct:{_NUMBER}|!?[0-9]+,[0-9]+|[0-9]+,|,[0-9]+)"
+    rf"(?P<tail>/!?{_NUMBER}/[A-Za-z]+\.[A-Za-z0-9]+)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RowUpdate:
+    """What a build learned about one painted resource the DLCS returned (rule 8)."""
+
+    thumbnail: str | None
+    width: int | None
+    height: int | None
+    duration: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """The published manifest, its canonical bytes and the per-row findings."""
+
+    document: dict
+    body: bytes
+    row_updates: tuple[RowUpdate | None, ...]
+    missing_assets: tuple[str, ...]
+
+
+def build_manifest(registered: Mapping, painted: Sequence[PaintedResource],
+                   named_query: Mapping, *, base_url: str, customer: int,
+                   manifest_id: str) -> BuildResult:
+    """Build the published manifest from the registration and the named-query answer."""
+    found = _index_canvases(named_query)
+    ordered = sorted(painted, key=_row_order)
+    items = [canvas for rows in _group_by_canvas(ordered)
+             if (canvas := _build_canvas(rows, found, f"{base_url}/{customer}/canvases"))]
+    document = {
+        "@context": _context(named_query.get("@context")),
+        "id": f"{base_url}/{customer}/manifests/{manifest_id}",
+        # The published document is a Manifest whatever the registration says.
+        "type": "Manifest",
+        **{key: _copy(value) for key, value in registered.items() if key not in _REPLACED},
+        "items": items,
+    }
+    try:
+        body = serialise(document)
+    except (TypeError, ValueError) as exc:
+        raise BuildError(f"the manifest cannot be written as JSON: {exc}") from exc
+    return BuildResult(
+        document=document,
+        body=body,
+        row_updates=tuple(_row_update(row, found.get(row.asset_id)) for row in painted),
+        missing_assets=tuple(dict.fromkeys(
+            row.asset_id for row in painted if row.asset_id not in found)),
+    )
+
+
+def serialise(document: Mapping) -> bytes:
+    """Encode a document as compact UTF-8 JSON, the same bytes for the same document."""
+    # allow_nan=False: NaN/Infinity are not JSON, so other readers would reject the bytes.
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
+
+
+def asset_id_from_canvas_id(canvas_id: str) -> str | None:
+    """Return "{customer}/{space}/{asset}" from a DLCS canvas id, or None for any other form."""
+    match = _CANVAS_ID.fullmatch(canvas_id) if isinstance(canvas_id, str) else None
+    return match.group(1) if match else None
+
+
+# --- the named-query answer ------------------------------------------------
+
+def _index_canvases(named_query: Mapping) -> dict[str, Mapping]:
+    """Map asset id to named-query canvas, once, so the build stays linear."""
+    if not isinstance(named_query, Mapping):
+        raise BuildError("the named-query answer is not a JSON object")
+    if named_query.get("type", "Manifest") != "Manifest":
+        raise BuildError("the named-query answer is not a Manifest")
+    canvases = named_query.get("items")
+    if not isinstance(canvases, list):
+        raise BuildError("the named-query answer has no items list")
+    index: dict[str, Mapping] = {}
+    for canvas in canvases:
+        if not isinstance(canvas, Mapping):
+            raise BuildError("a named-query item is not a JSON object")
+        # A canvas whose id is not of the asset form cannot be matched to a
+        # row; it is ignored, i.e. treated as not returned.
+        asset_id = asset_id_from_canvas_id(canvas.get("id"))
+        if asset_id is not None:
+            index[asset_id] = _pick(index.get(asset_id), canvas)
+    return index
+
+
+def _pick(kept: Mapping | None, candidate: Mapping) -> Mapping:
+    """Choose between two canvases for one asset independently of their order."""
+    # The DLCS answers one canvas per asset, but the answer's order is not
+    # guaranteed, so a duplicate must not make the output depend on it. Plain
+    # json.dumps keeps key order (it shows in the output) and tolerates NaN.
+    if kept is None:
+        return candidate
+    return min(kept, candidate, key=json.dumps)
+
+
+def _body_of(canvas: Mapping) -> Mapping:
+    """Return the painting body of a named-query canvas, or raise BuildError."""
+    try:
+        body = canvas["items"][0]["items"][0]["body"]
+    except (KeyError, IndexError, TypeError):
+        body = None
+    if not isinstance(body, Mapping) or not isinstance(body.get("type"), str):
+        raise BuildError(f"named-query canvas {canvas.get('id')} has no painting body")
+    return body
+
+
+def _leaves(body: Mapping, levels: int) -> list[Mapping]:
+    """Flatten a body into its non-Choice resources, allowing `levels` Choice levels."""
+    if body.get("type") != "Choice":
+        return [body]
+    if levels == 0:
+        raise BuildError("a Choice is nested deeper than two levels")
+    members = body.get("items")
+    if not isinstance(members, list) or not members:
+        raise BuildError("a named-query Choice has no items")
+    if not all(isinstance(member, Mapping) for member in members):
+        raise BuildError("a named-query Choice item is not a JSON object")
+    return [leaf for member in members for leaf in _leaves(member, levels - 1)]
+
+
+def _first_leaf(canvas: Mapping) -> Mapping:
+    """Return the first non-Choice resource painted by a named-query canvas."""
+    return _leaves(_body_of(canvas), 2)[0]
+
+
+# --- canvases ---------------------------------------------------------------
+
+def _row_order(row: PaintedResource) -> tuple:
+    """Sort key: canvasOrder, then choiceOrder with an absent one first."""
+    return (row.canvas_order, row.choice_order is not None, row.choice_order or 0)
+
+
+def _group_by_canvas(ordered: Iterable[PaintedResource]) -> list[list[PaintedResource]]:
+    """Gather the ordered rows by canvasId, each canvas placed at its first row."""
+    canvases: dict[str, list[PaintedResource]] = {}
+    for row in ordered:
+        canvases.setdefault(row.canvas_id, []).append(row)
+    return list(canvases.values())
+
+
+def _build_canvas(rows: list[PaintedResource], found: Mapping[str, Mapping],
+                  canvases_url: str) -> dict | None:
+    """Build one canvas, or None when none of its rows came back (rule 7)."""
+    hits = [(row, found[row.asset_id]) for row in rows if row.asset_id in found]
+    if not hits:
+        return None
+    canvas_id = f"{canvases_url}/{rows[0].canvas_id}"
+    label = _canvas_label(rows)
+    # Rule 3: a one-row canvas labelled by canvasLabel moves the row label onto its body.
+    body_label = rows[0].label if len(rows) == 1 and rows[0].canvas_label is not None else None
+    annotations = [annotation for group in _by_canvas_order(rows)
+                   if (annotation := _annotation(group, found, canvas_id, body_label))]
+    canvas: dict = {"id": canvas_id, "type": "Canvas"}
+    if label is not None:
+        canvas["label"] = _copy(label)
+    canvas.update(_extent(rows, hits, canvas_id))
+    thumbnail = _canvas_thumbnail(hits)
+    if thumbnail is not None:
+        canvas["thumbnail"] = thumbnail
+    # Reading: the page is named after the first canvasOrder of all the canvas's
+    # rows, found or not, so its id does not change when a missing asset arrives.
+    canvas["items"] = [{"id": f"{canvas_id}/annopages/{rows[0].canvas_order}",
+                        "type": "AnnotationPage", "items": annotations}]
+    return canvas
+
+
+def _by_canvas_order(rows: list[PaintedResource]) -> list[list[PaintedResource]]:
+    """Split a canvas's ordered rows into runs sharing one canvasOrder."""
+    return [list(group) for _, group in itertools.groupby(rows, key=lambda row: row.canvas_order)]
+
+
+def _canvas_label(rows: list[PaintedResource]) -> dict | None:
+    """Return the canvas label of rule 4."""
+    first = next((row.canvas_label for row in rows if row.canvas_label is not None), None)
+    if first is None and len(rows) == 1:
+        return rows[0].label
+    return first
+
+
+def _extent(rows: list[PaintedResource], hits: list[tuple[PaintedResource, Mapping]],
+            canvas_id: str) -> dict:
+    """Return the canvas's width/height and duration (rule 5), or raise BuildError."""
+    # Reading: statics are registration facts, so the first row with both gives
+    # the size even if its own asset is missing; the natural size can only come
+    # from a row the DLCS returned, so "the first row" there is the first found.
+    statics = (_statics(row) for row in rows)
+    size = next(filter(None, statics), None) or _natural_size(hits[0][1])
+    # Reading: the duration comes from the first found row whose content is
+    # time-based, so audio/video after an image still gets a timed canvas.
+    durations = (_duration(canvas) for _, canvas in hits)
+    duration = next((d for d in durations if d is not None), None)
+    if size is None and duration is None:
+        raise BuildError(f"canvas {canvas_id} has neither a size nor a duration")
+    extent: dict = {"width": size[0], "height": size[1]} if size else {}
+    if duration is not None:
+        extent["duration"] = duration
+    return extent
+
+
+def _canvas_thumbnail(hits: list[tuple[PaintedResource, Mapping]]) -> list | None:
+    """Return a copy of the first non-empty named-query thumbnail among the rows."""
+    for _, canvas in hits:
+        thumbnail = canvas.get("thumbnail")
+        # Reading: an empty list counts as null, and a lone object is wrapped,
+        # because Presentation 3 wants thumbnail as a non-empty list.
+        if isinstance(thumbnail, Mapping):
+            return [_copy(thumbnail)]
+        if isinstance(thumbnail, list) and thumbnail:
+            return _copy(thumbnail)
+    return None
+
+
+# --- annotations and bodies ---------------------------------------------------
+
+def _annotation(group: list[PaintedResource], found: Mapping[str, Mapping],
+                canvas_id: str, body_label: dict | None) -> dict | None:
+    """Build the painting annotation of one canvasOrder, or None if none came back."""
+    hits = [(row, found[row.asset_id]) for row in group if row.asset_id in found]
+    if not hits:
+        return None
+    if len(group) == 1:
+        body = _single_body(*hits[0], body_label)
+    else:
+        # Reading: the Choice is shaped by the registration, so it stays a Choice
+        # (possibly of one member) while some of its assets are still missing.
+        body = {"type": "Choice",
+                "items": [member for row, canvas in hits for member in _members(row, canvas)]}
+    # Reading: rows of one Choice share one annotation, so the first target among them is used.
+    target = next((row.target for row in group if row.target), None)
+    return {
+        "id": f"{canvas_id}/annotations/{group[0].canvas_order}",
+        "type": "Annotation",
+        "motivation": "painting",
+        "body": body,
+        "target": f"{canvas_id}#{target}" if target else canvas_id,
+    }
+
+
+def _single_body(row: PaintedResource, canvas: Mapping, label: dict | None) -> dict:
+    """Return the body of a one-row annotation, a named-query Choice flattened to one level."""
+    body = _row_body(row, canvas)
+    if body["type"] == "Choice":
+        # Reading: alone, the named-query Choice is the outer level, so it may hold
+        # one more level, which is flattened into it to keep one flat Choice.
+        body["items"] = _leaves(body, 2)
+    return _labelled(body, label)
+
+
+def _members(row: PaintedResource, canvas: Mapping) -> list[dict]:
+    """Return a row's contribution to a Choice: its body, or its Choice's items, labelled."""
+    # Reading: every member a row contributes, flattened ones included, carries the row label.
+    return [_labelled(leaf, row.label) for leaf in _leaves(_row_body(row, canvas), 1)]
+
+
+def _row_body(row: PaintedResource, canvas: Mapping) -> dict:
+    """Copy a row's named-query body, rewritten to the row's statics when it has them."""
+    body = _copy(_body_of(canvas))
+    statics = _statics(row)
+    # Reading: only a body that is itself an Image is rewritten (rule 5 says
+    # "whose body is an Image"); the members of a named-query Choice are not.
+    if statics and body["type"] == "Image":
+        _rewrite_size(body, statics)
+    return body
+
+
+def _rewrite_size(image: dict, size: tuple[int, int]) -> None:
+    """Set the size segment of an Image API request id and the image's width/height."""
+    match = _IMAGE_REQUEST.fullmatch(image["id"]) if isinstance(image.get("id"), str) else None
+    if match is None:
+        return
+    width, height = size
+    image["id"] = f"{match['head']}/{width},{height}{match['tail']}"
+    image["width"] = width
+    image["height"] = height
+
+
+def _labelled(resource: dict, label: dict | None) -> dict:
+    """Return the resource with `label` placed after its id and type, if a label is given."""
+    if label is None:
+        return resource
+    out = {key: resource[key] for key in ("id", "type") if key in resource}
+    out["label"] = _copy(label)
+    out.update((key, value) for key, value in resource.items() if key not in out)
+    return out
+
+
+# --- sizes, durations, thumbnails -----------------------------------------------
+
+def _statics(row: PaintedResource) -> tuple[int, int] | None:
+    """Return the row's static size, or None unless both statics are given."""
+    if row.static_width is None or row.static_height is None:
+        return None
+    return (row.static_width, row.static_height)
+
+
+def _natural_size(canvas: Mapping) -> tuple[int, int] | None:
+    """Return the size of rule 5: ImageService3, ImageService2, the body, the canvas."""
+    body = _first_leaf(canvas)
+    services = _as_list(body.get("service"))
+    for source in (_service(services, "ImageService3"), _service(services, "ImageService2"),
+                   body, canvas):
+        size = _size(source) if source is not None else None
+        if size is not None:
+            return size
+    return None
+
+
+def _service(services: list, kind: str) -> Mapping | None:
+    """Return the first service of the given type (v3 "type" or v2 "@type")."""
+    return next((service for service in services if isinstance(service, Mapping)
+                 and kind in (service.get("type"), service.get("@type"))), None)
+
+
+def _size(resource: Mapping) -> tuple[int, int] | None:
+    """Return (width, height) when both are positive integers."""
+    width, height = _dimension(resource.get("width")), _dimension(resource.get("height"))
+    return (width, height) if width and height else None
+
+
+def _dimension(value: object) -> int:
+    """Return a positive integer dimension, or 0 for anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _duration(canvas: Mapping) -> float | None:
+    """Return the duration of time-based content: the body's, else the canvas's."""
+    body = _first_leaf(canvas)
+    if body["type"] not in _TIME_BASED:
+        return None
+    for value in (body.get("duration"), canvas.get("duration")):
+        if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and value > 0):
+            return float(value)
+    return None
+
+
+def _row_thumbnail(canvas: Mapping) -> str | None:
+    """Return the id of the thumbnail Image whose larger side is closest to 100 px."""
+    best, best_distance = None, math.inf
+    for image in _as_list(canvas.get("thumbnail")):
+        if not (isinstance(image, Mapping) and image.get("type") == "Image"
+                and isinstance(image.get("id"), str)):
+            continue
+        side = max(_dimension(image.get("width")), _dimension(image.get("height")))
+        distance = abs(side - _THUMBNAIL_SIDE)
+        if distance <= best_distance:  # "<=": ties go to the later image
+            best, best_distance = image["id"], distance
+    return best
+
+
+def _row_update(row: PaintedResource, canvas: Mapping | None) -> RowUpdate | None:
+    """Return what the build learned about one row, or None if its asset is missing."""
+    if canvas is None:
+        return None
+    width, height = row.static_width, row.static_height
+    # Rule 8 fills the statics only when both were empty; a row with just one
+    # keeps what it was given (the registration is not second-guessed).
+    if width is None and height is None:
+        width, height = _natural_size(canvas) or (None, None)
+    return RowUpdate(thumbnail=_row_thumbnail(canvas), width=width, height=height,
+                     duration=_duration(canvas))
+
+
+# --- small helpers ---------------------------------------------------------------
+
+def _context(named_query_context: object) -> str | list[str]:
+    """Return the Presentation 3 context preceded by the named query's extra contexts."""
+    entries = (named_query_context if isinstance(named_query_context, list)
+               else [named_query_context])
+    # Reading: only URI strings are kept, as the Presentation 3 schema requires;
+    # duplicates are dropped keeping the first position.
+    extras = list(dict.fromkeys(
+        entry for entry in entries if isinstance(entry, str) and entry != PRESENTATION_3))
+    return [*extras, PRESENTATION_3] if extras else PRESENTATION_3
+
+
+def _as_list(value: object) -> list:
+    """Treat a lone JSON object as a one-item list and anything else but a list as empty."""
+    if isinstance(value, list):
+        return value
+    return [value] if isinstance(value, Mapping) else []
+
+
+def _copy(value):
+    """Deep-copy a JSON value (faster than copy.deepcopy, which keeps a memo)."""
+    if isinstance(value, Mapping):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy(item) for item in value]
+    return value
