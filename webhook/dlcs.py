@@ -1,0 +1,392 @@
+"""The DLCS client: the named query on the Orchestrator and the queue on the API.
+
+One ``requests.Session`` (built by ``make_session``, the only place retries are
+configured) serves every call. Each call has a timeout, sends HTTP Basic
+credentials only when they are configured, never follows redirects (so nothing
+goes to a host other than the configured ones), and turns every failure of
+``requests``/``urllib3`` or of the DLCS's answer into ``DlcsError`` exactly once.
+Credentials never appear in messages, reprs or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import operator
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
+from urllib3.util.retry import Retry
+
+from webhook.errors import DlcsError
+
+__all__ = [
+    "BatchState",
+    "DlcsClient",
+    "DlcsError",
+    "MAX_RESPONSE_BYTES",
+    "NamedQueryAnswer",
+    "NamedQueryNotFound",
+    "QueuePartiallyFailed",
+    "make_session",
+]
+
+log = logging.getLogger("webhook.dlcs")
+
+#: Largest response body read from the DLCS; a named query over thousands of
+#: assets is a few MiB, so anything near this is a fault, not a manifest.
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+
+_HYDRA_CONTEXT = "http://www.w3.org/ns/hydra/context.jsonld"
+_DESCRIPTION_LIMIT = 500  # characters of a DLCS description surfaced in a message
+
+
+class NamedQueryNotFound(DlcsError):
+    """The named query matched no asset (or its name is unknown): the DLCS answered 404."""
+
+
+class QueuePartiallyFailed(DlcsError):
+    """A queue request failed after earlier chunks were queued.
+
+    ``queued`` holds the batches the DLCS created before the failure and
+    ``assets_queued`` how many of the submitted assets they hold (always the
+    leading ones), so the caller can record those batches and resubmit
+    ``assets[assets_queued:]``.
+    """
+
+    def __init__(self, message: str, *, queued: Sequence[BatchState], assets_queued: int,
+                 status: int | None = None, description: str | None = None):
+        super().__init__(message, status=status, description=description)
+        self.queued = tuple(queued)
+        self.assets_queued = assets_queued
+
+
+@dataclass(frozen=True, slots=True)
+class NamedQueryAnswer:
+    """The Orchestrator's answer to a named query."""
+
+    document: dict  # the parsed IIIF manifest
+    size: int       # bytes of the response body
+
+
+@dataclass(frozen=True, slots=True)
+class BatchState:
+    """A DLCS API Batch: how far the ingest of one batch has got."""
+
+    batch_id: int
+    count: int
+    completed: int
+    errors: int
+    superseded: bool
+    submitted: datetime | None  # aware, UTC
+    finished: datetime | None   # aware, UTC; None while the batch is running
+
+
+def make_session(retries: int = 2, backoff: float = 0.5, *,
+                 max_retry_after: int = 10) -> requests.Session:
+    """Build the session every DLCS call goes through, with its retry policy."""
+    retry = Retry(
+        total=retries,
+        # A connect error means the request never reached the server, so even
+        # the (non-idempotent) queue POST is safe to send again.
+        connect=retries,
+        # Read errors and 5xx happen after the server may have acted on the
+        # request: retry only GET, never the POST that creates a batch, since a
+        # retried POST could queue the same assets twice.
+        read=retries,
+        status=retries,
+        allowed_methods=frozenset({"GET"}),
+        status_forcelist=(502, 503, 504),
+        # Anything else (TLS, proxy, ...) will not get better by trying again.
+        other=0,
+        backoff_factor=backoff,
+        respect_retry_after_header=True,
+        # The caller is usually a webhook delivery holding a worker; a DLCS
+        # asking for minutes of patience is better treated as a failure now.
+        retry_after_max=max_retry_after,
+        # Hand back the last response so its status and description reach the
+        # error message instead of an opaque RetryError.
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class DlcsClient:
+    """Call the DLCS Orchestrator and API; one method per DLCS call."""
+
+    def __init__(self, *, orchestrator_url: str | None, api_url: str | None,
+                 named_query: str = "batch-query", timeout: float = 30,
+                 credentials: tuple[str, str] | None = None, max_batch_size: int = 100,
+                 session: requests.Session | None = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES):
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self._orchestrator_url = _base_url(orchestrator_url, "orchestrator_url")
+        self._api_url = _base_url(api_url, "api_url")
+        self._named_query = named_query
+        self._timeout = timeout
+        # Kept as an auth object, never as a string, so nothing formats it by accident.
+        self._auth = HTTPBasicAuth(*credentials) if credentials else None
+        self._max_batch_size = max_batch_size
+        self._owns_session = session is None
+        self._session = session if session is not None else make_session()
+        self._max_response_bytes = max_response_bytes
+
+    def __repr__(self) -> str:
+        return (f"DlcsClient(orchestrator_url={self._orchestrator_url!r}, "
+                f"api_url={self._api_url!r}, named_query={self._named_query!r}, "
+                f"credentials={'<set>' if self._auth else None})")
+
+    def close(self) -> None:
+        """Release the connections of a session this client created itself."""
+        if self._owns_session:
+            self._session.close()
+
+    def named_query(self, customer: int, batch_ids: Sequence[int]) -> NamedQueryAnswer:
+        """Fetch the named-query manifest of every asset in the given batches."""
+        base = self._require(self._orchestrator_url, "DLCS_ORCHESTRATOR_URL")
+        ids = ",".join(str(operator.index(batch_id)) for batch_id in batch_ids)
+        if not ids:
+            raise ValueError("batch_ids is empty")
+        customer = operator.index(customer)
+        # The Orchestrator caches named-query answers; a batch that has just
+        # completed must not be answered from before it did.
+        query = quote(self._named_query, safe="")
+        url = (f"{base}/iiif-resource/v3/{customer}/{query}/{ids}"
+               f"?cacheBust={uuid.uuid4().hex}")
+        what = f"named query {self._named_query}/{ids} of customer {customer}"
+        status, body = self._exchange("GET", url, what)
+        if status == 404:
+            raise NamedQueryNotFound(
+                f"{what}: no assets matched (the DLCS answered 404)", status=404)
+        _require_status(what, status, body, 200)
+        document = _parse_json(what, body)
+        if not isinstance(document, dict) or not isinstance(document.get("items"), list):
+            raise DlcsError(f"{what}: the answer is not a manifest with a list of items",
+                            status=status)
+        return NamedQueryAnswer(document=document, size=len(body))
+
+    def get_batch(self, customer: int, batch_id: int) -> BatchState:
+        """Fetch the current state of one batch from the DLCS API."""
+        base = self._require(self._api_url, "DLCS_API_URL")
+        customer, batch_id = operator.index(customer), operator.index(batch_id)
+        url = f"{base}/customers/{customer}/queue/batches/{batch_id}"
+        what = f"batch {batch_id} of customer {customer}"
+        status, body = self._exchange("GET", url, what)
+        _require_status(what, status, body, 200)
+        return _parse_batch(what, _parse_json(what, body), status)
+
+    def queue_assets(self, customer: int, assets: Sequence[Mapping]) -> list[BatchState]:
+        """Queue assets for ingest, one batch per ``max_batch_size`` assets.
+
+        A failure after some chunks were queued raises ``QueuePartiallyFailed``
+        carrying those batches. A chunk that times out, or whose answer cannot
+        be read, may still have been queued by the DLCS; it is never resent
+        automatically.
+        """
+        base = self._require(self._api_url, "DLCS_API_URL")
+        customer = operator.index(customer)
+        url = f"{base}/customers/{customer}/queue"
+        queued: list[BatchState] = []
+        size = self._max_batch_size
+        chunks = [assets[start:start + size] for start in range(0, len(assets), size)]
+        for number, chunk in enumerate(chunks, start=1):
+            what = f"queue request {number}/{len(chunks)} of customer {customer}"
+            try:
+                queued.append(self._queue_chunk(url, what, chunk))
+            except DlcsError as exc:
+                if not queued:
+                    raise
+                # Chunks go in order, so the queued assets are the leading ones.
+                assets_queued = (number - 1) * size
+                batches = ", ".join(str(state.batch_id) for state in queued)
+                raise QueuePartiallyFailed(
+                    f"queued {assets_queued} of {len(assets)} assets in batches {batches}, "
+                    f"then {exc}",
+                    queued=queued, assets_queued=assets_queued,
+                    status=exc.status, description=exc.description) from exc
+        return queued
+
+    def _queue_chunk(self, url: str, what: str, chunk: Sequence[Mapping]) -> BatchState:
+        body = {"@context": _HYDRA_CONTEXT, "@type": "Collection",
+                "member": [dict(asset) for asset in chunk]}
+        status, answer = self._exchange("POST", url, what, json_body=body)
+        _require_status(what, status, answer, 200, 201)
+        return _parse_batch(what, _parse_json(what, answer), status)
+
+    @staticmethod
+    def _require(url: str | None, variable: str) -> str:
+        if not url:
+            raise DlcsError(f"{variable} is not configured")
+        return url
+
+    def _exchange(self, method: str, url: str, what: str, *,
+                  json_body: object = None) -> tuple[int, bytes]:
+        """Send one request and read its body; return the status and the bytes."""
+        started = time.perf_counter()
+        outcome: object = "error"
+        try:
+            try:
+                response = self._session.request(
+                    method, url, json=json_body, auth=self._auth,
+                    timeout=self._timeout, allow_redirects=False, stream=True)
+            except requests.Timeout as exc:
+                outcome = type(exc).__name__
+                raise DlcsError(f"{what}: the DLCS did not answer within "
+                                f"{self._timeout:g} s") from exc
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
+                raise DlcsError(f"{what}: the DLCS could not be reached "
+                                f"({type(exc).__name__})") from exc
+            with response:
+                outcome = response.status_code
+                try:
+                    body = _read_capped(response, self._max_response_bytes)
+                except requests.RequestException as exc:
+                    raise DlcsError(f"{what}: reading the DLCS answer failed "
+                                    f"({type(exc).__name__})",
+                                    status=response.status_code) from exc
+                if body is None:
+                    raise DlcsError(f"{what}: the DLCS answer is larger than "
+                                    f"{self._max_response_bytes} bytes",
+                                    status=response.status_code)
+                return response.status_code, body
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            log.debug("%s %s -> %s in %.0f ms", method, url, outcome, elapsed_ms)
+
+
+def _base_url(url: str | None, name: str) -> str | None:
+    """Return a configured root without its trailing slash, refusing embedded credentials."""
+    if not url:
+        return None
+    # Credentials in the URL would be sent, logged and shown wherever the URL
+    # is; they belong in ``credentials`` only. The URL is kept out of the message.
+    if "@" in urlsplit(url).netloc:
+        raise ValueError(f"{name} must not contain credentials; pass credentials instead")
+    return url.rstrip("/")
+
+
+def _read_capped(response: requests.Response, limit: int) -> bytes | None:
+    """Read the whole body, or return None as soon as it exceeds ``limit`` bytes."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, total = [], 0
+    for chunk in response.iter_content(chunk_size=64 * 1024):
+        total += len(chunk)
+        if total > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _require_status(what: str, status: int, body: bytes, *accepted: int) -> None:
+    """Raise the DlcsError that an unexpected status deserves."""
+    if status in accepted:
+        return
+    description = _description(body)
+    if 300 <= status < 400:
+        reason = f"the DLCS answered a redirect ({status}), which is not followed"
+    elif status in (401, 403):
+        reason = (f"the DLCS refused the request ({status}); "
+                  "check DLCS_API_KEY and DLCS_API_SECRET")
+    else:
+        reason = f"the DLCS answered {status}"
+    message = f"{what}: {reason}"
+    if description:
+        message += f": {description}"
+    raise DlcsError(message, status=status, description=description)
+
+
+def _description(body: bytes) -> str | None:
+    """Return the DLCS's ``description`` of an error, if the body has one."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and isinstance(document.get("description"), str):
+        description = document["description"].strip()
+        if len(description) > _DESCRIPTION_LIMIT:
+            description = description[:_DESCRIPTION_LIMIT] + "..."
+        return description or None
+    return None
+
+
+def _parse_json(what: str, body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        raise DlcsError(f"{what}: the DLCS answer is not JSON") from exc
+
+
+def _parse_batch(what: str, document: object, status: int) -> BatchState:
+    """Turn a DLCS API Batch document into a BatchState."""
+    try:
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        return BatchState(
+            batch_id=_batch_id(document.get("@id")),
+            count=_count(document, "count"),
+            completed=_count(document, "completed"),
+            errors=_count(document, "errors"),
+            superseded=_flag(document, "superseded"),
+            submitted=_time(document, "submitted"),
+            finished=_time(document, "finished"),
+        )
+    except ValueError as exc:
+        raise DlcsError(f"{what}: the answer is not a DLCS batch ({exc})",
+                        status=status) from exc
+
+
+def _batch_id(value: object) -> int:
+    if not isinstance(value, str):
+        raise ValueError("@id is missing")
+    segment = urlsplit(value).path.rstrip("/").rpartition("/")[2]
+    if not segment.isdigit():
+        raise ValueError(f"@id {value!r} does not end in a batch id")
+    return int(segment)
+
+
+def _count(document: dict, name: str) -> int:
+    value = document.get(name)
+    # bool is an int in Python but never a count in JSON.
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} is not a count")
+    return value
+
+
+def _flag(document: dict, name: str) -> bool:
+    value = document.get(name)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} is not a boolean")
+    return value
+
+
+def _time(document: dict, name: str) -> datetime | None:
+    value = document.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is not a date")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} is not an ISO 8601 date") from None
+    # The DLCS writes UTC; a date without an offset is taken as UTC too.
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
