@@ -1,0 +1,125 @@
+"""Real servers on loopback ports for tests: moto's S3 and helpers to run others.
+
+Import the fixture into a conftest (``from tests.servers import moto_server``)
+or load this module as a plugin (``pytest_plugins = ["tests.servers"]``).
+Nothing here touches the environment: tests pass ``moto_server.url`` as
+``endpoint_url`` or set ``AWS_ENDPOINT_URL`` themselves with ``monkeypatch``.
+
+moto runs in a subprocess rather than a thread of the test process, so that
+its state, its warnings and its werkzeug request log stay out of the tests
+(``filterwarnings = error`` would otherwise turn a moto deprecation warning
+into a 500 answered by the server thread), and so that the same helper can
+serve a gunicorn-run app in end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a TCP port on ``host`` that nothing listens on right now."""
+    # The port is free when we close the socket; another process could take
+    # it before the caller binds it, so start_moto_server retries on a clash.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0, *,
+                  process: subprocess.Popen | None = None) -> None:
+    """Block until ``host:port`` accepts TCP connections; raise TimeoutError after ``timeout`` seconds.
+
+    With ``process``, raise RuntimeError as soon as that process exits, instead of
+    waiting out the timeout for a server that has already died.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"{process.args!r} exited with status {process.returncode} "
+                f"before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s") from None
+            time.sleep(0.05)
+
+
+@dataclass
+class MotoServer:
+    """A running ``python -m moto.server`` on a loopback port."""
+
+    host: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+    _log_dir: tempfile.TemporaryDirectory = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        """The endpoint URL to give boto3 (``endpoint_url`` or ``AWS_ENDPOINT_URL``)."""
+        return f"http://{self.host}:{self.port}"
+
+    def log(self) -> str:
+        """Return what the server wrote so far (its request log and tracebacks)."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Stop the server and remove its log; safe to call twice."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_dir.cleanup()
+
+
+def start_moto_server(*, timeout: float = 30.0, attempts: int = 3) -> MotoServer:
+    """Start moto's S3-capable server on a free 127.0.0.1 port and wait until it listens."""
+    failures = []
+    for _ in range(attempts):
+        port = free_port()
+        log_dir = tempfile.TemporaryDirectory(prefix="moto-")
+        log_path = Path(log_dir.name) / "moto.log"
+        # The log goes to a file, never to a pipe: nobody reads a pipe while
+        # tests run, and a full pipe would block the server mid-request.
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        server = MotoServer(LOOPBACK, port, process, log_path, log_dir)
+        try:
+            wait_for_port(LOOPBACK, port, timeout, process=process)
+        except (RuntimeError, TimeoutError) as exc:
+            # Most likely someone took the port between free_port() and bind.
+            failures.append(f"{exc}\n{server.log()[-2000:]}")
+            server.stop()
+            continue
+        return server
+    raise RuntimeError("moto server did not start:\n" + "\n".join(failures))
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """Yield a moto server shared by the session; create a uniquely named bucket per test."""
+    server = start_moto_server()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,346 @@
+"""Where published manifest documents live: a directory or an S3 bucket.
+
+The service talks to a ``ManifestStore`` and never to a file system or boto3
+directly; ``open_store`` turns ``STORAGE_URL`` into one. Both stores derive the
+ETag from the stored bytes in the same way, so a GET answers the same ETag (and
+the same 304) whichever store is configured, and switching stores does not
+invalidate clients' caches.
+
+Every failure of the file system or of S3 leaves this module as
+``StorageError`` (translated once, ``raise ... from exc``); a malformed key or
+URL is a programming or configuration error and raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import boto3
+from botocore.client import BaseClient
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from webhook.errors import StorageError
+
+JSON_LD = "application/ld+json"
+
+# Bounded so that a stalled S3 endpoint turns into a 503 instead of hanging a
+# worker. Manifests are small: a healthy S3 answers in well under a second.
+# Retries are botocore's "standard" mode (throttling, 5xx, connection errors;
+# jittered backoff sleeping at most 1 + 2 s), so one call gives up after about
+# 3 x (2 + 5) + 3 = 24 s at worst, and at once when the endpoint refuses.
+S3_CONNECT_TIMEOUT = 2.0
+S3_READ_TIMEOUT = 5.0
+S3_TOTAL_ATTEMPTS = 3
+
+# Current S3 bucket naming rules (3-63 lowercase letters, digits, dots and
+# hyphens, starting and ending with a letter or digit).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """A stored manifest document and its strong HTTP ETag (quotes included)."""
+
+    body: bytes
+    etag: str
+
+
+class ManifestStore(Protocol):
+    """The interface the service uses to keep manifest documents."""
+
+    def put(self, key: str, body: bytes, content_type: str = JSON_LD) -> str:
+        """Store ``body`` under ``key``, replacing any previous one; return its ETag."""
+        ...
+
+    def get(self, key: str) -> StoredDocument | None:
+        """Return the document stored under ``key``, or None when there is none."""
+        ...
+
+    def check(self) -> None:
+        """Raise StorageError unless the store can be used right now."""
+        ...
+
+    def describe(self) -> str:
+        """Return where documents go, as a URL without credentials."""
+        ...
+
+
+def etag_for(body: bytes) -> str:
+    """Return the strong ETag of ``body``: a quoted, truncated SHA-256 hex digest."""
+    # 128 bits of SHA-256 is plenty to tell versions of one document apart.
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def manifest_key(customer: int, manifest_id: str) -> str:
+    """Return the storage key of a manifest: ``{customer}/manifests/{manifest_id}``."""
+    if isinstance(customer, bool) or not isinstance(customer, int) or customer < 1:
+        raise ValueError(f"customer must be a positive int, got {customer!r}")
+    if "/" in manifest_id:
+        raise ValueError(f"manifest id must not contain '/', got {manifest_id!r}")
+    return _validated_key(f"{customer}/manifests/{manifest_id}")
+
+
+def _validated_key(key: str) -> str:
+    """Return ``key`` if it is a relative, normalised, slash-separated path; else raise ValueError."""
+    # Rejecting rather than normalising: a key with "..", "." or "//" in it
+    # never comes from manifest_key(), so it is a bug or an attack, and a
+    # normalised key could silently address another customer's document.
+    if not isinstance(key, str) or not key:
+        raise ValueError("storage key must be a non-empty string")
+    if "\\" in key or "\0" in key:
+        raise ValueError(f"storage key must not contain backslashes or NUL: {key!r}")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(
+            f"storage key must be relative with no empty, '.' or '..' parts: {key!r}")
+    return key
+
+
+class FileStore:
+    """Manifest documents as files under one directory.
+
+    The directory is created on the first ``put`` or ``check`` rather than in
+    the constructor, so ``open_store`` does no I/O and an unusable directory
+    shows up as a StorageError from the readiness probe instead of a crash.
+    The file system keeps no content type; ``put`` accepts one for interface
+    compatibility and ignores it (the GET view sets the IIIF media type).
+    """
+
+    def __init__(self, directory: Path | str):
+        # abspath, not resolve(): no file system access, but "var/x" is pinned
+        # to the working directory at start-up, not wherever we chdir later.
+        self.directory = Path(os.path.abspath(directory))
+
+    def describe(self) -> str:
+        return self.directory.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.directory.joinpath(*_validated_key(key).split("/"))
+
+    def put(self, key: str, body: bytes, content_type: str = JSON_LD) -> str:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(path, body)
+        except OSError as exc:
+            raise StorageError(f"cannot write {key} in {self.describe()}: {exc.strerror or exc}") from exc
+        return etag_for(body)
+
+    def get(self, key: str) -> StoredDocument | None:
+        path = self._path(key)
+        try:
+            body = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            # No document at that key (a directory, or a file where a
+            # directory should be, is "no object" in S3 terms too).
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key} in {self.describe()}: {exc.strerror or exc}") from exc
+        return StoredDocument(body=body, etag=etag_for(body))
+
+    def check(self) -> None:
+        # Actually creating a file is the only reliable writability test:
+        # os.access() is wrong for root, ACLs and read-only mounts.
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.directory, prefix=".check-"):
+                pass
+        except OSError as exc:
+            raise StorageError(f"{self.describe()} is not a writable directory: {exc.strerror or exc}") from exc
+
+
+def _write_atomically(path: Path, body: bytes) -> None:
+    """Replace ``path`` with ``body`` so that readers see the old or the new file, never a part."""
+    # The temporary file must be in the same directory: os.replace is only
+    # atomic within one file system. Its name starts with "." and ends with
+    # ".tmp" so that it is recognisable should the process die mid-write.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(body)
+            file.flush()
+            # mkstemp makes the file 0600; documents are public, and a web
+            # server running as another user may serve the directory.
+            os.fchmod(file.fileno(), 0o644)
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (the new entry survives a crash)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def build_s3_client(*, connect_timeout: float = S3_CONNECT_TIMEOUT,
+                    read_timeout: float = S3_READ_TIMEOUT,
+                    total_attempts: int = S3_TOTAL_ATTEMPTS) -> BaseClient:
+    """Return a boto3 S3 client with bounded timeouts and retries.
+
+    Endpoint, region and credentials come from boto3's own resolution
+    (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``, ...,
+    or the shared config files and instance roles).
+    """
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": total_attempts},
+    )
+    # A session of its own: boto3's default session is not thread-safe to
+    # create clients from, and we must not share state with other code.
+    return boto3.session.Session().client("s3", config=config)
+
+
+class S3Store:
+    """Manifest documents as objects in an S3 bucket, under an optional prefix.
+
+    The client is built on first use (not at construction) so that building
+    the app does no network or credential lookup; pass ``client`` to control
+    it, e.g. in tests. boto3 clients are thread-safe, so one is shared.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", client: BaseClient | None = None):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            _validated_key(self.prefix)
+        self._client = client
+        self._client_lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    @property
+    def client(self) -> BaseClient:
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = build_s3_client()
+        return self._client
+
+    def object_key(self, key: str) -> str:
+        """Return the S3 object key of storage key ``key`` (the prefix applied)."""
+        _validated_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, body: bytes, content_type: str = JSON_LD) -> str:
+        object_key = self.object_key(key)
+        with _storage_errors(f"cannot write {key} to {self.describe()}"):
+            self.client.put_object(
+                Bucket=self.bucket, Key=object_key, Body=body, ContentType=content_type)
+        return etag_for(body)
+
+    def get(self, key: str) -> StoredDocument | None:
+        object_key = self.object_key(key)
+        with _storage_errors(f"cannot read {key} from {self.describe()}"):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=object_key)
+            except ClientError as exc:
+                if _error_code(exc) == "NoSuchKey":
+                    return None
+                raise
+            with response["Body"] as stream:
+                body = stream.read()
+        # The ETag is recomputed rather than read back from object metadata:
+        # the whole body is in memory anyway and hashing a manifest costs
+        # microseconds, while stored metadata could disagree with the content
+        # if anything else ever writes the object. S3's own ETag will not do:
+        # it is not a content hash for multipart or KMS-encrypted objects and
+        # would differ from FileStore's for the same bytes.
+        return StoredDocument(body=body, etag=etag_for(body))
+
+    def check(self) -> None:
+        with _storage_errors(f"{self.describe()} is not usable"):
+            self.client.head_bucket(Bucket=self.bucket)
+
+
+@contextmanager
+def _storage_errors(context: str) -> Iterator[None]:
+    """Turn botocore's exceptions raised in the block into StorageError."""
+    try:
+        yield
+    except ClientError as exc:
+        raise StorageError(f"{context}: {_error_code(exc)} ({_error_message(exc)})") from exc
+    except BotoCoreError as exc:
+        # Connection refused, timeouts, missing credentials, a broken response
+        # stream...: the messages name the endpoint, never the credentials.
+        raise StorageError(f"{context}: {exc}") from exc
+
+
+def _error_code(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    # HEAD requests have no body, so head_bucket only has the status code.
+    return str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"))
+
+
+def _error_message(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Message") or "no message"
+
+
+def open_store(url: str) -> ManifestStore:
+    """Return the store that ``STORAGE_URL`` names: ``file://DIR`` or ``s3://bucket[/prefix]``.
+
+    Raises ValueError with a message fit for an operator (it never repeats
+    what could be a credential); no I/O happens here.
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("expected file://DIR or s3://bucket[/prefix] (no '://' found)")
+    scheme = scheme.lower()  # URL schemes are case-insensitive (RFC 3986)
+    if scheme == "file":
+        # Everything after "file://" is the directory, verbatim: "file://var/x"
+        # is relative to the working directory, "file:///srv/x" absolute.
+        if not rest:
+            raise ValueError("file:// needs a directory, e.g. file://var/manifests")
+        return FileStore(Path(rest))
+    if scheme == "s3":
+        return _open_s3(rest)
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        raise ValueError("expected file://DIR or s3://bucket[/prefix]")
+    raise ValueError(f"unsupported scheme {scheme!r}: expected file://DIR or s3://bucket[/prefix]")
+
+
+def _open_s3(rest: str) -> S3Store:
+    bucket, _, prefix = rest.partition("/")
+    if "@" in bucket or ":" in bucket:
+        raise ValueError(
+            "s3:// URL must not carry credentials or a port; use AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL")
+    if "?" in rest or "#" in rest:
+        raise ValueError(
+            "s3:// URL takes no query or fragment; region and endpoint come from "
+            "AWS_DEFAULT_REGION and AWS_ENDPOINT_URL")
+    if not bucket:
+        raise ValueError("s3:// needs a bucket name, e.g. s3://my-bucket/manifests")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(
+            f"invalid S3 bucket name {bucket!r}: 3-63 lowercase letters, digits, "
+            "dots and hyphens, starting and ending with a letter or digit")
+    prefix = prefix.strip("/")
+    if prefix:
+        try:
+            _validated_key(prefix)
+        except ValueError:
+            raise ValueError(
+                f"invalid S3 prefix {prefix!r}: no empty, '.' or '..' segments") from None
+    return S3Store(bucket, prefix)
