@@ -1,0 +1,51 @@
+"""dlcs-webhook: publish IIIF manifests when their DLCS batches complete."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+
+from webhook import db
+from webhook.config import Settings
+from webhook.dlcs import DlcsClient, make_session
+from webhook.errors import ConfigError
+from webhook.service import Service
+from webhook.storage import ManifestStore, open_store
+
+
+def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = None,
+               store: ManifestStore | None = None, migrate: bool = True) -> Flask:
+    """Build the application: settings, database, clients, blueprints, CLI."""
+    settings = settings or Settings.from_env(os.environ)
+    app = Flask(__name__)
+    # Bodies are read as streams with per-route limits; this caps anything else.
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
+    app.json.sort_keys = False
+
+    db.bind(db.open_database(settings.database_url))
+    if migrate:
+        db.migrate()
+        db.close()
+    try:
+        store = store or open_store(settings.storage_url)
+    except ValueError as exc:
+        raise ConfigError("STORAGE_URL", str(exc)) from exc
+    dlcs = dlcs or DlcsClient(
+        orchestrator_url=settings.dlcs_orchestrator_url, api_url=settings.dlcs_api_url,
+        named_query=settings.dlcs_named_query, timeout=settings.dlcs_timeout_seconds,
+        credentials=settings.dlcs_credentials, max_batch_size=settings.dlcs_max_batch_size,
+        session=make_session())
+    app.extensions["webhook.settings"] = settings
+    app.extensions["webhook.store"] = store
+    app.extensions["webhook.service"] = Service(settings, dlcs, store)
+
+    @app.teardown_appcontext
+    def _release_connection(exc):
+        db.close()
+
+    from webhook import routes
+    routes.init_app(app)
+    logging.getLogger("webhook").setLevel(logging.INFO)
+    return app

@@ -13,7 +13,9 @@ Each boundary translates its library's errors into one of these exactly once
     ├── UpstreamError         something outside failed; retry later (503)
     │   ├── DlcsError         the DLCS answered badly or not at all
     │   ├── StorageError      the manifest store failed
-    │   └── DatabaseUnavailable
+    │   ├── DatabaseUnavailable
+    │   ├── RebuildFailed     a manifest could not be rebuilt; recorded, retryable
+    │   └── RebuildInProgress another request holds the manifest's rebuild
     └── BuildError            the DLCS answer cannot make a valid manifest
 """
 
@@ -96,3 +98,23 @@ class DatabaseUnavailable(UpstreamError):
 
 class BuildError(WebhookError):
     """The named-query answer cannot be turned into a published manifest."""
+
+
+class RebuildFailed(UpstreamError):
+    """A rebuild failed; the completion is recorded and the rebuild can be retried."""
+
+    def __init__(self, message: str, batch: int | None = None, manifest: str | None = None):
+        super().__init__(message)
+        self.batch = batch
+        self.manifest = manifest
+
+
+class RebuildInProgress(UpstreamError):
+    """Another request is rebuilding this manifest right now."""
+
+    retry_after_seconds = 10
+
+    def __init__(self, message: str, batch: int | None = None, manifest: str | None = None):
+        super().__init__(message)
+        self.batch = batch
+        self.manifest = manifest

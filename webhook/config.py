@@ -1,0 +1,163 @@
+"""Settings: the one place that reads the environment.
+
+``Settings.from_env(os.environ)`` turns the variables named in the contract into
+typed values, or raises ``ConfigError`` naming the first variable that is wrong.
+Secrets are kept out of ``repr`` so a logged Settings never leaks them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from webhook.errors import ConfigError
+from webhook.signature import parse_secret
+
+DEFAULTS = {
+    "DATABASE_URL": "sqlite:///var/webhook.db",
+    "STORAGE_URL": "file://var/manifests",
+    "PUBLIC_BASE_URL": "http://localhost:8000",
+    "WEBHOOK_TOLERANCE_SECONDS": "300",
+    "DLCS_NAMED_QUERY": "batch-query",
+    "DLCS_TIMEOUT_SECONDS": "30",
+    "DLCS_MAX_BATCH_SIZE": "100",
+}
+
+_NAMED_QUERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SNS_TOPIC = re.compile(r"^arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with, validated."""
+
+    database_url: str = field(default=DEFAULTS["DATABASE_URL"], repr=False)
+    storage_url: str = DEFAULTS["STORAGE_URL"]
+    public_base_url: str = DEFAULTS["PUBLIC_BASE_URL"]
+    webhook_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    webhook_tolerance_seconds: int = 300
+    admin_token: str | None = field(default=None, repr=False)
+    dlcs_api_url: str | None = None
+    dlcs_orchestrator_url: str | None = None
+    dlcs_credentials: tuple[str, str] | None = field(default=None, repr=False)
+    dlcs_named_query: str = DEFAULTS["DLCS_NAMED_QUERY"]
+    dlcs_timeout_seconds: float = 30.0
+    dlcs_max_batch_size: int = 100
+    sns_topic_arns: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
+        """Read and validate every variable; raise ConfigError on the first bad one."""
+        env = {**DEFAULTS, **{k: v for k, v in environ.items() if v != ""}}
+        api_key, api_secret = env.get("DLCS_API_KEY"), env.get("DLCS_API_SECRET")
+        if (api_key is None) != (api_secret is None):
+            missing = "DLCS_API_SECRET" if api_secret is None else "DLCS_API_KEY"
+            raise ConfigError(missing, "DLCS_API_KEY and DLCS_API_SECRET must be set together")
+        return cls(
+            database_url=_database_url(env["DATABASE_URL"]),
+            storage_url=_storage_url(env["STORAGE_URL"]),
+            public_base_url=_http_url("PUBLIC_BASE_URL", env["PUBLIC_BASE_URL"]),
+            webhook_keys=_secrets(env.get("WEBHOOK_SECRETS", "")),
+            webhook_tolerance_seconds=_int("WEBHOOK_TOLERANCE_SECONDS",
+                                           env["WEBHOOK_TOLERANCE_SECONDS"], 1, 86_400),
+            admin_token=_admin_token(env.get("ADMIN_TOKEN")),
+            dlcs_api_url=_optional_http_url("DLCS_API_URL", env.get("DLCS_API_URL")),
+            dlcs_orchestrator_url=_optional_http_url("DLCS_ORCHESTRATOR_URL",
+                                                     env.get("DLCS_ORCHESTRATOR_URL")),
+            dlcs_credentials=(api_key, api_secret) if api_key is not None else None,
+            dlcs_named_query=_named_query(env["DLCS_NAMED_QUERY"]),
+            dlcs_timeout_seconds=float(_int("DLCS_TIMEOUT_SECONDS",
+                                            env["DLCS_TIMEOUT_SECONDS"], 1, 600)),
+            dlcs_max_batch_size=_int("DLCS_MAX_BATCH_SIZE", env["DLCS_MAX_BATCH_SIZE"], 1, 10_000),
+            sns_topic_arns=_topics(env.get("SNS_TOPIC_ARNS", "")),
+        )
+
+
+def _database_url(value: str) -> str:
+    scheme = value.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        if not value.startswith("sqlite:///") or value == "sqlite:///":
+            raise ConfigError("DATABASE_URL", "expected sqlite:///path")
+        return value
+    if scheme in ("postgres", "postgresql"):
+        parts = urlsplit(value)
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ConfigError("DATABASE_URL", "expected postgresql://user:pass@host:port/db")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a non-numeric port
+        except ValueError as exc:
+            raise ConfigError("DATABASE_URL", "the port is not a number") from exc
+        return value
+    raise ConfigError("DATABASE_URL", "expected a sqlite:/// or postgresql:// URL")
+
+
+def _storage_url(value: str) -> str:
+    if value.startswith("file://") and len(value) > len("file://"):
+        return value
+    if value.startswith("s3://"):
+        bucket = value[len("s3://"):].split("/", 1)[0]
+        if re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            return value
+        raise ConfigError("STORAGE_URL", "expected s3://bucket[/prefix] with a valid bucket name")
+    raise ConfigError("STORAGE_URL", "expected file://DIR or s3://bucket[/prefix]")
+
+
+def _http_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, "expected an http(s):// URL")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(name, "must not carry credentials, a query or a fragment")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(name, "the port is not a number") from exc
+    return value.rstrip("/")
+
+
+def _optional_http_url(name: str, value: str | None) -> str | None:
+    return None if value is None else _http_url(name, value)
+
+
+def _int(name: str, value: str, low: int, high: int) -> int:
+    if not re.fullmatch(r"[0-9]+", value.strip()):
+        raise ConfigError(name, f"expected a whole number, got {value!r}")
+    number = int(value)
+    if not low <= number <= high:
+        raise ConfigError(name, f"expected a number from {low} to {high}, got {number}")
+    return number
+
+
+def _secrets(value: str) -> tuple[bytes, ...]:
+    keys = []
+    for position, secret in enumerate(value.split(), start=1):
+        try:
+            keys.append(parse_secret(secret))
+        except ValueError as exc:
+            # The message names the position, never the secret itself.
+            raise ConfigError("WEBHOOK_SECRETS", f"secret #{position} is malformed: {exc}") from None
+    return tuple(keys)
+
+
+def _admin_token(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value) < 16 or not value.isascii() or any(c.isspace() for c in value):
+        raise ConfigError("ADMIN_TOKEN", "expected at least 16 ASCII characters without spaces")
+    return value
+
+
+def _named_query(value: str) -> str:
+    if not _NAMED_QUERY.fullmatch(value):
+        raise ConfigError("DLCS_NAMED_QUERY", "expected a name of letters, digits, '_', '-' or '.'")
+    return value
+
+
+def _topics(value: str) -> tuple[str, ...]:
+    topics = tuple(value.split())
+    for topic in topics:
+        if not _SNS_TOPIC.fullmatch(topic):
+            raise ConfigError("SNS_TOPIC_ARNS", f"{topic!r} is not an SNS topic ARN")
+    return topics

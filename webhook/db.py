@@ -1,0 +1,151 @@
+"""The database: a proxy the models bind to, its connection, and schema migration.
+
+``database`` is filled in by ``init_app`` (or ``bind``) from ``DATABASE_URL``;
+nothing connects at import time. PostgreSQL connections are pooled because a
+fresh connection per request costs several times the throughput. Every
+``transaction()`` on SQLite is ``BEGIN IMMEDIATE``: it takes the write lock up
+front, so two writers never deadlock upgrading a read lock, and a transaction
+is the unit of mutual exclusion there (PostgreSQL uses row locks instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import peewee
+from playhouse.migrations import Runner
+from playhouse.pool import PooledPostgresqlDatabase
+
+from webhook.errors import DatabaseUnavailable
+
+log = logging.getLogger("webhook.db")
+
+database = peewee.DatabaseProxy()
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_TABLE = "schema_migration"
+# Any fixed number: every instance must agree on it so only one migrates at a time.
+_MIGRATION_LOCK_KEY = zlib.crc32(b"dlcs-webhook:migrations")
+
+
+def open_database(url: str, *, pool_size: int = 32) -> peewee.Database:
+    """Create (not connect) the peewee database a DATABASE_URL names."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = unquote(url[len("sqlite:///"):])
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return peewee.SqliteDatabase(
+            path,
+            lock_type="IMMEDIATE",
+            timeout=30,
+            pragmas={
+                "journal_mode": "wal",      # readers never block the writer
+                "synchronous": "normal",    # durable at commit in WAL mode
+                "foreign_keys": 1,
+                "busy_timeout": 30_000,
+            },
+        )
+    return PooledPostgresqlDatabase(
+        unquote(parts.path.lstrip("/")),
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        host=parts.hostname,
+        port=parts.port or 5432,
+        max_connections=pool_size,
+        stale_timeout=300,
+        timeout=10,             # wait at most this long for a free pooled connection
+        connect_timeout=5,
+    )
+
+
+def bind(db: peewee.Database) -> None:
+    """Point the models at ``db``."""
+    database.initialize(db)
+
+
+def is_postgres() -> bool:
+    """Tell whether the bound database is PostgreSQL."""
+    return isinstance(database.obj, peewee.PostgresqlDatabase)
+
+
+@contextmanager
+def transaction():
+    """Run a block in one write transaction, mapping connection loss to DatabaseUnavailable."""
+    try:
+        with database.atomic():
+            yield
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+
+def connect() -> None:
+    """Open (or take from the pool) this thread's connection."""
+    try:
+        database.connect(reuse_if_open=True)
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+
+def close() -> None:
+    """Give this thread's connection back (to the pool, on PostgreSQL)."""
+    if not database.is_closed():
+        database.close()
+
+
+def dispose() -> None:
+    """Close every connection the bound database holds (pooled ones too)."""
+    if database.obj is None:
+        return
+    if isinstance(database.obj, PooledPostgresqlDatabase):
+        database.obj.close_all()
+    elif not database.is_closed():
+        database.close()
+
+
+def ping() -> None:
+    """Run a trivial query; raise DatabaseUnavailable when it fails."""
+    try:
+        database.connect(reuse_if_open=True)
+        database.execute_sql("SELECT 1").fetchone()
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        # A pooled connection can die under us; drop it so the next try reconnects.
+        _discard_connection()
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+
+def _discard_connection() -> None:
+    try:
+        if isinstance(database.obj, PooledPostgresqlDatabase) and not database.is_closed():
+            database.obj.manual_close()
+        else:
+            database.close()
+    except Exception:  # noqa: BLE001 - already broken; nothing more to do
+        log.debug("discarding a broken connection failed", exc_info=True)
+
+
+def migrate(directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations under a lock, so concurrent starts migrate once."""
+    runner = Runner(database.obj, directory=str(directory), table_name=MIGRATION_TABLE)
+    with database.atomic():
+        if is_postgres():
+            # Held to the end of the transaction: other instances wait here.
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        # On SQLite the IMMEDIATE transaction itself is the lock.
+        applied = runner.up()
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    return applied
+
+
+def schema_version(directory: Path = MIGRATIONS_DIR) -> tuple[str | None, list[str]]:
+    """Return the newest applied migration and the names still pending."""
+    runner = Runner(database.obj, directory=str(directory), table_name=MIGRATION_TABLE)
+    status = runner.status()
+    applied = [m.name for m in status if m.applied]
+    pending = [m.name for m in status if not m.applied and m.path]
+    return (applied[-1] if applied else None), pending

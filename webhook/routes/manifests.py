@@ -1,0 +1,99 @@
+"""Manifest endpoints: register, publish, status, rebuild."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from webhook.errors import NotFound, PayloadError
+from webhook.routes.auth import admin_required
+from webhook.routes.problems import invalid_body, problem
+from webhook.routes.webhooks import outcome_response
+from webhook.schemas import MANIFEST_ID, StatusSchema
+
+bp = Blueprint("manifests", __name__)
+
+IIIF_CONTENT_TYPE = 'application/ld+json;profile="http://iiif.io/api/presentation/3/context.json"'
+MAX_REGISTRATION_BYTES = 64 * 1024 * 1024
+_ID = re.compile(MANIFEST_ID)
+_STATUS = StatusSchema()
+
+
+def _service():
+    return current_app.extensions["webhook.service"]
+
+
+def _check_id(manifest_id: str) -> None:
+    if not _ID.fullmatch(manifest_id):
+        raise NotFound("Manifest ids match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$.")
+
+
+@bp.put("/<int:customer>/manifests/<manifest_id>")
+@admin_required
+def register(customer: int, manifest_id: str):
+    if customer < 1 or not _ID.fullmatch(manifest_id):
+        return problem(400, "invalid-path", "Invalid path",
+                       "The customer must be a positive number and the id match "
+                       "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$.")
+    if request.content_length is not None and request.content_length > MAX_REGISTRATION_BYTES:
+        return problem(413, "payload-too-large", "Payload too large",
+                       f"The body is larger than {MAX_REGISTRATION_BYTES} bytes.")
+    try:
+        status_code, status = _service().register(customer, manifest_id, request.get_data())
+    except PayloadError as exc:
+        return invalid_body(exc, 400)
+    response = jsonify(_STATUS.dump(status))
+    response.status_code = status_code
+    response.headers["Location"] = _public_url(customer, manifest_id)
+    return response
+
+
+@bp.get("/<int:customer>/manifests/<manifest_id>")
+def published(customer: int, manifest_id: str):
+    _check_id(manifest_id)
+    service = _service()
+    wanted = _if_none_match()
+    etag = service.etag_of(customer, manifest_id)
+    # Answer a revalidation from the database alone, without reading the store.
+    if etag is not None and (etag in wanted or "*" in wanted):
+        return _cors(Response(status=304, headers={"ETag": etag}))
+    result = service.published(customer, manifest_id)
+    if result.status == 200:
+        response = Response(result.body, status=200, content_type=IIIF_CONTENT_TYPE)
+        response.headers["ETag"] = result.etag
+        response.headers["Cache-Control"] = "no-cache"
+        return _cors(response)
+    response = jsonify(result.body)
+    response.status_code = 202
+    return _cors(response)
+
+
+@bp.get("/<int:customer>/manifests/<manifest_id>/status")
+@admin_required
+def status(customer: int, manifest_id: str):
+    _check_id(manifest_id)
+    return jsonify(_STATUS.dump(_service().status(customer, manifest_id)))
+
+
+@bp.post("/<int:customer>/manifests/<manifest_id>/rebuild")
+@admin_required
+def rebuild(customer: int, manifest_id: str):
+    _check_id(manifest_id)
+    return outcome_response(_service().rebuild_now(customer, manifest_id))
+
+
+def _if_none_match() -> set[str]:
+    header = request.headers.get("If-None-Match", "")
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+def _public_url(customer: int, manifest_id: str) -> str:
+    base = current_app.extensions["webhook.settings"].public_base_url
+    return f"{base}/{customer}/manifests/{manifest_id}"
+
+
+def _cors(response: Response) -> Response:
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Expose-Headers"] = "ETag"
+    return response

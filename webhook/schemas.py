@@ -1,0 +1,312 @@
+"""Marshmallow schemas for every payload in and out.
+
+Loading happens at the edge and hands typed values inward
+(``parse_notification`` -> ``BatchCompletion``, ``parse_registration`` ->
+``Registration``); the dump schemas shape every JSON answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+
+from marshmallow import (EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, post_load,
+                         validate, validates_schema)
+
+from webhook.domain import BatchCompletion, PaintedResource
+from webhook.errors import PayloadError
+
+MANIFEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+MAX_INT64 = 2**63 - 1
+# Properties of a registration that the service owns; the rest is kept verbatim.
+SERVICE_OWNED = ("id", "@context", "items", "paintedResources", "batches")
+
+
+class StrictBoolean(fields.Boolean):
+    """A JSON boolean and nothing else (marshmallow's accepts 1, "yes"...)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+def _count() -> fields.Integer:
+    return fields.Integer(strict=True, required=True, validate=validate.Range(0, MAX_INT64))
+
+
+def _batch_id(**kwargs) -> fields.Integer:
+    return fields.Integer(strict=True, validate=validate.Range(1, MAX_INT64), **kwargs)
+
+
+class CurrentNotificationSchema(Schema):
+    """The batch-completed notification as the DLCS sends it today."""
+
+    class Meta:
+        unknown = EXCLUDE  # the DLCS may add fields; they must not break delivery
+
+    id = _batch_id(required=True)
+    customer = _batch_id(required=True)
+    count = _count()
+    completed = _count()
+    errors = _count()
+    superseded = StrictBoolean(required=True)
+    submitted = fields.AwareDateTime(required=True)
+    finished = fields.AwareDateTime(required=True)
+
+    @post_load
+    def to_completion(self, data, **kwargs) -> BatchCompletion:
+        return BatchCompletion(
+            batch_id=data["id"], customer=data["customer"], count=data["count"],
+            completed=data["completed"], errors=data["errors"], superseded=data["superseded"],
+            submitted=data["submitted"].astimezone(dt.timezone.utc),
+            finished=data["finished"].astimezone(dt.timezone.utc))
+
+
+class OldNotificationSchema(CurrentNotificationSchema):
+    """The older field names, still seen from some DLCS deployments."""
+
+    customer = _batch_id(required=True, data_key="customerId")
+    count = fields.Integer(strict=True, required=True, data_key="total",
+                           validate=validate.Range(0, MAX_INT64))
+    completed = fields.Integer(strict=True, required=True, data_key="success",
+                               validate=validate.Range(0, MAX_INT64))
+    submitted = fields.AwareDateTime(required=True, data_key="started")
+
+
+_CURRENT = CurrentNotificationSchema()
+_OLD = OldNotificationSchema()
+
+
+def parse_json_object(raw: bytes) -> dict:
+    """Decode a JSON object from raw bytes or raise PayloadError."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError("The body is not valid JSON.") from exc
+    if not isinstance(value, dict):
+        raise PayloadError("The body must be a JSON object.")
+    return value
+
+
+def parse_notification(raw: bytes) -> BatchCompletion:
+    """Load a batch-completed notification in the current or the old format."""
+    data = parse_json_object(raw)
+    try:
+        return _CURRENT.load(data)
+    except ValidationError as current_error:
+        if not any(k in data for k in ("customerId", "total", "success", "started")):
+            raise PayloadError("The notification does not fit the batch-completed shape.",
+                               current_error.messages) from None
+        try:
+            return _OLD.load(data)
+        except ValidationError as old_error:
+            raise PayloadError("The notification does not fit the batch-completed shape "
+                               "(old format).", old_error.messages) from None
+
+
+# ----------------------------------------------------------------- registration
+
+
+class LanguageMap(fields.Dict):
+    """A IIIF language map: {"en": ["a", "b"]}."""
+
+    def __init__(self, **kwargs):
+        super().__init__(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9-]*$")),
+                         values=fields.List(fields.String()), **kwargs)
+
+
+class CanvasPaintingSchema(Schema):
+    class Meta:
+        # The Presentation API carries more canvasPainting fields than we use;
+        # ignoring them lets its payloads be registered unchanged.
+        unknown = EXCLUDE
+
+    canvas_id = fields.String(data_key="canvasId", load_default=None,
+                              validate=validate.Regexp(MANIFEST_ID,
+                                                       error="Must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$."))
+    canvas_order = fields.Integer(data_key="canvasOrder", strict=True, required=True,
+                                  validate=validate.Range(0, 2**31 - 1))
+    choice_order = fields.Integer(data_key="choiceOrder", strict=True, load_default=None,
+                                  allow_none=True, validate=validate.Range(1, 2**31 - 1))
+    label = LanguageMap(load_default=None, allow_none=True)
+    canvas_label = LanguageMap(data_key="canvasLabel", load_default=None, allow_none=True)
+    target = fields.String(load_default=None, allow_none=True,
+                           validate=validate.Length(1, 1000))
+    static_width = fields.Integer(data_key="staticWidth", strict=True, load_default=None,
+                                  allow_none=True, validate=validate.Range(1, 2**31 - 1))
+    static_height = fields.Integer(data_key="staticHeight", strict=True, load_default=None,
+                                   allow_none=True, validate=validate.Range(1, 2**31 - 1))
+
+
+class AssetSchema(Schema):
+    class Meta:
+        # origin, mediaType... are the DLCS's business; they are kept to queue the asset.
+        unknown = INCLUDE
+
+    id = fields.String(required=True, validate=validate.Regexp(
+        r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$", error="Must be a DLCS asset id (no '/')."))
+    space = fields.Integer(strict=True, required=True, validate=validate.Range(0, 2**31 - 1))
+
+
+class PaintedResourceSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    canvas_painting = fields.Nested(CanvasPaintingSchema, data_key="canvasPainting",
+                                    required=True)
+    asset = fields.Nested(AssetSchema, required=True)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A validated registration: the manifest to keep, its rows and its batches."""
+
+    document: dict
+    painted: tuple[PaintedResource, ...]
+    assets: tuple[dict, ...]           # aligned with painted
+    batches: tuple[int, ...] | None    # None: the service should queue the assets
+
+
+class RegistrationSchema(Schema):
+    class Meta:
+        unknown = INCLUDE  # every other manifest property is kept verbatim
+
+    type = fields.String(load_default="Manifest", validate=validate.Equal("Manifest"))
+    label = LanguageMap(load_default=None)
+    painted_resources = fields.List(fields.Nested(PaintedResourceSchema),
+                                    data_key="paintedResources", load_default=list)
+    batches = fields.List(_batch_id(), load_default=None, validate=validate.Length(max=10_000))
+
+    @validates_schema
+    def check_consistency(self, data, **kwargs):
+        batches = data.get("batches")
+        if batches is not None and len(set(batches)) != len(batches):
+            raise ValidationError("Batch ids must be unique.", "batches")
+        _check_canvas_rows(data["painted_resources"])
+
+
+def _check_canvas_rows(rows: list[dict]) -> None:
+    seen: dict[int, dict] = {}
+    errors: dict[int, dict] = {}
+    for index, row in enumerate(rows):
+        painting = row["canvas_painting"]
+        key = (painting["canvas_order"], painting["choice_order"])
+        if key in seen:
+            errors[index] = {"canvasPainting": {"choiceOrder": [
+                "Rows sharing a canvasOrder need distinct choiceOrder values."]}}
+        seen[key] = painting
+    if errors:
+        raise ValidationError(errors, "paintedResources")
+
+
+def _default_canvas_id(customer: int, manifest_id: str, canvas_order: int) -> str:
+    # Deterministic, so registering the same manifest twice keeps canvas ids stable.
+    digest = hashlib.sha256(f"{customer}/{manifest_id}/{canvas_order}".encode()).digest()
+    return "c" + base64.b32encode(digest[:10]).decode().lower()
+
+
+def parse_registration(raw: bytes, customer: int, manifest_id: str) -> Registration:
+    """Load a manifest registration, raising PayloadError with field messages."""
+    data = parse_json_object(raw)
+    try:
+        loaded = RegistrationSchema().load(data)
+    except ValidationError as exc:
+        raise PayloadError("The manifest registration is invalid.", exc.messages) from None
+    rows = loaded["painted_resources"]
+    canvas_ids = _canvas_ids(rows, customer, manifest_id)
+    painted, assets = [], []
+    for row, canvas_id in zip(rows, canvas_ids):
+        painting, asset = row["canvas_painting"], row["asset"]
+        painted.append(PaintedResource(
+            canvas_id=canvas_id, canvas_order=painting["canvas_order"],
+            asset_id=f"{customer}/{asset['space']}/{asset['id']}",
+            choice_order=painting["choice_order"], label=painting["label"],
+            canvas_label=painting["canvas_label"], target=painting["target"],
+            static_width=painting["static_width"], static_height=painting["static_height"]))
+        assets.append(dict(asset))
+    document = {k: v for k, v in data.items() if k not in SERVICE_OWNED}
+    document.setdefault("type", "Manifest")
+    batches = loaded["batches"]
+    return Registration(document=document, painted=tuple(painted), assets=tuple(assets),
+                        batches=None if batches is None else tuple(batches))
+
+
+def _canvas_ids(rows: list[dict], customer: int, manifest_id: str) -> list[str]:
+    """Give every row its canvas id; rows sharing a canvasOrder share one."""
+    by_order: dict[int, str] = {}
+    for index, row in enumerate(rows):
+        painting = row["canvas_painting"]
+        given, order = painting["canvas_id"], painting["canvas_order"]
+        if given is None:
+            continue
+        if by_order.setdefault(order, given) != given:
+            raise PayloadError("The manifest registration is invalid.", {"paintedResources": {
+                index: {"canvasPainting": {"canvasId": [
+                    "Rows sharing a canvasOrder must share their canvasId."]}}}})
+    return [row["canvas_painting"]["canvas_id"]
+            or by_order.get(row["canvas_painting"]["canvas_order"])
+            or _default_canvas_id(customer, manifest_id, row["canvas_painting"]["canvas_order"])
+            for row in rows]
+
+
+# ----------------------------------------------------------------- answers
+
+
+class UtcDateTime(fields.Field):
+    """Dump a stored naive-UTC datetime as ISO 8601 with a ``Z``."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.isoformat(timespec="microseconds") + "Z"
+
+
+class OutcomeSchema(Schema):
+    outcome = fields.String(required=True)
+    batch = fields.Integer(allow_none=True)
+    manifest = fields.String(allow_none=True)
+
+
+class BatchStatusSchema(Schema):
+    id = fields.Integer()
+    status = fields.String()
+    count = fields.Integer(allow_none=True)
+    completed = fields.Integer(allow_none=True)
+    errors = fields.Integer(allow_none=True)
+    submitted = UtcDateTime(allow_none=True)
+    finished = UtcDateTime(allow_none=True)
+
+
+class StatusSchema(Schema):
+    state = fields.String()
+    batches = fields.List(fields.Nested(BatchStatusSchema))
+    last_processed = UtcDateTime(data_key="lastProcessed", allow_none=True)
+    error = fields.String(allow_none=True)
+    missing_assets = fields.List(fields.String(), data_key="missingAssets")
+
+
+class DeliverySchema(Schema):
+    id = fields.String(attribute="delivery_id")
+    transport = fields.String()
+    received_at = UtcDateTime(data_key="receivedAt")
+    batch = fields.Integer(allow_none=True)
+    manifest = fields.String(allow_none=True)
+    outcome = fields.String()
+    error = fields.String(allow_none=True)
+
+
+class DeliveryQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    batch = _batch_id(load_default=None)
+    outcome = fields.String(load_default=None, validate=validate.OneOf(
+        ["ignored", "batch-completed", "manifest-completed", "duplicate", "unprocessable",
+         "failed"]))
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))

@@ -1,0 +1,498 @@
+"""The use cases: receive a completion, register a manifest, rebuild, report.
+
+This is the only module that sequences the database, the DLCS and the store.
+
+Exactly once. A completion runs in one write transaction that holds the
+manifest's row lock (PostgreSQL) or the database write lock (SQLite), so the
+transition to "every batch complete" is seen by exactly one delivery. That
+delivery claims the rebuild in the same transaction (``rebuild_owner`` and a
+lease), then calls the DLCS and the store outside any transaction, and clears
+``needs_rebuild`` only if it still holds the claim. Anyone else who finds the
+manifest needing a rebuild (a redelivery, a replay, an operator) must claim it
+first; a live claim answers "in progress", an expired one (a crashed worker)
+can be taken over. Nothing about this lives in process memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import peewee
+
+from webhook import db
+from webhook.config import Settings
+from webhook.dlcs import DlcsClient
+from webhook.domain import BatchCompletion
+from webhook.errors import (BuildError, Conflict, NotFound, PayloadError, RebuildFailed,
+                            RebuildInProgress, UpstreamError)
+from webhook.manifest import build_manifest
+from webhook.models import (COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest,
+                            to_naive_utc, utcnow)
+from webhook.schemas import Registration, parse_notification, parse_registration
+from webhook.storage import ManifestStore, manifest_key
+
+log = logging.getLogger("webhook.service")
+
+IGNORED = "ignored"
+BATCH_COMPLETED = "batch-completed"
+MANIFEST_COMPLETED = "manifest-completed"
+DUPLICATE = "duplicate"
+UNPROCESSABLE = "unprocessable"
+FAILED = "failed"
+# A delivery with one of these outcomes has nothing left to do.
+FINISHED = frozenset({IGNORED, BATCH_COMPLETED, MANIFEST_COMPLETED, DUPLICATE})
+REBUILD_PENDING = "rebuild pending"
+EMPTY_ANSWER = {"type": "Manifest", "items": []}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What processing a delivery (or a rebuild) came to, as the webhook answers it."""
+
+    outcome: str
+    batch: int | None
+    manifest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What the transactional part decided; the rest happens after commit."""
+
+    outcome: Outcome
+    rebuild_token: str | None = None      # set when this request holds the rebuild claim
+    manifest_pk: int | None = None
+    problem: PayloadError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A manifest's public representation: the stored document, or its ingesting summary."""
+
+    status: int
+    body: bytes | dict
+    etag: str | None = None
+
+
+class Service:
+    """The service's use cases over one database, one DLCS client and one store."""
+
+    def __init__(self, settings: Settings, dlcs: DlcsClient, store: ManifestStore,
+                 clock: Callable[[], dt.datetime] = utcnow):
+        self.settings = settings
+        self.dlcs = dlcs
+        self.store = store
+        self.clock = clock
+        # Longer than any rebuild can take (DLCS retries and storage included),
+        # so a live claim is never taken over; a crashed worker's claim expires.
+        self.lease = dt.timedelta(seconds=4 * settings.dlcs_timeout_seconds + 120)
+
+    # ------------------------------------------------------------- deliveries
+
+    def receive(self, delivery_id: str, transport: str, body: bytes) -> Outcome:
+        """Record an authenticated delivery and process it exactly once."""
+        try:
+            completion, problem = parse_notification(body), None
+        except PayloadError as exc:
+            completion, problem = None, exc
+        with db.transaction():
+            step = self._record_and_apply(delivery_id, transport, body, completion, problem)
+        return self._after_commit(step, delivery_id)
+
+    def replay(self, delivery_id: str) -> Outcome:
+        """Run a recorded delivery through the same processing again."""
+        delivery = Delivery.get_or_none(Delivery.delivery_id == delivery_id)
+        if delivery is None:
+            raise NotFound(f"No delivery {delivery_id!r} is recorded.")
+        try:
+            completion = parse_notification(bytes(delivery.body))
+        except PayloadError:
+            raise
+        with db.transaction():
+            row = Delivery.select().where(Delivery.id == delivery.id).get()
+            if row.outcome == FAILED:
+                step = self._resume(row)
+            else:
+                step = self._apply(completion, row, replay=True)
+        return self._after_commit(step, delivery_id)
+
+    def _record_and_apply(self, delivery_id, transport, body, completion, problem) -> _Step:
+        now = self.clock()
+        try:
+            with db.database.atomic():  # a savepoint: a duplicate key must not end the transaction
+                delivery = Delivery.create(
+                    delivery_id=delivery_id, transport=transport, received_at=now,
+                    updated_at=now, outcome=FAILED, error=REBUILD_PENDING, body=body,
+                    batch=completion.batch_id if completion else None)
+        except peewee.IntegrityError:
+            return self._redelivered(delivery_id, problem)
+        if problem is not None:
+            self._set(delivery, UNPROCESSABLE, error=_problem_text(problem))
+            return _Step(Outcome(UNPROCESSABLE, None, None), problem=problem)
+        return self._apply(completion, delivery)
+
+    def _redelivered(self, delivery_id: str, problem: PayloadError | None) -> _Step:
+        delivery = _locked(Delivery.select().where(Delivery.delivery_id == delivery_id))
+        Delivery.update(attempts=Delivery.attempts + 1).where(Delivery.id == delivery.id).execute()
+        if delivery.outcome in FINISHED:
+            return _Step(Outcome(DUPLICATE, delivery.batch, delivery.manifest))
+        if delivery.outcome == UNPROCESSABLE:
+            return _Step(Outcome(UNPROCESSABLE, None, None),
+                         problem=problem or PayloadError(delivery.error or "Unprocessable."))
+        return self._resume(delivery)
+
+    def _resume(self, delivery: Delivery) -> _Step:
+        """Finish the job of a delivery whose rebuild failed or was interrupted."""
+        customer, _, slug = (delivery.manifest or "").partition("/")
+        manifest = Manifest.find(int(customer), slug) if customer.isdigit() else None
+        if manifest is None:
+            self._set(delivery, IGNORED, error="the manifest is no longer registered")
+            return _Step(Outcome(IGNORED, delivery.batch, None))
+        manifest = Manifest.lock(manifest.id)
+        outcome = Outcome(MANIFEST_COMPLETED, delivery.batch, manifest.key)
+        if not manifest.needs_rebuild:
+            # Someone else finished the rebuild this delivery was waiting for.
+            self._set(delivery, MANIFEST_COMPLETED)
+            return _Step(outcome)
+        return _Step(outcome, self._claim(manifest), manifest.id)
+
+    def _apply(self, completion: BatchCompletion, delivery: Delivery, replay=False) -> _Step:
+        """Apply a completion to its batch and manifest inside the open transaction."""
+        batch_id = completion.batch_id
+        batch = Batch.get_or_none(Batch.id == batch_id)
+        if batch is None or batch.customer != completion.customer:
+            why = ("the batch belongs to no registered manifest" if batch is None
+                   else "the batch belongs to another customer")
+            self._set(delivery, IGNORED, batch=batch_id, error=why)
+            return _Step(Outcome(IGNORED, batch_id, None))
+        # Lock order everywhere: manifest row first, then its batches.
+        manifest = Manifest.lock(batch.manifest_id)
+        batch = Batch.get_or_none(Batch.id == batch_id)
+        if batch is None or batch.manifest_id != manifest.id:
+            self._set(delivery, IGNORED, batch=batch_id,
+                      error="the batch was re-registered while this delivery was processed")
+            return _Step(Outcome(IGNORED, batch_id, None))
+        first_completion = batch.status == INGESTING
+        if first_completion:
+            self._complete_batch(batch, completion)
+        all_complete = Batch.count_ingesting(manifest.id) == 0
+        if all_complete and (first_completion or manifest.needs_rebuild):
+            token = self._claim(manifest, mark=True)
+            self._set(delivery, FAILED, batch=batch_id, manifest=manifest.key,
+                      error=REBUILD_PENDING)
+            return _Step(Outcome(MANIFEST_COMPLETED, batch_id, manifest.key), token, manifest.id)
+        outcome = BATCH_COMPLETED if first_completion else DUPLICATE
+        if replay and not first_completion:
+            return _Step(Outcome(DUPLICATE, batch_id, manifest.key))
+        self._set(delivery, outcome, batch=batch_id, manifest=manifest.key)
+        return _Step(Outcome(outcome, batch_id, manifest.key))
+
+    def _complete_batch(self, batch: Batch, completion: BatchCompletion) -> None:
+        Batch.update(
+            status=COMPLETED, count=completion.count, completed=completion.completed,
+            errors=completion.errors, superseded=completion.superseded,
+            submitted=to_naive_utc(completion.submitted),
+            finished=to_naive_utc(completion.finished), processed=self.clock(),
+        ).where(Batch.id == batch.id).execute()
+
+    def _claim(self, manifest: Manifest, mark: bool = False) -> str | None:
+        """Take the manifest's rebuild claim inside the open transaction, if free.
+
+        Returns the claim token, or None when a live claim is held elsewhere.
+        ``mark`` also records that the manifest needs a rebuild.
+        """
+        now = self.clock()
+        token = uuid.uuid4().hex
+        free = (Manifest.rebuild_lease_until.is_null()) | (Manifest.rebuild_lease_until < now)
+        changes = {Manifest.rebuild_owner: token,
+                   Manifest.rebuild_lease_until: now + self.lease}
+        if mark:
+            changes[Manifest.needs_rebuild] = True
+        taken = Manifest.update(changes).where((Manifest.id == manifest.id) & free).execute()
+        if not taken and mark:
+            Manifest.update(needs_rebuild=True).where(Manifest.id == manifest.id).execute()
+        return token if taken else None
+
+    def _after_commit(self, step: _Step, delivery_id: str) -> Outcome:
+        if step.problem is not None:
+            raise step.problem
+        if step.manifest_pk is None:
+            return step.outcome
+        if step.rebuild_token is None:
+            raise RebuildInProgress("Another request is rebuilding this manifest; retry later.",
+                                    step.outcome.batch, step.outcome.manifest)
+        self._rebuild(step.manifest_pk, step.rebuild_token, step.outcome.batch)
+        return step.outcome
+
+    def _set(self, delivery: Delivery, outcome: str, error: str | None = None,
+             **fields) -> None:
+        Delivery.update(outcome=outcome, error=error, updated_at=self.clock(),
+                        **fields).where(Delivery.id == delivery.id).execute()
+
+    # ------------------------------------------------------------- rebuilding
+
+    def rebuild_now(self, customer: int, slug: str) -> Outcome:
+        """Rebuild and store a manifest on an operator's request."""
+        with db.transaction():
+            manifest = self._find(customer, slug)
+            manifest = Manifest.lock(manifest.id)
+            if Batch.count_ingesting(manifest.id):
+                raise Conflict("Batches of this manifest are still ingesting.")
+            token = self._claim(manifest, mark=True)
+        if token is None:
+            raise RebuildInProgress("Another request is rebuilding this manifest; retry later.",
+                                    None, manifest.key)
+        self._rebuild(manifest.id, token, None)
+        return Outcome(MANIFEST_COMPLETED, None, manifest.key)
+
+    def _rebuild(self, manifest_pk: int, token: str, batch: int | None) -> None:
+        """Build and store the manifest while holding the claim ``token``."""
+        manifest = Manifest.get_by_id(manifest_pk)
+        try:
+            etag, updates = self._build_and_store(manifest)
+        except Exception as exc:  # noqa: BLE001 - every failure must release the claim
+            message = _failure_text(exc)
+            if not isinstance(exc, (UpstreamError, BuildError)):
+                log.exception("rebuild of %s failed unexpectedly", manifest.key)
+            self._record_failure(manifest, token, message)
+            raise RebuildFailed(message, batch, manifest.key) from exc
+        with db.transaction():
+            now = self.clock()
+            finished = Manifest.update(
+                needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
+                rebuild_error=None, last_processed=now, published_etag=etag, published_at=now,
+                updated_at=now,
+            ).where((Manifest.id == manifest_pk) & (Manifest.rebuild_owner == token)).execute()
+            if not finished:
+                raise RebuildFailed("The manifest was re-registered during the rebuild; "
+                                    "its new registration will be rebuilt.", batch, manifest.key)
+            _apply_row_updates(updates, now)
+            Delivery.update(outcome=MANIFEST_COMPLETED, error=None, updated_at=now).where(
+                (Delivery.manifest == manifest.key) & (Delivery.outcome == FAILED)).execute()
+
+    def _build_and_store(self, manifest: Manifest):
+        rows = list(CanvasPainting.select().where(CanvasPainting.manifest == manifest.id)
+                    .order_by(CanvasPainting.position))
+        batch_ids = [b.id for b in Batch.of_manifest(manifest.id)]
+        answer = (self.dlcs.named_query(manifest.customer, batch_ids).document
+                  if batch_ids else EMPTY_ANSWER)
+        result = build_manifest(manifest.document, [r.painted_resource() for r in rows], answer,
+                                base_url=self.settings.public_base_url,
+                                customer=manifest.customer, manifest_id=manifest.slug)
+        etag = self.store.put(manifest_key(manifest.customer, manifest.slug), result.body)
+        return etag, _row_changes(rows, result.row_updates)
+
+    def _record_failure(self, manifest: Manifest, token: str, message: str) -> None:
+        now = self.clock()
+        with db.transaction():
+            Manifest.update(rebuild_error=message, rebuild_owner=None, rebuild_lease_until=None,
+                            updated_at=now).where(
+                (Manifest.id == manifest.id) & (Manifest.rebuild_owner == token)).execute()
+            Delivery.update(error=message, updated_at=now).where(
+                (Delivery.manifest == manifest.key) & (Delivery.outcome == FAILED)).execute()
+
+    # ------------------------------------------------------------- registration
+
+    def register(self, customer: int, slug: str, raw: bytes) -> tuple[int, dict]:
+        """Register or replace a manifest; rebuild at once when nothing is ingesting."""
+        registration = parse_registration(raw, customer, slug)
+        if registration.batches is None:
+            raise PayloadError("The manifest registration is invalid.", {
+                "batches": ["Required: queueing assets at the DLCS is not available here."]})
+        with db.transaction():
+            manifest = self._upsert_manifest(customer, slug, registration)
+            self._replace_batches(manifest, customer, registration.batches)
+            self._replace_paintings(manifest, registration)
+            token = None
+            if Batch.count_ingesting(manifest.id) == 0:
+                token = self._claim(manifest, mark=True)
+        if token is not None:
+            self._rebuild(manifest.id, token, None)
+            return 200, self.status(customer, slug)
+        return 202, self.status(customer, slug)
+
+    def _upsert_manifest(self, customer: int, slug: str, registration: Registration) -> Manifest:
+        now = self.clock()
+        existing = Manifest.find(customer, slug)
+        if existing is None:
+            try:
+                with db.database.atomic():
+                    return Manifest.create(customer=customer, slug=slug, updated_at=now,
+                                           created_at=now, document=registration.document)
+            except peewee.IntegrityError:
+                existing = Manifest.find(customer, slug)  # registered concurrently
+        manifest = Manifest.lock(existing.id)
+        Manifest.update(document=registration.document, generation=Manifest.generation + 1,
+                        needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
+                        rebuild_error=None, updated_at=now).where(
+            Manifest.id == manifest.id).execute()
+        return Manifest.get_by_id(manifest.id)
+
+    def _replace_batches(self, manifest: Manifest, customer: int, batch_ids: Iterable[int]):
+        wanted = set(batch_ids)
+        taken = [b.id for b in Batch.select(Batch.id).where(
+            Batch.id.in_(list(wanted)) & (Batch.manifest != manifest.id))] if wanted else []
+        if taken:
+            raise Conflict(f"Batches {sorted(taken)} belong to another manifest.")
+        Batch.delete().where((Batch.manifest == manifest.id)
+                             & Batch.id.not_in(list(wanted) or [0])).execute()
+        have = {b.id for b in Batch.select(Batch.id).where(Batch.manifest == manifest.id)}
+        fresh = sorted(wanted - have)
+        try:
+            with db.database.atomic():
+                Batch.insert_many([{"id": i, "manifest": manifest.id, "customer": customer,
+                                    "status": INGESTING} for i in fresh]).execute() if fresh else None
+        except peewee.IntegrityError as exc:
+            raise Conflict("A batch was registered to another manifest at the same time.") from exc
+        self._apply_early_completions(manifest, fresh)
+
+    def _apply_early_completions(self, manifest: Manifest, batch_ids: list[int]) -> None:
+        """Apply completions that arrived (and were ignored) before the registration."""
+        if not batch_ids:
+            return
+        early = (Delivery.select().where(Delivery.batch.in_(batch_ids)
+                                         & (Delivery.outcome == IGNORED))
+                 .order_by(Delivery.received_at))
+        for delivery in early:
+            completion = parse_notification(bytes(delivery.body))
+            if completion.customer != manifest.customer:
+                continue
+            self._complete_batch(Batch.get_by_id(completion.batch_id), completion)
+            self._set(delivery, BATCH_COMPLETED, manifest=manifest.key,
+                      error="applied when the manifest was registered")
+
+    def _replace_paintings(self, manifest: Manifest, registration: Registration) -> None:
+        CanvasPainting.delete().where(CanvasPainting.manifest == manifest.id).execute()
+        rows = [{
+            "manifest": manifest.id, "position": position, "canvas_id": p.canvas_id,
+            "canvas_order": p.canvas_order, "choice_order": p.choice_order, "label": p.label,
+            "canvas_label": p.canvas_label, "target": p.target,
+            "static_width": p.static_width, "static_height": p.static_height,
+            "width": p.static_width if p.static_height else None,
+            "height": p.static_height if p.static_width else None,
+            "asset_id": p.asset_id, "asset": asset, "ingesting": True,
+        } for position, (p, asset) in enumerate(zip(registration.painted, registration.assets))]
+        for start in range(0, len(rows), 500):
+            CanvasPainting.insert_many(rows[start:start + 500]).execute()
+
+    # ------------------------------------------------------------- reading
+
+    def status(self, customer: int, slug: str) -> dict:
+        """Describe a manifest's state, batches and last rebuild."""
+        manifest = self._find(customer, slug)
+        batches = Batch.of_manifest(manifest.id)
+        missing = []
+        if manifest.published_at is not None:
+            missing = [r.asset_id for r in CanvasPainting.select(CanvasPainting.asset_id).where(
+                (CanvasPainting.manifest == manifest.id) & CanvasPainting.ingesting)]
+        state, error = self._state(manifest, batches)
+        return {"state": state, "batches": batches, "last_processed": manifest.last_processed,
+                "error": error, "missing_assets": missing}
+
+    def _state(self, manifest: Manifest, batches: list[Batch]) -> tuple[str, str | None]:
+        if any(b.status == INGESTING for b in batches):
+            return "ingesting", manifest.rebuild_error
+        if not manifest.needs_rebuild:
+            return "complete", None
+        if manifest.rebuild_error:
+            return "rebuild-failed", manifest.rebuild_error
+        lease = manifest.rebuild_lease_until
+        if lease is not None and lease < self.clock():
+            return "rebuild-failed", "The rebuild was interrupted before it finished."
+        return "ingesting", None
+
+    def published(self, customer: int, slug: str) -> Published:
+        """Return the stored manifest, or the registration with its ingesting summary."""
+        manifest = self._find(customer, slug)
+        if manifest.published_etag is not None:
+            stored = self.store.get(manifest_key(customer, slug))
+            if stored is not None:
+                return Published(200, stored.body, stored.etag)
+        return Published(202, self._ingesting_view(manifest))
+
+    def _ingesting_view(self, manifest: Manifest) -> dict:
+        batches = Batch.of_manifest(manifest.id)
+        total = CanvasPainting.select().where(CanvasPainting.manifest == manifest.id).count()
+        done = [b for b in batches if b.status == COMPLETED]
+        finished = sum((b.completed or 0) + (b.errors or 0) for b in done)
+        return {
+            "@context": "http://iiif.io/api/presentation/3/context.json",
+            "id": f"{self.settings.public_base_url}/{manifest.customer}/manifests/{manifest.slug}",
+            **manifest.document,
+            "ingesting": {"total": total, "finished": min(finished, total),
+                          "errors": sum(b.errors or 0 for b in done)},
+        }
+
+    def etag_of(self, customer: int, slug: str) -> str | None:
+        """Return the ETag of the published document without reading it."""
+        manifest = self._find(customer, slug)
+        return manifest.published_etag
+
+    def deliveries(self, batch: int | None, outcome: str | None, limit: int) -> list[Delivery]:
+        """List recorded deliveries, most recent first."""
+        query = Delivery.select(Delivery.delivery_id, Delivery.transport, Delivery.received_at,
+                                Delivery.batch, Delivery.manifest, Delivery.outcome,
+                                Delivery.error)
+        if batch is not None:
+            query = query.where(Delivery.batch == batch)
+        if outcome is not None:
+            query = query.where(Delivery.outcome == outcome)
+        return list(query.order_by(Delivery.received_at.desc(), Delivery.id.desc()).limit(limit))
+
+    def _find(self, customer: int, slug: str) -> Manifest:
+        manifest = Manifest.find(customer, slug)
+        if manifest is None:
+            raise NotFound(f"No manifest {customer}/{slug} is registered.")
+        return manifest
+
+
+def _locked(query):
+    """Add FOR UPDATE on PostgreSQL (SQLite's IMMEDIATE transaction already excludes)."""
+    return (query.for_update() if db.is_postgres() else query).get()
+
+
+def _problem_text(problem: PayloadError) -> str:
+    if not problem.errors:
+        return problem.detail
+    return f"{problem.detail} {problem.errors}"[:2000]
+
+
+def _failure_text(exc: Exception) -> str:
+    if isinstance(exc, (UpstreamError, BuildError)):
+        return str(exc)[:2000]
+    return f"internal error during the rebuild ({type(exc).__name__})"
+
+
+def _row_changes(rows: list[CanvasPainting], updates) -> list[tuple]:
+    """Pair rows with what the build learned, keeping only rows that change."""
+    changes = []
+    for row, update in zip(rows, updates):
+        if update is None:
+            continue
+        new = (False, update.thumbnail, update.width, update.height, update.duration)
+        if new != (row.ingesting, row.thumbnail, row.width, row.height, row.duration):
+            changes.append((row.id, *new))
+    return changes
+
+
+def _apply_row_updates(changes: list[tuple], now: dt.datetime) -> None:
+    """Write the changed rows in as few round trips as the backend allows."""
+    for start in range(0, len(changes), 1000):
+        chunk = changes[start:start + 1000]
+        if db.is_postgres():
+            values = ",".join(["(%s,%s,%s,%s,%s,%s)"] * len(chunk))
+            params = [v for change in chunk for v in change]
+            db.database.execute_sql(
+                'UPDATE "canvas_painting" AS c SET ingesting = v.ing, thumbnail = v.thumb, '
+                "width = v.w, height = v.h, duration = v.dur, modified = %s "
+                f"FROM (VALUES {values}) AS v(id, ing, thumb, w, h, dur) WHERE c.id = v.id",
+                [now, *params])
+        else:
+            cursor = db.database.cursor()
+            cursor.executemany(
+                'UPDATE "canvas_painting" SET ingesting = ?, thumbnail = ?, width = ?, '
+                "height = ?, duration = ?, modified = ? WHERE id = ?",
+                [(*change[1:], now, change[0]) for change in chunk])
