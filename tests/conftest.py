@@ -81,6 +81,24 @@ def postgres_url(postgres_database):
     return postgres_database
 
 
+@pytest.fixture
+def empty_postgres_url(postgres_database):
+    """A PostgreSQL database of this test's own, with no tables at all."""
+    if postgres_database is None:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_SERVER} (or "
+                    "WEBHOOK_TEST_DATABASE=sqlite)")
+    name = f"webhook_empty_{uuid.uuid4().hex[:12]}"
+    admin = _admin_connection()
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(POSTGRES_SERVER, name)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 def _truncate(url: str) -> None:
     import psycopg2
 

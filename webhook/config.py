@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from webhook.errors import ConfigError
 from webhook.signature import parse_secret
+from webhook.storage import open_store
 
 DEFAULTS = {
     "DATABASE_URL": "sqlite:///var/webhook.db",
@@ -94,14 +95,12 @@ def _database_url(value: str) -> str:
 
 
 def _storage_url(value: str) -> str:
-    if value.startswith("file://") and len(value) > len("file://"):
-        return value
-    if value.startswith("s3://"):
-        bucket = value[len("s3://"):].split("/", 1)[0]
-        if re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-            return value
-        raise ConfigError("STORAGE_URL", "expected s3://bucket[/prefix] with a valid bucket name")
-    raise ConfigError("STORAGE_URL", "expected file://DIR or s3://bucket[/prefix]")
+    # One parser for STORAGE_URL: the store's own (it does no I/O).
+    try:
+        open_store(value)
+    except ValueError as exc:
+        raise ConfigError("STORAGE_URL", str(exc)) from None
+    return value
 
 
 def _http_url(name: str, value: str) -> str:

@@ -10,6 +10,7 @@ is the unit of mutual exclusion there (PostgreSQL uses row locks instead).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import zlib
 from contextlib import contextmanager
@@ -131,15 +132,34 @@ def _discard_connection() -> None:
 def migrate(directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations under a lock, so concurrent starts migrate once."""
     runner = Runner(database.obj, directory=str(directory), table_name=MIGRATION_TABLE)
-    with database.atomic():
-        if is_postgres():
+    if is_postgres():
+        with database.atomic():
             # Held to the end of the transaction: other instances wait here.
             database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
-        # On SQLite the IMMEDIATE transaction itself is the lock.
-        applied = runner.up()
+            applied = runner.up()
+    else:
+        # Not inside one transaction on SQLite: a migration that rebuilds a table
+        # must switch foreign keys off first (or the DROP cascades to child rows),
+        # and that pragma is ignored inside a transaction. A file lock beside the
+        # database serialises concurrent starts instead.
+        with _file_lock(database.obj.database):
+            applied = runner.up()
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
     return applied
+
+
+@contextmanager
+def _file_lock(database_path: str):
+    if database_path == ":memory:":
+        yield
+        return
+    with open(f"{database_path}.migrate.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def schema_version(directory: Path = MIGRATIONS_DIR) -> tuple[str | None, list[str]]:

@@ -1,0 +1,129 @@
+"""The schema is created and upgraded by the service, and PostgreSQL connections are pooled."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from playhouse.pool import PooledPostgresqlDatabase
+
+from webhook import db
+from webhook.models import Batch, Delivery, Manifest
+
+ROOT = Path(__file__).parents[1]
+
+ADD_COLUMN = '''
+from peewee import TextField
+
+
+def up(migrator, db):
+    migrator.migrate(migrator.add_column("manifest", "note", TextField(default="none")))
+'''
+
+
+@pytest.fixture
+def fresh_database_url(request, tmp_path):
+    """An empty database on the selected backend (no tables yet)."""
+    if os.environ.get("WEBHOOK_TEST_DATABASE") == "postgresql":
+        return request.getfixturevalue("empty_postgres_url")
+    return f"sqlite:///{tmp_path}/webhook.db"
+
+
+@pytest.fixture
+def bound(fresh_database_url):
+    db.bind(db.open_database(fresh_database_url))
+    yield db.database
+    db.dispose()
+
+
+def test_concurrent_sqlite_starts_migrate_exactly_once(tmp_path):
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    script = ("import sys; from webhook import db; "
+              "db.bind(db.open_database(sys.argv[1])); print(db.migrate())")
+    processes = [subprocess.Popen([sys.executable, "-c", script, url], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+    results = [p.communicate(timeout=60) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err for _, err in results]
+    outputs = [out.strip() for out, _ in results]
+    assert outputs.count("[]") == 3 and outputs.count("['0001_initial']") == 1
+
+
+def test_migrate_creates_the_schema_once(bound):
+    assert db.migrate() == ["0001_initial"]
+    assert db.migrate() == []
+    assert db.schema_version() == ("0001_initial", [])
+    assert {"manifest", "batch", "canvas_painting", "delivery"} <= set(bound.get_tables())
+
+
+def test_a_later_migration_adds_a_column_without_losing_rows(bound, tmp_path):
+    db.migrate()
+    manifest = Manifest.create(customer=2, slug="letters", document={"type": "Manifest"})
+    Batch.create(id=1234, manifest=manifest, customer=2)
+    Delivery.create(delivery_id="msg_1", transport="webhook", outcome="ignored", body=b"{}")
+
+    directory = tmp_path / "migrations"
+    shutil.copytree(db.MIGRATIONS_DIR, directory)
+    (directory / "0002_add_note.py").write_text(ADD_COLUMN)
+    assert db.schema_version(directory) == ("0001_initial", ["0002_add_note"])
+    assert db.migrate(directory) == ["0002_add_note"]
+
+    rows = bound.execute_sql("SELECT customer, slug, note FROM manifest").fetchall()
+    assert [tuple(r) for r in rows] == [(2, "letters", "none")]
+    assert Batch.get_by_id(1234).manifest_id == manifest.id
+    assert Delivery.get(Delivery.delivery_id == "msg_1").outcome == "ignored"
+    assert db.schema_version(directory) == ("0002_add_note", [])
+
+
+def test_concurrent_starts_migrate_exactly_once(empty_postgres_url):
+    """Several processes starting at once on an empty database all come up."""
+    script = ("import sys; from webhook import db; "
+              "db.bind(db.open_database(sys.argv[1])); print(db.migrate())")
+    processes = [subprocess.Popen([sys.executable, "-c", script, empty_postgres_url], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+    results = [p.communicate(timeout=60) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err for _, err in results]
+    outputs = sorted(out.strip() for out, _ in results)
+    assert outputs.count("[]") == 3 and outputs.count("['0001_initial']") == 1
+    database = db.open_database(empty_postgres_url)
+    history = database.execute_sql("SELECT name FROM schema_migration").fetchall()
+    assert [r[0] for r in history] == ["0001_initial"]
+    database.close_all()
+
+
+def test_postgresql_connections_are_pooled(postgres_url):
+    database = db.open_database(postgres_url)
+    assert isinstance(database, PooledPostgresqlDatabase)
+    db.bind(database)
+    try:
+        for _ in range(20):
+            db.connect()
+            database.execute_sql("SELECT 1")
+            db.close()  # back to the pool, not closed
+        assert len(database._connections) == 1
+        assert not database._in_use
+    finally:
+        db.dispose()
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
+    database = db.open_database(f"sqlite:///{tmp_path}/sub/dir/w.db")
+    database.connect()
+    assert database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert database.execute_sql("PRAGMA busy_timeout").fetchone()[0] == 30000
+    database.close()
+    assert (tmp_path / "sub" / "dir" / "w.db").exists()
+
+
+def test_an_unreachable_database_is_reported_as_unavailable():
+    from webhook.errors import DatabaseUnavailable
+
+    db.bind(db.open_database("postgresql://postgres@127.0.0.1:1/none"))
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            db.ping()
+    finally:
+        db.dispose()
