@@ -13,7 +13,8 @@ from webhook.errors import (Conflict, NotFound, PayloadError, RebuildFailed, Reb
 
 log = logging.getLogger("webhook.http")
 
-PROBLEM_TYPE = "https://dlcs-webhook.readthedocs.io/problems/"
+# A URN, not a URL: the types name problems; there is no page to fetch.
+PROBLEM_TYPE = "urn:dlcs-webhook:problem:"
 
 
 def problem(status: int, slug: str, title: str, detail: str, *,
