@@ -45,7 +45,8 @@ def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = No
     def _release_connection(exc):
         db.close()
 
-    from webhook import routes
+    from webhook import cli, routes
     routes.init_app(app)
+    cli.init_app(app)
     logging.getLogger("webhook").setLevel(logging.INFO)
     return app

@@ -1,0 +1,151 @@
+"""Operator commands: ``flask --app wsgi <command>``.
+
+Each command does what the matching HTTP endpoint does, prints JSON or one line
+per item, and exits non-zero on failure with a one-line message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+import time
+import uuid
+
+import click
+import requests
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+
+from webhook import db
+from webhook.errors import WebhookError
+from webhook.schemas import StatusSchema
+from webhook.signature import sign
+
+db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands on the app's ``flask`` CLI."""
+    app.cli.add_command(db_cli)
+    for command in (status, rebuild, completion_curl, send_completion):
+        app.cli.add_command(command)
+
+
+def _service():
+    return current_app.extensions["webhook.service"]
+
+
+def _fail(exc: WebhookError) -> click.ClickException:
+    return click.ClickException(f"{type(exc).__name__}: {exc}")
+
+
+@db_cli.command("upgrade")
+def db_upgrade():
+    """Create the schema or apply pending migrations."""
+    try:
+        applied = db.migrate()
+    except WebhookError as exc:
+        raise _fail(exc) from exc
+    current, _ = db.schema_version()
+    click.echo(f"applied: {', '.join(applied)}" if applied else f"up to date at {current}")
+
+
+@db_cli.command("version")
+def db_version():
+    """Show the newest applied migration and any pending ones."""
+    current, pending = db.schema_version()
+    click.echo(f"current: {current or 'none'}")
+    click.echo(f"pending: {', '.join(pending) if pending else 'none'}")
+    if pending:
+        raise SystemExit(1)
+
+
+@click.command("status")
+@with_appcontext
+@click.argument("customer", type=click.IntRange(min=1))
+@click.argument("manifest_id")
+def status(customer: int, manifest_id: str):
+    """Print a manifest's state, batches and last rebuild as JSON."""
+    try:
+        state = _service().status(customer, manifest_id)
+    except WebhookError as exc:
+        raise _fail(exc) from exc
+    click.echo(json.dumps(StatusSchema().dump(state), indent=2))
+
+
+@click.command("rebuild")
+@with_appcontext
+@click.argument("customer", type=click.IntRange(min=1))
+@click.argument("manifest_id")
+def rebuild(customer: int, manifest_id: str):
+    """Rebuild and store a manifest now from what the DLCS returns."""
+    try:
+        outcome = _service().rebuild_now(customer, manifest_id)
+    except WebhookError as exc:
+        raise _fail(exc) from exc
+    click.echo(json.dumps({"outcome": outcome.outcome, "batch": outcome.batch,
+                           "manifest": outcome.manifest}))
+
+
+def _completion_options(command):
+    options = [
+        click.argument("batch", type=click.IntRange(min=1)),
+        click.option("--customer", type=click.IntRange(min=1), required=True,
+                     help="DLCS customer the batch belongs to."),
+        click.option("--count", type=click.IntRange(min=0), default=1, show_default=True),
+        click.option("--completed", type=click.IntRange(min=0), default=None,
+                     help="Assets ingested (default: --count minus --errors)."),
+        click.option("--errors", type=click.IntRange(min=0), default=0, show_default=True),
+        click.option("--url", default=None,
+                     help="Webhook URL (default: PUBLIC_BASE_URL/webhooks/batch-completed)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _signed_completion(batch, customer, count, completed, errors, url):
+    settings = current_app.extensions["webhook.settings"]
+    if not settings.webhook_keys:
+        raise click.ClickException("No WEBHOOK_SECRETS are configured; nothing can be signed.")
+    now = dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    body = json.dumps({
+        "id": batch, "customer": customer, "count": count,
+        "completed": count - errors if completed is None else completed, "errors": errors,
+        "superseded": False, "submitted": now, "finished": now,
+    }, separators=(",", ":")).encode()
+    msg_id, timestamp = f"msg_{uuid.uuid4().hex}", int(time.time())
+    headers = {"content-type": "application/json", "webhook-id": msg_id,
+               "webhook-timestamp": str(timestamp),
+               "webhook-signature": sign(settings.webhook_keys[0], msg_id, timestamp, body)}
+    return url or f"{settings.public_base_url}/webhooks/batch-completed", headers, body
+
+
+@click.command("completion-curl")
+@with_appcontext
+@_completion_options
+def completion_curl(batch, customer, count, completed, errors, url):
+    """Print a ready-to-run curl that posts a signed completion of BATCH."""
+    url, headers, body = _signed_completion(batch, customer, count, completed, errors, url)
+    parts = ["curl", "-sS", "-X", "POST", url]
+    for name, value in headers.items():
+        parts += ["-H", f"{name}: {value}"]
+    parts += ["--data-binary", body.decode()]
+    click.echo(" ".join(shlex.quote(part) for part in parts))
+
+
+@click.command("send-completion")
+@with_appcontext
+@_completion_options
+def send_completion(batch, customer, count, completed, errors, url):
+    """Sign and send a completion of BATCH; print the answer."""
+    url, headers, body = _signed_completion(batch, customer, count, completed, errors, url)
+    try:
+        response = requests.post(url, data=body, headers=headers, timeout=60,
+                                 allow_redirects=False)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"could not reach {url}: {type(exc).__name__}") from exc
+    click.echo(f"{response.status_code} {response.text.strip()}")
+    if response.status_code >= 300:
+        raise SystemExit(1)
