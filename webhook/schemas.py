@@ -21,6 +21,7 @@ from webhook.errors import PayloadError
 
 MANIFEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_INT64 = 2**63 - 1
+MAX_INT32 = 2**31 - 1  # batch counts live in 32-bit columns (int in the DLCS too)
 # Properties of a registration that the service owns; the rest is kept verbatim.
 SERVICE_OWNED = ("id", "@context", "items", "paintedResources", "batches")
 
@@ -35,7 +36,7 @@ class StrictBoolean(fields.Boolean):
 
 
 def _count() -> fields.Integer:
-    return fields.Integer(strict=True, required=True, validate=validate.Range(0, MAX_INT64))
+    return fields.Integer(strict=True, required=True, validate=validate.Range(0, MAX_INT32))
 
 
 def _batch_id(**kwargs) -> fields.Integer:
@@ -62,8 +63,14 @@ class CurrentNotificationSchema(Schema):
         return BatchCompletion(
             batch_id=data["id"], customer=data["customer"], count=data["count"],
             completed=data["completed"], errors=data["errors"], superseded=data["superseded"],
-            submitted=data["submitted"].astimezone(dt.timezone.utc),
-            finished=data["finished"].astimezone(dt.timezone.utc))
+            submitted=self._utc(data, "submitted"), finished=self._utc(data, "finished"))
+
+    def _utc(self, data, name: str) -> dt.datetime:
+        try:
+            return data[name].astimezone(dt.timezone.utc)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 has no UTC datetime
+            raise ValidationError("Out of range once converted to UTC.",
+                                  self.fields[name].data_key or name) from None
 
 
 class OldNotificationSchema(CurrentNotificationSchema):
@@ -71,9 +78,9 @@ class OldNotificationSchema(CurrentNotificationSchema):
 
     customer = _batch_id(required=True, data_key="customerId")
     count = fields.Integer(strict=True, required=True, data_key="total",
-                           validate=validate.Range(0, MAX_INT64))
+                           validate=validate.Range(0, MAX_INT32))
     completed = fields.Integer(strict=True, required=True, data_key="success",
-                               validate=validate.Range(0, MAX_INT64))
+                               validate=validate.Range(0, MAX_INT32))
     submitted = fields.AwareDateTime(required=True, data_key="started")
 
 
@@ -127,15 +134,17 @@ class CanvasPaintingSchema(Schema):
 
     canvas_id = fields.String(data_key="canvasId", load_default=None,
                               validate=validate.Regexp(MANIFEST_ID,
-                                                       error="Must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$."))
+                                                       error="Must match {regex}."))
     canvas_order = fields.Integer(data_key="canvasOrder", strict=True, required=True,
                                   validate=validate.Range(0, 2**31 - 1))
     choice_order = fields.Integer(data_key="choiceOrder", strict=True, load_default=None,
                                   allow_none=True, validate=validate.Range(1, 2**31 - 1))
     label = LanguageMap(load_default=None, allow_none=True)
     canvas_label = LanguageMap(data_key="canvasLabel", load_default=None, allow_none=True)
-    target = fields.String(load_default=None, allow_none=True,
-                           validate=validate.Length(1, 1000))
+    # No control characters: PostgreSQL text cannot hold NUL, and a fragment has none.
+    target = fields.String(load_default=None, allow_none=True, validate=[
+        validate.Length(1, 1000),
+        validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Must not contain control characters.")])
     static_width = fields.Integer(data_key="staticWidth", strict=True, load_default=None,
                                   allow_none=True, validate=validate.Range(1, 2**31 - 1))
     static_height = fields.Integer(data_key="staticHeight", strict=True, load_default=None,
@@ -212,6 +221,12 @@ def _default_canvas_id(customer: int, manifest_id: str, canvas_order: int) -> st
 def parse_registration(raw: bytes, customer: int, manifest_id: str) -> Registration:
     """Load a manifest registration, raising PayloadError with field messages."""
     data = parse_json_object(raw)
+    try:
+        # "\ud800" is a valid JSON escape but no text: nothing could store or publish it.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadError("The body contains a \\u escape that is not valid Unicode "
+                           "(a lone surrogate).") from None
     try:
         loaded = RegistrationSchema().load(data)
     except ValidationError as exc:
@@ -305,7 +320,8 @@ class DeliveryQuerySchema(Schema):
     class Meta:
         unknown = RAISE
 
-    batch = _batch_id(load_default=None)
+    # Not strict: query parameters are always strings.
+    batch = fields.Integer(load_default=None, validate=validate.Range(1, MAX_INT64))
     outcome = fields.String(load_default=None, validate=validate.OneOf(
         ["ignored", "batch-completed", "manifest-completed", "duplicate", "unprocessable",
          "failed"]))

@@ -135,6 +135,13 @@ class Service:
         return self._apply(completion, delivery)
 
     def _redelivered(self, delivery_id: str, problem: PayloadError | None) -> _Step:
+        # Lock order: the manifest row before the delivery row, as a finishing
+        # rebuild takes them; the other order deadlocks with it on PostgreSQL.
+        seen = Delivery.get(Delivery.delivery_id == delivery_id)
+        customer, _, slug = (seen.manifest or "").partition("/")
+        manifest = Manifest.find(int(customer), slug) if customer.isdigit() else None
+        if manifest is not None:
+            Manifest.lock(manifest.id)
         delivery = _locked(Delivery.select().where(Delivery.delivery_id == delivery_id))
         Delivery.update(attempts=Delivery.attempts + 1).where(Delivery.id == delivery.id).execute()
         if delivery.outcome in FINISHED:
@@ -355,11 +362,16 @@ class Service:
             return
         early = (Delivery.select().where(Delivery.batch.in_(batch_ids)
                                          & (Delivery.outcome == IGNORED))
-                 .order_by(Delivery.received_at))
+                 .order_by(Delivery.received_at, Delivery.id))
+        applied = set()
         for delivery in early:
             completion = parse_notification(bytes(delivery.body))
             if completion.customer != manifest.customer:
                 continue
+            if completion.batch_id in applied:  # the first completion wins, as it does later
+                self._set(delivery, DUPLICATE, manifest=manifest.key)
+                continue
+            applied.add(completion.batch_id)
             self._complete_batch(Batch.get_by_id(completion.batch_id), completion)
             self._set(delivery, BATCH_COMPLETED, manifest=manifest.key,
                       error="applied when the manifest was registered")
@@ -485,9 +497,11 @@ def _apply_row_updates(changes: list[tuple], now: dt.datetime) -> None:
         if db.is_postgres():
             values = ",".join(["(%s,%s,%s,%s,%s,%s)"] * len(chunk))
             params = [v for change in chunk for v in change]
+            # The casts type columns whose VALUES are all NULL (PostgreSQL takes them as text).
             db.database.execute_sql(
-                'UPDATE "canvas_painting" AS c SET ingesting = v.ing, thumbnail = v.thumb, '
-                "width = v.w, height = v.h, duration = v.dur, modified = %s "
+                'UPDATE "canvas_painting" AS c SET ingesting = v.ing::boolean, '
+                "thumbnail = v.thumb::text, width = v.w::integer, height = v.h::integer, "
+                "duration = v.dur::real, modified = %s "
                 f"FROM (VALUES {values}) AS v(id, ing, thumb, w, h, dur) WHERE c.id = v.id",
                 [now, *params])
         else:

@@ -32,7 +32,8 @@ def _check_id(manifest_id: str) -> None:
 @bp.put("/<int:customer>/manifests/<manifest_id>")
 @admin_required
 def register(customer: int, manifest_id: str):
-    if customer < 1 or not _ID.fullmatch(manifest_id):
+    # The customer column is a 32-bit integer: a larger number would fail the insert.
+    if not 1 <= customer <= 2**31 - 1 or not _ID.fullmatch(manifest_id):
         return problem(400, "invalid-path", "Invalid path",
                        "The customer must be a positive number and the id match "
                        "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$.")
