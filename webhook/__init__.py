@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
+import requests
 from flask import Flask
 
 from webhook import db
@@ -12,11 +14,14 @@ from webhook.config import Settings
 from webhook.dlcs import DlcsClient, make_session
 from webhook.errors import ConfigError
 from webhook.service import Service
+from webhook.sns import CertificateFetcher, SnsVerifier, SubscriptionConfirmer
 from webhook.storage import ManifestStore, open_store
 
 
 def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = None,
-               store: ManifestStore | None = None, migrate: bool = True) -> Flask:
+               store: ManifestStore | None = None, migrate: bool = True,
+               sns_fetcher: Callable[[str], bytes] | None = None,
+               sns_confirmer: Callable[[str], None] | None = None) -> Flask:
     """Build the application: settings, database, clients, blueprints, CLI."""
     settings = settings or Settings.from_env(os.environ)
     app = Flask(__name__)
@@ -40,6 +45,12 @@ def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = No
     app.extensions["webhook.settings"] = settings
     app.extensions["webhook.store"] = store
     app.extensions["webhook.service"] = Service(settings, dlcs, store)
+    # No retries on this session: SNS redelivers whatever we answer with a 503.
+    sns_session = requests.Session()
+    app.extensions["webhook.sns.verifier"] = SnsVerifier(
+        sns_fetcher or CertificateFetcher(sns_session), topics=settings.sns_topic_arns,
+        versions=settings.sns_signature_versions)
+    app.extensions["webhook.sns.confirm"] = sns_confirmer or SubscriptionConfirmer(sns_session)
 
     @app.teardown_appcontext
     def _release_connection(exc):

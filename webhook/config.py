@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from webhook.errors import ConfigError
 from webhook.signature import parse_secret
+from webhook.sns import SIGNATURE_VERSIONS
 from webhook.storage import open_store
 
 DEFAULTS = {
@@ -24,6 +25,7 @@ DEFAULTS = {
     "DLCS_NAMED_QUERY": "batch-query",
     "DLCS_TIMEOUT_SECONDS": "30",
     "DLCS_MAX_BATCH_SIZE": "100",
+    "SNS_SIGNATURE_VERSIONS": "1 2",
 }
 
 _NAMED_QUERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -47,6 +49,7 @@ class Settings:
     dlcs_timeout_seconds: float = 30.0
     dlcs_max_batch_size: int = 100
     sns_topic_arns: tuple[str, ...] = ()
+    sns_signature_versions: tuple[str, ...] = SIGNATURE_VERSIONS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
@@ -73,6 +76,7 @@ class Settings:
                                             env["DLCS_TIMEOUT_SECONDS"], 1, 600)),
             dlcs_max_batch_size=_int("DLCS_MAX_BATCH_SIZE", env["DLCS_MAX_BATCH_SIZE"], 1, 10_000),
             sns_topic_arns=_topics(env.get("SNS_TOPIC_ARNS", "")),
+            sns_signature_versions=_signature_versions(env["SNS_SIGNATURE_VERSIONS"]),
         )
 
 
@@ -160,3 +164,11 @@ def _topics(value: str) -> tuple[str, ...]:
         if not _SNS_TOPIC.fullmatch(topic):
             raise ConfigError("SNS_TOPIC_ARNS", f"{topic!r} is not an SNS topic ARN")
     return topics
+
+
+def _signature_versions(value: str) -> tuple[str, ...]:
+    versions = tuple(dict.fromkeys(value.split()))
+    if not versions or not set(versions) <= set(SIGNATURE_VERSIONS):
+        raise ConfigError("SNS_SIGNATURE_VERSIONS",
+                          f"expected one or more of {' '.join(SIGNATURE_VERSIONS)}, got {value!r}")
+    return versions
