@@ -13,6 +13,8 @@ from webhook import db
 from webhook.models import Batch, Delivery, Manifest
 
 ROOT = Path(__file__).parents[1]
+MIGRATIONS = sorted(path.stem for path in db.MIGRATIONS_DIR.glob("[0-9]*.py"))
+LATEST = MIGRATIONS[-1]
 
 ADD_COLUMN = '''
 from peewee import TextField
@@ -48,14 +50,30 @@ def test_concurrent_sqlite_starts_migrate_exactly_once(tmp_path):
     results = [p.communicate(timeout=60) for p in processes]
     assert all(p.returncode == 0 for p in processes), [err for _, err in results]
     outputs = [out.strip() for out, _ in results]
-    assert outputs.count("[]") == 3 and outputs.count("['0001_initial']") == 1
+    assert outputs.count("[]") == 3 and outputs.count(str(MIGRATIONS)) == 1
 
 
 def test_migrate_creates_the_schema_once(bound):
-    assert db.migrate() == ["0001_initial"]
+    assert db.migrate() == MIGRATIONS
     assert db.migrate() == []
-    assert db.schema_version() == ("0001_initial", [])
+    assert db.schema_version() == (LATEST, [])
     assert {"manifest", "batch", "canvas_painting", "delivery"} <= set(bound.get_tables())
+
+
+def test_upgrading_a_live_first_release_database_keeps_its_rows(bound):
+    """A database created by the first release upgrades in place to the newest schema."""
+    assert db.migrate(target="0001_initial") == ["0001_initial"]
+    bound.execute_sql("INSERT INTO manifest (customer, slug, document, generation, "
+                      "needs_rebuild, created_at, updated_at) VALUES (2, 'letters', "
+                      "'{\"type\": \"Manifest\"}', 1, false, '2025-01-01', '2025-01-01')")
+    bound.execute_sql("INSERT INTO batch (id, manifest_id, customer, status, superseded) "
+                      "VALUES (1234, 1, 2, 'ingesting', false)")
+    assert db.migrate() == MIGRATIONS[1:]
+    manifest = Manifest.get(Manifest.slug == "letters")
+    assert manifest.document == {"type": "Manifest"} and manifest.fingerprint is None
+    batch = Batch.get_by_id(1234)
+    assert batch.manifest_id == manifest.id and batch.status == "ingesting"
+    assert batch.created_at is None
 
 
 def test_a_later_migration_adds_a_column_without_losing_rows(bound, tmp_path):
@@ -66,15 +84,15 @@ def test_a_later_migration_adds_a_column_without_losing_rows(bound, tmp_path):
 
     directory = tmp_path / "migrations"
     shutil.copytree(db.MIGRATIONS_DIR, directory)
-    (directory / "0002_add_note.py").write_text(ADD_COLUMN)
-    assert db.schema_version(directory) == ("0001_initial", ["0002_add_note"])
-    assert db.migrate(directory) == ["0002_add_note"]
+    (directory / "9999_add_note.py").write_text(ADD_COLUMN)
+    assert db.schema_version(directory) == (LATEST, ["9999_add_note"])
+    assert db.migrate(directory) == ["9999_add_note"]
 
     rows = bound.execute_sql("SELECT customer, slug, note FROM manifest").fetchall()
     assert [tuple(r) for r in rows] == [(2, "letters", "none")]
     assert Batch.get_by_id(1234).manifest_id == manifest.id
     assert Delivery.get(Delivery.delivery_id == "msg_1").outcome == "ignored"
-    assert db.schema_version(directory) == ("0002_add_note", [])
+    assert db.schema_version(directory) == ("9999_add_note", [])
 
 
 def test_concurrent_starts_migrate_exactly_once(empty_postgres_url):
@@ -87,10 +105,10 @@ def test_concurrent_starts_migrate_exactly_once(empty_postgres_url):
     results = [p.communicate(timeout=60) for p in processes]
     assert all(p.returncode == 0 for p in processes), [err for _, err in results]
     outputs = sorted(out.strip() for out, _ in results)
-    assert outputs.count("[]") == 3 and outputs.count("['0001_initial']") == 1
+    assert outputs.count("[]") == 3 and outputs.count(str(MIGRATIONS)) == 1
     database = db.open_database(empty_postgres_url)
     history = database.execute_sql("SELECT name FROM schema_migration").fetchall()
-    assert [r[0] for r in history] == ["0001_initial"]
+    assert [r[0] for r in history] == MIGRATIONS
     database.close_all()
 
 

@@ -28,7 +28,7 @@ db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")
 def init_app(app: Flask) -> None:
     """Register the commands on the app's ``flask`` CLI."""
     app.cli.add_command(db_cli)
-    for command in (status, rebuild, completion_curl, send_completion):
+    for command in (status, rebuild, reconcile, completion_curl, send_completion):
         app.cli.add_command(command)
 
 
@@ -86,6 +86,42 @@ def rebuild(customer: int, manifest_id: str):
         raise _fail(exc) from exc
     click.echo(json.dumps({"outcome": outcome.outcome, "batch": outcome.batch,
                            "manifest": outcome.manifest}))
+
+
+class Duration(click.ParamType):
+    """A duration such as ``90s``, ``30m``, ``2h`` or ``1d``."""
+
+    name = "duration"
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dt.timedelta):
+            return value
+        text = str(value).strip().lower()
+        if len(text) >= 2 and text[:-1].isdigit() and text[-1] in self._UNITS:
+            return dt.timedelta(seconds=int(text[:-1]) * self._UNITS[text[-1]])
+        self.fail(f"{value!r} is not a duration like 90s, 30m, 2h or 1d", param, ctx)
+
+
+@click.command("reconcile")
+@click.option("--older-than", type=Duration(), default="30m", show_default=True,
+              help="Only manifests with a batch ingesting for longer than this.")
+@with_appcontext
+def reconcile(older_than: dt.timedelta):
+    """Complete batches the DLCS finished but never notified; one line per manifest."""
+    service = _service()
+    failures = 0
+    for customer, slug in service.stale_manifests(older_than):
+        try:
+            outcome, completed = service.reconcile(customer, slug)
+        except WebhookError as exc:
+            failures += 1
+            click.echo(f"{customer}/{slug}: failed: {type(exc).__name__}: {exc}")
+            continue
+        done = ",".join(map(str, completed)) or "none"
+        click.echo(f"{customer}/{slug}: completed {done} -> {outcome.outcome}")
+    if failures:
+        raise SystemExit(1)
 
 
 def _completion_options(command):

@@ -129,21 +129,21 @@ def _discard_connection() -> None:
         log.debug("discarding a broken connection failed", exc_info=True)
 
 
-def migrate(directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply pending migrations under a lock, so concurrent starts migrate once."""
+def migrate(directory: Path = MIGRATIONS_DIR, target: str | None = None) -> list[str]:
+    """Apply pending migrations (up to ``target``) under a lock, so concurrent starts migrate once."""
     runner = Runner(database.obj, directory=str(directory), table_name=MIGRATION_TABLE)
     if is_postgres():
         with database.atomic():
             # Held to the end of the transaction: other instances wait here.
             database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
-            applied = runner.up()
+            applied = runner.up(target)
     else:
         # Not inside one transaction on SQLite: a migration that rebuilds a table
         # must switch foreign keys off first (or the DROP cascades to child rows),
         # and that pragma is ignored inside a transaction. A file lock beside the
         # database serialises concurrent starts instead.
         with _file_lock(database.obj.database):
-            applied = runner.up()
+            applied = runner.up(target)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
     return applied

@@ -8,6 +8,7 @@ Each boundary translates its library's errors into one of these exactly once
     ├── ConfigError           a bad environment variable (stops start-up)
     ├── SignatureError        a delivery whose signature does not verify (401)
     ├── PayloadError          an authentic body we cannot process (422 / 400)
+    │   └── QueueRejected     the DLCS refused to queue a registration's assets (422)
     ├── NotFound              an unknown manifest or delivery (404)
     ├── Conflict              a state that forbids the request (409)
     ├── UpstreamError         something outside failed; retry later (503)
@@ -56,6 +57,10 @@ class PayloadError(WebhookError):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or {}
+
+
+class QueueRejected(PayloadError):
+    """The DLCS refused to queue a registration's assets (its validation failed)."""
 
 
 class NotFound(WebhookError):

@@ -62,6 +62,9 @@ class Manifest(BaseModel):
     published_at = peewee.DateTimeField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
+    fingerprint = peewee.CharField(max_length=64, null=True)   # of the registered content
+    queued_assets = peewee.IntegerField(null=True)  # assets the service queued at the DLCS
+    queue_error = peewee.TextField(null=True)       # why queueing stopped short
 
     class Meta:
         indexes = ((("customer", "slug"), True),)
@@ -99,6 +102,7 @@ class Batch(BaseModel):
     submitted = peewee.DateTimeField(null=True)
     finished = peewee.DateTimeField(null=True)
     processed = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField(null=True, default=utcnow)
 
     @classmethod
     def of_manifest(cls, manifest_pk: int) -> list["Batch"]:

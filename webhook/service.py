@@ -16,6 +16,8 @@ can be taken over. Nothing about this lives in process memory.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -25,9 +27,10 @@ import peewee
 
 from webhook import db
 from webhook.config import Settings
-from webhook.dlcs import DlcsClient
+from webhook.dlcs import BatchState, DlcsClient, QueuePartiallyFailed
 from webhook.domain import BatchCompletion
-from webhook.errors import (BuildError, Conflict, NotFound, PayloadError, RebuildFailed,
+from webhook.errors import (BuildError, Conflict, DlcsError, NotFound, PayloadError, QueueRejected,
+                            RebuildFailed,
                             RebuildInProgress, UpstreamError)
 from webhook.manifest import build_manifest
 from webhook.models import (COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest,
@@ -307,8 +310,7 @@ class Service:
         """Register or replace a manifest; rebuild at once when nothing is ingesting."""
         registration = parse_registration(raw, customer, slug)
         if registration.batches is None:
-            raise PayloadError("The manifest registration is invalid.", {
-                "batches": ["Required: queueing assets at the DLCS is not available here."]})
+            return self._register_and_queue(customer, slug, registration)
         with db.transaction():
             manifest = self._upsert_manifest(customer, slug, registration)
             self._replace_batches(manifest, customer, registration.batches)
@@ -320,6 +322,69 @@ class Service:
             self._rebuild(manifest.id, token, None)
             return 200, self.status(customer, slug)
         return 202, self.status(customer, slug)
+
+    def _register_and_queue(self, customer: int, slug: str,
+                            registration: Registration) -> tuple[int, dict]:
+        """Register a manifest and queue its assets at the DLCS ourselves.
+
+        The registration is stored before the DLCS is called and every batch the
+        DLCS creates is recorded, even when a later chunk fails; an identical PUT
+        then resumes where queueing stopped instead of queueing twice.
+        """
+        if not self.settings.dlcs_api_url:
+            raise PayloadError("The manifest registration is invalid.", {"batches": [
+                "Required: DLCS_API_URL is not configured, so the service cannot queue "
+                "the assets itself."]})
+        fingerprint = _fingerprint(registration)
+        with db.transaction():
+            manifest = Manifest.find(customer, slug)
+            manifest = Manifest.lock(manifest.id) if manifest is not None else None
+            if manifest is not None and manifest.fingerprint == fingerprint:
+                if manifest.queue_error is None:
+                    # The same registration again: its assets are queued already.
+                    return self._answer(customer, slug)
+                start = manifest.queued_assets or 0
+            else:
+                manifest = self._upsert_manifest(customer, slug, registration)
+                self._replace_batches(manifest, customer, ())
+                self._replace_paintings(manifest, registration)
+                Manifest.update(fingerprint=fingerprint, queued_assets=0, queue_error=None).where(
+                    Manifest.id == manifest.id).execute()
+                start = 0
+        members = _queue_members(registration.assets)
+        try:
+            states = self.dlcs.queue_assets(customer, members[start:])
+        except QueuePartiallyFailed as exc:
+            self._record_queued(manifest, exc.queued, start + exc.assets_queued, str(exc))
+            raise _queue_failure(exc) from exc
+        except DlcsError as exc:
+            self._record_queued(manifest, (), start, str(exc))
+            raise _queue_failure(exc) from exc
+        token = self._record_queued(manifest, states, len(members), None)
+        if token is not None:
+            self._rebuild(manifest.id, token, None)
+        return self._answer(customer, slug)
+
+    def _record_queued(self, manifest: Manifest, states, queued: int,
+                       error: str | None) -> str | None:
+        """Record the batches the DLCS created; claim the rebuild when nothing is left."""
+        with db.transaction():
+            manifest = Manifest.lock(manifest.id)
+            fresh = [s.batch_id for s in states]
+            if fresh:
+                Batch.insert_many([{"id": i, "manifest": manifest.id,
+                                    "customer": manifest.customer, "status": INGESTING,
+                                    "created_at": self.clock()} for i in fresh]).execute()
+                self._apply_early_completions(manifest, fresh)
+            Manifest.update(queued_assets=queued, queue_error=error,
+                            updated_at=self.clock()).where(Manifest.id == manifest.id).execute()
+            if error is None and Batch.count_ingesting(manifest.id) == 0:
+                return self._claim(manifest, mark=True)
+        return None
+
+    def _answer(self, customer: int, slug: str) -> tuple[int, dict]:
+        status = self.status(customer, slug)
+        return (202 if status["state"] == "ingesting" else 200), status
 
     def _upsert_manifest(self, customer: int, slug: str, registration: Registration) -> Manifest:
         now = self.clock()
@@ -351,7 +416,8 @@ class Service:
         try:
             with db.database.atomic():
                 Batch.insert_many([{"id": i, "manifest": manifest.id, "customer": customer,
-                                    "status": INGESTING} for i in fresh]).execute() if fresh else None
+                                    "status": INGESTING, "created_at": self.clock()}
+                                   for i in fresh]).execute() if fresh else None
         except peewee.IntegrityError as exc:
             raise Conflict("A batch was registered to another manifest at the same time.") from exc
         self._apply_early_completions(manifest, fresh)
@@ -390,6 +456,38 @@ class Service:
         for start in range(0, len(rows), 500):
             CanvasPainting.insert_many(rows[start:start + 500]).execute()
 
+    # ------------------------------------------------------------- reconciling
+
+    def reconcile(self, customer: int, slug: str) -> tuple[Outcome, list[int]]:
+        """Complete the batches the DLCS reports finished, as their webhooks would have."""
+        manifest = self._find(customer, slug)
+        ingesting = [b.id for b in Batch.of_manifest(manifest.id) if b.status == INGESTING]
+        outcome, completed = None, []
+        for batch_id in ingesting:
+            state = self.dlcs.get_batch(customer, batch_id)
+            if state.finished is None:
+                continue
+            # One id per batch and registration: reconciling twice is a duplicate,
+            # and a failed rebuild is resumed by the next reconcile.
+            delivery_id = f"reconcile-{batch_id}-g{manifest.generation}"
+            outcome = self.receive(delivery_id, "reconcile", _notification_body(customer, state))
+            completed.append(batch_id)
+        if outcome is None:
+            manifest = Manifest.get_by_id(manifest.id)
+            if manifest.needs_rebuild and not Batch.count_ingesting(manifest.id):
+                return self.rebuild_now(customer, slug), completed
+            outcome = Outcome("unchanged", None, manifest.key)
+        return outcome, completed
+
+    def stale_manifests(self, older_than: dt.timedelta) -> list[tuple[int, str]]:
+        """List manifests with a batch ingesting for longer than ``older_than``."""
+        cutoff = self.clock() - older_than
+        query = (Manifest.select(Manifest.customer, Manifest.slug).join(Batch)
+                 .where((Batch.status == INGESTING)
+                        & (Batch.created_at.is_null() | (Batch.created_at < cutoff)))
+                 .distinct().order_by(Manifest.customer, Manifest.slug))
+        return [(m.customer, m.slug) for m in query]
+
     # ------------------------------------------------------------- reading
 
     def status(self, customer: int, slug: str) -> dict:
@@ -405,6 +503,8 @@ class Service:
                 "error": error, "missing_assets": missing}
 
     def _state(self, manifest: Manifest, batches: list[Batch]) -> tuple[str, str | None]:
+        if manifest.queue_error is not None:
+            return "ingesting", f"Queueing at the DLCS stopped: {manifest.queue_error}"
         if any(b.status == INGESTING for b in batches):
             return "ingesting", manifest.rebuild_error
         if not manifest.needs_rebuild:
@@ -510,3 +610,43 @@ def _apply_row_updates(changes: list[tuple], now: dt.datetime) -> None:
                 'UPDATE "canvas_painting" SET ingesting = ?, thumbnail = ?, width = ?, '
                 "height = ?, duration = ?, modified = ? WHERE id = ?",
                 [(*change[1:], now, change[0]) for change in chunk])
+
+
+def _fingerprint(registration: Registration) -> str:
+    """Identify a registration's content, so an identical PUT is recognised."""
+    content = [registration.document, registration.assets,
+               [[p.canvas_id, p.canvas_order, p.asset_id, p.choice_order, p.label,
+                 p.canvas_label, p.target, p.static_width, p.static_height]
+                for p in registration.painted]]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=True,
+                                     separators=(",", ":")).encode()).hexdigest()
+
+
+def _queue_members(assets: Iterable[dict]) -> list[dict]:
+    """The distinct assets to queue, in registration order (an asset may be painted twice)."""
+    seen, members = set(), []
+    for asset in assets:
+        key = (asset["space"], asset["id"])
+        if key not in seen:
+            seen.add(key)
+            members.append(asset)
+    return members
+
+
+def _queue_failure(exc: DlcsError) -> Exception:
+    """Map a failed queue request to what the registrant should see."""
+    if exc.status in (400, 422):
+        reason = exc.description or str(exc)
+        return QueueRejected(f"The DLCS rejected the assets: {reason}")
+    return exc
+
+
+def _notification_body(customer: int, state: BatchState) -> bytes:
+    """Write a DLCS batch state as a current-format completion notification."""
+    def stamp(moment):
+        return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return json.dumps({
+        "id": state.batch_id, "customer": customer, "count": state.count,
+        "completed": state.completed, "errors": state.errors, "superseded": state.superseded,
+        "submitted": stamp(state.submitted or state.finished), "finished": stamp(state.finished),
+    }, separators=(",", ":")).encode()

@@ -6,7 +6,7 @@ import re
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from webhook.errors import NotFound, PayloadError
+from webhook.errors import NotFound, PayloadError, QueueRejected
 from webhook.routes.auth import admin_required
 from webhook.routes.problems import invalid_body, problem
 from webhook.routes.webhooks import outcome_response
@@ -42,6 +42,8 @@ def register(customer: int, manifest_id: str):
                        f"The body is larger than {MAX_REGISTRATION_BYTES} bytes.")
     try:
         status_code, status = _service().register(customer, manifest_id, request.get_data())
+    except QueueRejected as exc:
+        return problem(422, "dlcs-rejected", "The DLCS rejected the assets", exc.detail)
     except PayloadError as exc:
         return invalid_body(exc, 400)
     response = jsonify(_STATUS.dump(status))
@@ -82,6 +84,15 @@ def status(customer: int, manifest_id: str):
 def rebuild(customer: int, manifest_id: str):
     _check_id(manifest_id)
     return outcome_response(_service().rebuild_now(customer, manifest_id))
+
+
+@bp.post("/<int:customer>/manifests/<manifest_id>/reconcile")
+@admin_required
+def reconcile(customer: int, manifest_id: str):
+    _check_id(manifest_id)
+    outcome, completed = _service().reconcile(customer, manifest_id)
+    return jsonify({"outcome": outcome.outcome, "batch": outcome.batch,
+                    "manifest": outcome.manifest, "completed": completed})
 
 
 def _if_none_match() -> set[str]:
