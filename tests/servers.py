@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,3 +125,94 @@ def moto_server() -> Iterator[MotoServer]:
         yield server
     finally:
         server.stop()
+
+
+@dataclass
+class GunicornServer:
+    """A running ``gunicorn -c gunicorn.conf.py wsgi:app`` on a loopback port."""
+
+    host: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+    _log_dir: tempfile.TemporaryDirectory = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def log(self) -> str:
+        """Return what gunicorn and the app wrote to stderr so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Stop gracefully (SIGTERM), kill after ``timeout`` s; return the exit status."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def cleanup(self) -> None:
+        """Stop the server and remove its log; safe to call twice."""
+        self.stop()
+        self._log_dir.cleanup()
+
+
+def _answers_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_gunicorn(env: dict[str, str], *, cwd: Path | str, workers: int = 2, threads: int = 4,
+                   app: str = "wsgi:app", config: str = "gunicorn.conf.py",
+                   ready_path: str = "/readyz", timeout: float = 30.0, attempts: int = 3,
+                   args: tuple[str, ...] = ("--no-control-socket",)) -> GunicornServer:
+    """Start gunicorn from ``cwd`` on a free 127.0.0.1 port; return once ``ready_path`` is 200.
+
+    ``env`` is the whole environment of the server (pass ``os.environ`` entries
+    through yourself); GUNICORN_BIND, GUNICORN_WORKERS and GUNICORN_THREADS are
+    set here. ``sys.executable -m gunicorn`` keeps the server in this virtualenv.
+    ``args`` go on the command line; by default no control socket, since every
+    server would otherwise share the one in the user's home directory.
+    """
+    failures = []
+    for _ in range(attempts):
+        port = free_port()
+        log_dir = tempfile.TemporaryDirectory(prefix="gunicorn-")
+        log_path = Path(log_dir.name) / "gunicorn.log"
+        environment = {**env, "GUNICORN_BIND": f"{LOOPBACK}:{port}",
+                       "GUNICORN_WORKERS": str(workers), "GUNICORN_THREADS": str(threads)}
+        # A file, not a pipe: nobody reads a pipe while the tests run.
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", config, *args, app], cwd=str(cwd),
+                env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        server = GunicornServer(LOOPBACK, port, process, log_path, log_dir)
+        deadline = time.monotonic() + timeout
+        try:
+            wait_for_port(LOOPBACK, port, timeout, process=process)
+            # The master listens before its workers have imported the app.
+            while not _answers_ok(server.url + ready_path):
+                if process.poll() is not None:
+                    raise RuntimeError(f"gunicorn exited with status {process.returncode}")
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{ready_path} did not answer 200 within {timeout} s")
+                time.sleep(0.1)
+        except (RuntimeError, TimeoutError) as exc:
+            failures.append(f"{exc}\n{server.log()[-3000:]}")
+            server.cleanup()
+            if "Address already in use" not in failures[-1]:
+                break  # not a port clash: trying again would fail the same way
+            continue
+        return server
+    raise RuntimeError("gunicorn did not start:\n" + "\n".join(failures))
