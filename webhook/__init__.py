@@ -9,7 +9,7 @@ from collections.abc import Callable
 import requests
 from flask import Flask
 
-from webhook import db
+from webhook import db, logs
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient, make_session
 from webhook.errors import ConfigError
@@ -24,6 +24,8 @@ def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = No
                sns_confirmer: Callable[[str], None] | None = None) -> Flask:
     """Build the application: settings, database, clients, blueprints, CLI."""
     settings = settings or Settings.from_env(os.environ)
+    # JSON lines on stderr, unless something (pytest, gunicorn's logconfig) set logging up.
+    logs.configure()
     app = Flask(__name__)
     # Bodies are read as streams with per-route limits; this caps anything else.
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = No
         db.close()
 
     from webhook import cli, routes
+    logs.init_app(app)  # first: its timer starts before, and its line ends after, all else
     routes.init_app(app)
     cli.init_app(app)
     logging.getLogger("webhook").setLevel(logging.INFO)

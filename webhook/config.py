@@ -7,6 +7,7 @@ Secrets are kept out of ``repr`` so a logged Settings never leaks them.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -26,6 +27,7 @@ DEFAULTS = {
     "DLCS_TIMEOUT_SECONDS": "30",
     "DLCS_MAX_BATCH_SIZE": "100",
     "SNS_SIGNATURE_VERSIONS": "1 2",
+    "METRICS": "on",
 }
 
 _NAMED_QUERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -50,6 +52,10 @@ class Settings:
     dlcs_max_batch_size: int = 100
     sns_topic_arns: tuple[str, ...] = ()
     sns_signature_versions: tuple[str, ...] = SIGNATURE_VERSIONS
+    metrics_enabled: bool = True
+    metrics_token: str | None = field(default=None, repr=False)
+    # Set (by gunicorn.conf.py) when several worker processes share the metrics.
+    metrics_multiprocess_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
@@ -77,6 +83,10 @@ class Settings:
             dlcs_max_batch_size=_int("DLCS_MAX_BATCH_SIZE", env["DLCS_MAX_BATCH_SIZE"], 1, 10_000),
             sns_topic_arns=_topics(env.get("SNS_TOPIC_ARNS", "")),
             sns_signature_versions=_signature_versions(env["SNS_SIGNATURE_VERSIONS"]),
+            metrics_enabled=_on_off("METRICS", env["METRICS"]),
+            metrics_token=_token("METRICS_TOKEN", env.get("METRICS_TOKEN")),
+            metrics_multiprocess_dir=_directory("PROMETHEUS_MULTIPROC_DIR",
+                                                env.get("PROMETHEUS_MULTIPROC_DIR")),
         )
 
 
@@ -145,11 +155,7 @@ def _secrets(value: str) -> tuple[bytes, ...]:
 
 
 def _admin_token(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if len(value) < 16 or not value.isascii() or any(c.isspace() for c in value):
-        raise ConfigError("ADMIN_TOKEN", "expected at least 16 ASCII characters without spaces")
-    return value
+    return _token("ADMIN_TOKEN", value)
 
 
 def _named_query(value: str) -> str:
@@ -172,3 +178,27 @@ def _signature_versions(value: str) -> tuple[str, ...]:
         raise ConfigError("SNS_SIGNATURE_VERSIONS",
                           f"expected one or more of {' '.join(SIGNATURE_VERSIONS)}, got {value!r}")
     return versions
+
+
+def _on_off(name: str, value: str) -> bool:
+    switch = value.strip().lower()
+    if switch not in ("on", "off"):
+        raise ConfigError(name, f"expected on or off, got {value!r}")
+    return switch == "on"
+
+
+def _token(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value) < 16 or not value.isascii() or any(c.isspace() for c in value):
+        # The message never repeats the value: it is a secret.
+        raise ConfigError(name, "expected at least 16 ASCII characters without spaces")
+    return value
+
+
+def _directory(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not os.path.isdir(value):
+        raise ConfigError(name, f"{value!r} is not a directory")
+    return value

@@ -15,7 +15,7 @@ import logging
 import operator
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import quote, urlsplit
@@ -25,6 +25,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from urllib3.util.retry import Retry
 
+from webhook import metrics
 from webhook.errors import DlcsError
 
 __all__ = [
@@ -155,8 +156,13 @@ class DlcsClient:
         if self._owns_session:
             self._session.close()
 
-    def named_query(self, customer: int, batch_ids: Sequence[int]) -> NamedQueryAnswer:
-        """Fetch the named-query manifest of every asset in the given batches."""
+    def named_query(self, customer: int, batch_ids: Sequence[int], *,
+                    object_hook: Callable[[dict], object] | None = None) -> NamedQueryAnswer:
+        """Fetch the named-query manifest of every asset in the given batches.
+
+        ``object_hook`` is given to ``json.loads`` as the answer is parsed (to
+        keep only what the caller reads of a large answer).
+        """
         base = self._require(self._orchestrator_url, "DLCS_ORCHESTRATOR_URL")
         ids = ",".join(str(operator.index(batch_id)) for batch_id in batch_ids)
         if not ids:
@@ -168,12 +174,12 @@ class DlcsClient:
         url = (f"{base}/iiif-resource/v3/{customer}/{query}/{ids}"
                f"?cacheBust={uuid.uuid4().hex}")
         what = f"named query {self._named_query}/{ids} of customer {customer}"
-        status, body = self._exchange("GET", url, what)
+        status, body = self._exchange("GET", url, what, call="named_query")
         if status == 404:
             raise NamedQueryNotFound(
                 f"{what}: no assets matched (the DLCS answered 404)", status=404)
         _require_status(what, status, body, 200)
-        document = _parse_json(what, body)
+        document = _parse_json(what, body, object_hook)
         if not isinstance(document, dict) or not isinstance(document.get("items"), list):
             raise DlcsError(f"{what}: the answer is not a manifest with a list of items",
                             status=status)
@@ -185,7 +191,7 @@ class DlcsClient:
         customer, batch_id = operator.index(customer), operator.index(batch_id)
         url = f"{base}/customers/{customer}/queue/batches/{batch_id}"
         what = f"batch {batch_id} of customer {customer}"
-        status, body = self._exchange("GET", url, what)
+        status, body = self._exchange("GET", url, what, call="get_batch")
         _require_status(what, status, body, 200)
         return _parse_batch(what, _parse_json(what, body), status)
 
@@ -223,7 +229,7 @@ class DlcsClient:
     def _queue_chunk(self, url: str, what: str, chunk: Sequence[Mapping]) -> BatchState:
         body = {"@context": _HYDRA_CONTEXT, "@type": "Collection",
                 "member": [dict(asset) for asset in chunk]}
-        status, answer = self._exchange("POST", url, what, json_body=body)
+        status, answer = self._exchange("POST", url, what, json_body=body, call="queue")
         _require_status(what, status, answer, 200, 201)
         return _parse_batch(what, _parse_json(what, answer), status)
 
@@ -234,21 +240,26 @@ class DlcsClient:
         return url
 
     def _exchange(self, method: str, url: str, what: str, *,
-                  json_body: object = None) -> tuple[int, bytes]:
-        """Send one request and read its body; return the status and the bytes."""
+                  json_body: object = None, call: str = "other") -> tuple[int, bytes]:
+        """Send one request and read its body; return the status and the bytes.
+
+        Every DLCS call passes here, so here it is timed and its failures
+        counted, under ``call`` (named_query, get_batch, queue).
+        """
         started = time.perf_counter()
         outcome: object = "error"
+        failure: str | None = None
         try:
             try:
                 response = self._session.request(
                     method, url, json=json_body, auth=self._auth,
                     timeout=self._timeout, allow_redirects=False, stream=True)
             except requests.Timeout as exc:
-                outcome = type(exc).__name__
+                outcome, failure = type(exc).__name__, "timeout"
                 raise DlcsError(f"{what}: the DLCS did not answer within "
                                 f"{self._timeout:g} s") from exc
             except requests.RequestException as exc:
-                outcome = type(exc).__name__
+                outcome, failure = type(exc).__name__, "unreachable"
                 raise DlcsError(f"{what}: the DLCS could not be reached "
                                 f"({type(exc).__name__})") from exc
             with response:
@@ -256,17 +267,22 @@ class DlcsClient:
                 try:
                     body = _read_capped(response, self._max_response_bytes)
                 except requests.RequestException as exc:
+                    failure = "read"
                     raise DlcsError(f"{what}: reading the DLCS answer failed "
                                     f"({type(exc).__name__})",
                                     status=response.status_code) from exc
                 if body is None:
+                    failure = "too-large"
                     raise DlcsError(f"{what}: the DLCS answer is larger than "
                                     f"{self._max_response_bytes} bytes",
                                     status=response.status_code)
                 return response.status_code, body
         finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            log.debug("%s %s -> %s in %.0f ms", method, url, outcome, elapsed_ms)
+            elapsed = time.perf_counter() - started
+            log.debug("%s %s -> %s in %.0f ms", method, url, outcome, elapsed * 1000)
+            if failure is None and not (isinstance(outcome, int) and 200 <= outcome < 300):
+                failure = f"status-{outcome}" if isinstance(outcome, int) else "error"
+            metrics.dlcs_call(call, elapsed, failure)
 
 
 def _base_url(url: str | None, name: str) -> str | None:
@@ -326,9 +342,10 @@ def _description(body: bytes) -> str | None:
     return None
 
 
-def _parse_json(what: str, body: bytes) -> object:
+def _parse_json(what: str, body: bytes,
+                object_hook: Callable[[dict], object] | None = None) -> object:
     try:
-        return json.loads(body)
+        return json.loads(body, object_hook=object_hook)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise DlcsError(f"{what}: the DLCS answer is not JSON") from exc
 

@@ -30,6 +30,9 @@ PRESENTATION_3 = "http://iiif.io/api/presentation/3/context.json"
 _REPLACED = frozenset({"@context", "id", "type", "items", "paintedResources", "batches"})
 
 _TIME_BASED = frozenset({"Sound", "Video"})
+# What the build reads of a named-query canvas besides its painting body
+# (_index_canvases, _extent, _natural_size, _duration and the thumbnails).
+_CANVAS_READ = ("id", "type", "width", "height", "duration", "thumbnail")
 _THUMBNAIL_SIDE = 100
 
 # https://{host}/iiif-img/{customer}/{space}/{asset}/canvas/c/{n}; only the
@@ -68,10 +71,33 @@ class BuildResult:
     missing_assets: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Built:
+    """The published manifest not yet serialised, and the per-row findings."""
+
+    document: dict
+    row_updates: tuple[RowUpdate | None, ...]
+    missing_assets: tuple[str, ...]
+
+
 def build_manifest(registered: Mapping, painted: Sequence[PaintedResource],
                    named_query: Mapping, *, base_url: str, customer: int,
                    manifest_id: str) -> BuildResult:
     """Build the published manifest from the registration and the named-query answer."""
+    built = build_document(registered, painted, named_query, base_url=base_url,
+                           customer=customer, manifest_id=manifest_id)
+    return BuildResult(document=built.document, body=encode_manifest(built.document),
+                       row_updates=built.row_updates, missing_assets=built.missing_assets)
+
+
+def build_document(registered: Mapping, painted: Sequence[PaintedResource],
+                   named_query: Mapping, *, base_url: str, customer: int,
+                   manifest_id: str) -> Built:
+    """Build the published manifest as ``build_manifest`` does, but do not serialise it.
+
+    Serialising needs only the document, so a caller can let go of a large
+    named-query answer first (``encode_manifest`` then makes the bytes).
+    """
     found = _index_canvases(named_query)
     ordered = sorted(painted, key=_row_order)
     items = [canvas for rows in _group_by_canvas(ordered)
@@ -84,17 +110,43 @@ def build_manifest(registered: Mapping, painted: Sequence[PaintedResource],
         **{key: _copy(value) for key, value in registered.items() if key not in _REPLACED},
         "items": items,
     }
-    try:
-        body = serialise(document)
-    except (TypeError, ValueError) as exc:
-        raise BuildError(f"the manifest cannot be written as JSON: {exc}") from exc
-    return BuildResult(
+    return Built(
         document=document,
-        body=body,
         row_updates=tuple(_row_update(row, found.get(row.asset_id)) for row in painted),
         missing_assets=tuple(dict.fromkeys(
             row.asset_id for row in painted if row.asset_id not in found)),
     )
+
+
+def encode_manifest(document: Mapping) -> bytes:
+    """Serialise a built manifest, raising BuildError when it cannot be written as JSON."""
+    try:
+        return serialise(document)
+    except (TypeError, ValueError) as exc:
+        raise BuildError(f"the manifest cannot be written as JSON: {exc}") from exc
+
+
+def slim_canvas(value: dict) -> dict:
+    """Keep of a named-query canvas only what the build reads; pass other objects unchanged.
+
+    Meant as ``json.loads(..., object_hook=slim_canvas)`` for the named-query
+    answer: each canvas drops its label, metadata and annotation wrappers as
+    soon as it is parsed, so a large answer never holds them all at once
+    (about half of its memory), and the build makes the same manifest from it.
+    A canvas whose painting body is not where the build looks keeps its
+    ``items`` as they are, so the build reports it as it would have.
+    """
+    if value.get("type") != "Canvas":
+        return value
+    slim = {key: value[key] for key in _CANVAS_READ if key in value}
+    try:
+        body = value["items"][0]["items"][0]["body"]
+    except (KeyError, IndexError, TypeError):
+        if "items" in value:
+            slim["items"] = value["items"]
+    else:
+        slim["items"] = [{"items": [{"body": body}]}]
+    return slim
 
 
 def serialise(document: Mapping) -> bytes:
@@ -431,8 +483,22 @@ def _as_list(value: object) -> list:
     return [value] if isinstance(value, Mapping) else []
 
 
+# Immutable JSON values, shared rather than copied.
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
 def _copy(value):
     """Deep-copy a JSON value (faster than copy.deepcopy, which keeps a memo)."""
+    # Exact types first: parsed JSON is only dicts, lists and atoms, and the
+    # isinstance checks against the ABCs cost most of a large build.
+    kind = type(value)
+    if kind is dict:
+        return {key: item if type(item) in _ATOMS else _copy(item)
+                for key, item in value.items()}
+    if kind is list:
+        return [item if type(item) in _ATOMS else _copy(item) for item in value]
+    if kind in _ATOMS:
+        return value
     if isinstance(value, Mapping):
         return {key: _copy(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

@@ -20,6 +20,8 @@ from webhook.domain import BatchCompletion, PaintedResource
 from webhook.errors import PayloadError
 
 MANIFEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# Every recorded delivery id (webhook-id, SNS MessageId, reconcile-...) is printable ASCII.
+DELIVERY_ID = r"^[!-~]{1,256}$"
 MAX_INT64 = 2**63 - 1
 MAX_INT32 = 2**31 - 1  # batch counts live in 32-bit columns (int in the DLCS too)
 # Properties of a registration that the service owns; the rest is kept verbatim.
@@ -326,3 +328,102 @@ class DeliveryQuerySchema(Schema):
         ["ignored", "batch-completed", "manifest-completed", "duplicate", "unprocessable",
          "failed"]))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+
+
+class ReconcileSchema(OutcomeSchema):
+    completed = fields.List(fields.Integer(), required=True, metadata={
+        "description": "The batches this request completed from the DLCS's answer."})
+
+
+class ProblemSchema(Schema):
+    """Every error answer: RFC 9457 Problem Details (``application/problem+json``)."""
+
+    type = fields.String(required=True, metadata={"example": "urn:dlcs-webhook:problem:not-found"})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    errors = fields.Dict(metadata={
+        "description": "Field messages, shaped like the payload that failed validation."})
+    reason = fields.String(metadata={
+        "description": "A short stable code for a rejected signature or SNS message."})
+    # A failed rebuild also says which delivery outcome was recorded.
+    outcome = fields.String()
+    batch = fields.Integer(allow_none=True)
+    manifest = fields.String(allow_none=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
+class ReadyChecksSchema(Schema):
+    database = fields.String(required=True, metadata={"description": "ok, or failed: <why>"})
+    storage = fields.String(required=True, metadata={"description": "ok, or failed: <why>"})
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    checks = fields.Nested(ReadyChecksSchema, required=True)
+
+
+class SnsAnswerSchema(Schema):
+    """The answer to a SubscriptionConfirmation or an UnsubscribeConfirmation."""
+
+    type = fields.String(required=True)
+    topic = fields.String(required=True)
+    confirmed = fields.Boolean()
+
+
+class SnsEnvelopeSchema(Schema):
+    """The SNS HTTP(S) message envelope, for the API description.
+
+    ``webhook.sns.parse_message`` checks it (its signed text depends on the raw
+    strings, so it is not loaded through marshmallow); a Notification's
+    ``Message`` is the batch-completed notification as a JSON string.
+    """
+
+    class Meta:
+        unknown = INCLUDE
+
+    Type = fields.String(required=True, validate=validate.OneOf(
+        ["Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"]))
+    MessageId = fields.String(required=True, validate=validate.Length(1, 256))
+    TopicArn = fields.String(required=True)
+    Message = fields.String(required=True)
+    Timestamp = fields.String(required=True)
+    SignatureVersion = fields.String(required=True, validate=validate.OneOf(["1", "2"]))
+    Signature = fields.String(required=True)
+    SigningCertURL = fields.String(required=True)
+    Subject = fields.String(allow_none=True)
+    SubscribeURL = fields.String()
+    Token = fields.String()
+
+
+class IngestingSummarySchema(Schema):
+    total = fields.Integer(required=True)
+    finished = fields.Integer(required=True)
+    errors = fields.Integer(required=True)
+
+
+class IngestingManifestSchema(Schema):
+    """A manifest not yet published: the registration as it stands, with progress."""
+
+    class Meta:
+        unknown = INCLUDE  # the registration's own properties are kept verbatim
+
+    context = fields.String(data_key="@context", required=True)
+    id = fields.String(required=True)
+    type = fields.String(required=True)
+    ingesting = fields.Nested(IngestingSummarySchema, required=True)
+
+
+class PublishedManifestSchema(Schema):
+    """The published IIIF Presentation 3 manifest (its full shape is IIIF's schema)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    context = fields.Raw(data_key="@context", required=True)
+    id = fields.String(required=True)
+    type = fields.String(required=True, validate=validate.Equal("Manifest"))
+    items = fields.List(fields.Dict(), required=True)

@@ -13,11 +13,13 @@ URL is a programming or configuration error and raises ``ValueError``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from webhook import metrics
 from webhook.errors import StorageError
 
 JSON_LD = "application/ld+json"
@@ -105,6 +108,25 @@ def _validated_key(key: str) -> str:
     return key
 
 
+def _measured(operation: str):
+    """Time a store method and count its failures, as ``operation`` of ``self.backend``."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def measured(self, *args, **kwargs):
+            started, failed = time.perf_counter(), True
+            try:
+                result = method(self, *args, **kwargs)
+                failed = False
+                return result
+            finally:
+                metrics.storage_operation(operation, self.backend,
+                                          time.perf_counter() - started, failed)
+        return measured
+
+    return decorate
+
+
 class FileStore:
     """Manifest documents as files under one directory.
 
@@ -114,6 +136,8 @@ class FileStore:
     The file system keeps no content type; ``put`` accepts one for interface
     compatibility and ignores it (the GET view sets the IIIF media type).
     """
+
+    backend = "file"
 
     def __init__(self, directory: Path | str):
         # abspath, not resolve(): no file system access, but "var/x" is pinned
@@ -126,6 +150,7 @@ class FileStore:
     def _path(self, key: str) -> Path:
         return self.directory.joinpath(*_validated_key(key).split("/"))
 
+    @_measured("put")
     def put(self, key: str, body: bytes, content_type: str = JSON_LD) -> str:
         path = self._path(key)
         try:
@@ -135,6 +160,7 @@ class FileStore:
             raise StorageError(f"cannot write {key} in {self.describe()}: {exc.strerror or exc}") from exc
         return etag_for(body)
 
+    @_measured("get")
     def get(self, key: str) -> StoredDocument | None:
         path = self._path(key)
         try:
@@ -147,6 +173,7 @@ class FileStore:
             raise StorageError(f"cannot read {key} in {self.describe()}: {exc.strerror or exc}") from exc
         return StoredDocument(body=body, etag=etag_for(body))
 
+    @_measured("check")
     def check(self) -> None:
         # Actually creating a file is the only reliable writability test:
         # os.access() is wrong for root, ACLs and read-only mounts.
@@ -218,6 +245,8 @@ class S3Store:
     it, e.g. in tests. boto3 clients are thread-safe, so one is shared.
     """
 
+    backend = "s3"
+
     def __init__(self, bucket: str, prefix: str = "", client: BaseClient | None = None):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -242,6 +271,7 @@ class S3Store:
         _validated_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @_measured("put")
     def put(self, key: str, body: bytes, content_type: str = JSON_LD) -> str:
         object_key = self.object_key(key)
         with _storage_errors(f"cannot write {key} to {self.describe()}"):
@@ -249,6 +279,7 @@ class S3Store:
                 Bucket=self.bucket, Key=object_key, Body=body, ContentType=content_type)
         return etag_for(body)
 
+    @_measured("get")
     def get(self, key: str) -> StoredDocument | None:
         object_key = self.object_key(key)
         with _storage_errors(f"cannot read {key} from {self.describe()}"):
@@ -268,6 +299,7 @@ class S3Store:
         # would differ from FileStore's for the same bytes.
         return StoredDocument(body=body, etag=etag_for(body))
 
+    @_measured("check")
     def check(self) -> None:
         with _storage_errors(f"{self.describe()} is not usable"):
             self.client.head_bucket(Bucket=self.bucket)

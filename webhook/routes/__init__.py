@@ -2,11 +2,15 @@
 
 from flask import Flask
 
-from webhook.routes import deliveries, health, manifests, problems, sns, webhooks
+from webhook.routes import deliveries, docs, health, manifests, problems, sns, webhooks
+from webhook.routes import metrics as metrics_routes
 
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the error handlers."""
     problems.init_app(app)
-    for module in (webhooks, sns, manifests, deliveries, health):
+    for module in (webhooks, sns, manifests, deliveries, health, docs):
         app.register_blueprint(module.bp)
+    # METRICS=off: no such endpoint at all (404), rather than one that refuses.
+    if app.extensions["webhook.settings"].metrics_enabled:
+        app.register_blueprint(metrics_routes.bp)

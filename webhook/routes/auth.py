@@ -10,6 +10,14 @@ from flask import current_app, request
 from webhook.routes.problems import problem
 
 
+def bearer_matches(token: str) -> bool:
+    """Tell whether the request carries ``Authorization: Bearer <token>``."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest on bytes: constant time whatever the given value is.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "replace"), token.encode())
+
+
 def admin_required(view):
     """Let a view run only with ``Authorization: Bearer <ADMIN_TOKEN>``."""
 
@@ -19,10 +27,7 @@ def admin_required(view):
         if token is None:
             return problem(503, "admin-disabled", "Admin endpoints disabled",
                            "No ADMIN_TOKEN is configured, so admin endpoints are off.")
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        # compare_digest on bytes: constant time whatever the given value is.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode("utf-8", "replace"), token.encode()):
+        if not bearer_matches(token):
             return problem(401, "unauthorized", "Unauthorized",
                            "A valid 'Authorization: Bearer <token>' header is required.",
                            headers={"WWW-Authenticate": 'Bearer realm="dlcs-webhook"'})

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 
+from webhook.errors import NotFound
 from webhook.routes.auth import admin_required
 from webhook.routes.problems import problem
 from webhook.routes.webhooks import outcome_response
-from webhook.schemas import DeliveryQuerySchema, DeliverySchema
+from webhook.schemas import DELIVERY_ID, DeliveryQuerySchema, DeliverySchema
 
 bp = Blueprint("deliveries", __name__)
 _QUERY = DeliveryQuerySchema()
 _ITEMS = DeliverySchema(many=True)
+_DELIVERY_ID = re.compile(DELIVERY_ID)
 
 
 @bp.get("/deliveries")
@@ -30,5 +34,8 @@ def deliveries():
 @bp.post("/deliveries/<path:delivery_id>/replay")
 @admin_required
 def replay(delivery_id: str):
+    # No recorded id has other characters; PostgreSQL cannot even compare one with NUL.
+    if not _DELIVERY_ID.fullmatch(delivery_id):
+        raise NotFound(f"No delivery {delivery_id!r} is recorded.")
     service = current_app.extensions["webhook.service"]
     return outcome_response(service.replay(delivery_id))

@@ -24,7 +24,11 @@ def _service():
     return current_app.extensions["webhook.service"]
 
 
-def _check_id(manifest_id: str) -> None:
+def _check_id(customer: int, manifest_id: str) -> None:
+    # A customer past the 32-bit column cannot be registered; SQLite cannot even
+    # compare one past 64 bits (OverflowError).
+    if not 1 <= customer <= 2**31 - 1:
+        raise NotFound("Customers are numbers from 1 to 2147483647.")
     if not _ID.fullmatch(manifest_id):
         raise NotFound("Manifest ids match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$.")
 
@@ -54,7 +58,7 @@ def register(customer: int, manifest_id: str):
 
 @bp.get("/<int:customer>/manifests/<manifest_id>")
 def published(customer: int, manifest_id: str):
-    _check_id(manifest_id)
+    _check_id(customer, manifest_id)
     service = _service()
     wanted = _if_none_match()
     etag = service.etag_of(customer, manifest_id)
@@ -75,21 +79,21 @@ def published(customer: int, manifest_id: str):
 @bp.get("/<int:customer>/manifests/<manifest_id>/status")
 @admin_required
 def status(customer: int, manifest_id: str):
-    _check_id(manifest_id)
+    _check_id(customer, manifest_id)
     return jsonify(_STATUS.dump(_service().status(customer, manifest_id)))
 
 
 @bp.post("/<int:customer>/manifests/<manifest_id>/rebuild")
 @admin_required
 def rebuild(customer: int, manifest_id: str):
-    _check_id(manifest_id)
+    _check_id(customer, manifest_id)
     return outcome_response(_service().rebuild_now(customer, manifest_id))
 
 
 @bp.post("/<int:customer>/manifests/<manifest_id>/reconcile")
 @admin_required
 def reconcile(customer: int, manifest_id: str):
-    _check_id(manifest_id)
+    _check_id(customer, manifest_id)
     outcome, completed = _service().reconcile(customer, manifest_id)
     return jsonify({"outcome": outcome.outcome, "batch": outcome.batch,
                     "manifest": outcome.manifest, "completed": completed})

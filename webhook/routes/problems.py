@@ -8,6 +8,7 @@ import peewee
 from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
+from webhook import logs, metrics
 from webhook.errors import (Conflict, NotFound, PayloadError, RebuildFailed, RebuildInProgress,
                             SignatureError, UpstreamError)
 
@@ -21,6 +22,7 @@ def problem(status: int, slug: str, title: str, detail: str, *,
             headers: dict | None = None, **extra) -> Response:
     """Build an application/problem+json response."""
     body = {"type": PROBLEM_TYPE + slug, "title": title, "status": status, "detail": detail}
+    logs.annotate(problem=slug)
     body.update({k: v for k, v in extra.items() if v is not None})
     response = Response(json.dumps(body), status=status,
                         mimetype="application/problem+json")
@@ -41,11 +43,14 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(SignatureError)
     def _signature(exc: SignatureError):
+        metrics.signature_failure("webhook", exc.reason)
+        logs.annotate(outcome="rejected", reason=exc.reason)
         return problem(401, "invalid-signature", "Invalid webhook signature", exc.detail,
                        reason=exc.reason)
 
     @app.errorhandler(PayloadError)
     def _payload(exc: PayloadError):
+        logs.annotate(outcome="unprocessable")
         return invalid_body(exc, 422)
 
     @app.errorhandler(NotFound)
@@ -61,6 +66,7 @@ def init_app(app: Flask) -> None:
         retry = {"Retry-After": str(exc.retry_after_seconds)}
         if isinstance(exc, (RebuildFailed, RebuildInProgress)):
             slug = "rebuild-failed" if isinstance(exc, RebuildFailed) else "rebuild-in-progress"
+            logs.annotate(outcome="failed", batch=exc.batch, manifest=exc.manifest)
             return problem(503, slug, "The manifest could not be rebuilt now", str(exc),
                            headers=retry, outcome="failed", batch=exc.batch,
                            manifest=exc.manifest)

@@ -11,6 +11,7 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request
 
+from webhook import logs, metrics
 from webhook.routes.problems import problem
 from webhook.routes.webhooks import outcome_response, read_limited_body
 from webhook.sns import (MAX_MESSAGE_BYTES, NOTIFICATION, SUBSCRIPTION_CONFIRMATION,
@@ -29,12 +30,15 @@ _PROBLEMS = {
 @bp.errorhandler(SnsRejected)
 def _rejected(exc: SnsRejected):
     slug, title = _PROBLEMS[exc.status]
+    metrics.signature_failure("sns", exc.reason)
+    logs.annotate(outcome="rejected", reason=exc.reason)
     return problem(exc.status, slug, title, exc.detail, reason=exc.reason)
 
 
 @bp.post("/webhooks/sns")
 def sns_message():
     settings = current_app.extensions["webhook.settings"]
+    logs.annotate(transport="sns")
     if not settings.sns_topic_arns:
         return problem(503, "sns-disabled", "SNS endpoint disabled",
                        "No SNS_TOPIC_ARNS are configured, so no message can be accepted.",
@@ -44,6 +48,7 @@ def sns_message():
         return problem(413, "payload-too-large", "Payload too large",
                        f"The body is larger than {MAX_MESSAGE_BYTES} bytes.")
     message = parse_message(body, request.headers.get(TYPE_HEADER))
+    logs.annotate(delivery_id=message.message_id)
     current_app.extensions["webhook.sns.verifier"].verify(message, now=time.time())
     if message.type == NOTIFICATION:
         service = current_app.extensions["webhook.service"]

@@ -6,8 +6,9 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request
 
+from webhook import logs
 from webhook.routes.problems import problem
-from webhook.signature import verify
+from webhook.signature import ID_HEADER, MAX_ID_LENGTH, verify
 
 bp = Blueprint("webhooks", __name__)
 
@@ -24,6 +25,7 @@ def read_limited_body(limit: int = MAX_BODY_BYTES) -> bytes | None:
 
 def outcome_response(outcome):
     """Shape a service Outcome as the webhook's 200 answer."""
+    logs.annotate(outcome=outcome.outcome, batch=outcome.batch, manifest=outcome.manifest)
     return jsonify({"outcome": outcome.outcome, "batch": outcome.batch,
                     "manifest": outcome.manifest})
 
@@ -31,6 +33,9 @@ def outcome_response(outcome):
 @bp.post("/webhooks/batch-completed")
 def batch_completed():
     settings = current_app.extensions["webhook.settings"]
+    # As sent, so a refused delivery can be traced too (it is no secret).
+    logs.annotate(transport="webhook",
+                  delivery_id=request.headers.get(ID_HEADER, "")[:MAX_ID_LENGTH] or None)
     if not settings.webhook_keys:
         return problem(503, "webhook-disabled", "Webhook disabled",
                        "No WEBHOOK_SECRETS are configured, so no delivery can be verified.",

@@ -1,0 +1,367 @@
+"""The OpenAPI 3 description of the service, generated from its marshmallow schemas.
+
+``build_spec(app)`` walks ``app.url_map`` and describes every rule whose endpoint
+has an entry in ``OPERATIONS`` below; bodies, answers and query parameters are the
+schemas in ``webhook.schemas`` that the views load and dump with, converted by
+apispec's MarshmallowPlugin, so the document cannot drift from the validation.
+``tests/test_openapi.py`` fails when a URL rule has no entry here.
+"""
+
+from __future__ import annotations
+
+import re
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask
+
+from webhook import schemas, signature
+
+OPENAPI_VERSION = "3.0.3"
+API_VERSION = "1"
+# Flask answers HEAD and OPTIONS for every GET rule by itself; they are not described.
+IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
+IIIF_MEDIA_TYPE = 'application/ld+json;profile="http://iiif.io/api/presentation/3/context.json"'
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+_RULE_ARGUMENT = re.compile(r"<(?:[A-Za-z_]+(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-9_]*)>")
+
+# The components, under the names the document gives them; nested ones first,
+# since registering a schema registers its nested schemas under default names.
+SCHEMAS = {
+    "Problem": schemas.ProblemSchema,
+    "Outcome": schemas.OutcomeSchema,
+    "Reconcile": schemas.ReconcileSchema,
+    "Notification": schemas.CurrentNotificationSchema,
+    "OldNotification": schemas.OldNotificationSchema,
+    "SnsEnvelope": schemas.SnsEnvelopeSchema,
+    "SnsAnswer": schemas.SnsAnswerSchema,
+    "CanvasPainting": schemas.CanvasPaintingSchema,
+    "Asset": schemas.AssetSchema,
+    "PaintedResource": schemas.PaintedResourceSchema,
+    "Registration": schemas.RegistrationSchema,
+    "BatchStatus": schemas.BatchStatusSchema,
+    "Status": schemas.StatusSchema,
+    "Delivery": schemas.DeliverySchema,
+    "PublishedManifest": schemas.PublishedManifestSchema,
+    "IngestingSummary": schemas.IngestingSummarySchema,
+    "IngestingManifest": schemas.IngestingManifestSchema,
+    "Health": schemas.HealthSchema,
+    "ReadyChecks": schemas.ReadyChecksSchema,
+    "Ready": schemas.ReadySchema,
+}
+
+# Path parameters by name, as the views check them.
+PATH_PARAMETERS = {
+    "customer": {"description": "The DLCS customer number.",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": schemas.MAX_INT32}},
+    "manifest_id": {"description": "The manifest's id within the customer.",
+                    "schema": {"type": "string", "pattern": schemas.MANIFEST_ID}},
+    "delivery_id": {"description": "A recorded delivery: its webhook-id or SNS MessageId.",
+                    "schema": {"type": "string", "pattern": schemas.DELIVERY_ID}},
+}
+
+_RETRY_AFTER = {"description": "Seconds to wait before trying again.",
+                "schema": {"type": "integer", "minimum": 0}}
+
+RESPONSES = {
+    "Unauthorized": {
+        "description": "Missing or wrong `Authorization: Bearer <ADMIN_TOKEN>`.",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": schemas.ProblemSchema}}},
+    "Unavailable": {
+        "description": "Try again later: the database, the DLCS or the storage is failing, "
+                       "or the endpoint is switched off by configuration (no ADMIN_TOKEN, "
+                       "WEBHOOK_SECRETS or SNS_TOPIC_ARNS).",
+        "headers": {"Retry-After": _RETRY_AFTER},
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": schemas.ProblemSchema}}},
+    "UriTooLong": {
+        "description": "The request line is longer than gunicorn's `limit_request_line` "
+                       "(4094 bytes); gunicorn answers this itself, before the service.",
+        "content": {"text/html": {"schema": {"type": "string"}}}},
+    "NotFound": {
+        "description": "No such manifest or delivery, or a path that matches no route "
+                       "(a customer that is not a number).",
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": schemas.ProblemSchema}}},
+}
+
+
+def _problem(description: str) -> dict:
+    return {"description": description,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": schemas.ProblemSchema}}}
+
+
+def _json(description: str, schema, **extra) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}},
+            **extra}
+
+
+_ADMIN = [{"bearerAuth": []}]
+_SAME_MANIFEST = {"customer": "$request.path.customer",
+                  "manifest_id": "$request.path.manifest_id"}
+# Where a registration's answer leads (OpenAPI links; the fuzzer follows them).
+_MANIFEST_LINKS = {
+    name: {"operationId": operation_id, "parameters": _SAME_MANIFEST}
+    for name, operation_id in (("published", "manifests_published"),
+                               ("status", "manifests_status"),
+                               ("rebuild", "manifests_rebuild"),
+                               ("reconcile", "manifests_reconcile"))}
+_OUTCOME = _json("The outcome of processing the delivery (see the webhook endpoint).",
+                 schemas.OutcomeSchema)
+_REBUILD_FAILED = {**RESPONSES["Unavailable"], "description":
+                   "The completion is recorded but the manifest could not be rebuilt now "
+                   "(`outcome` is `failed`), another request is rebuilding it, or the "
+                   "database is unavailable. Redelivering finishes the job."}
+_SIGNATURE_HEADERS = [
+    {"in": "header", "name": signature.ID_HEADER, "required": True,
+     "description": "The delivery's unique id (printable ASCII, no '.'); redeliveries "
+                    "repeat it.",
+     "schema": {"type": "string",
+                "pattern": rf"^[\x21-\x2d\x2f-\x7e]{{1,{signature.MAX_ID_LENGTH}}}$"}},
+    {"in": "header", "name": signature.TIMESTAMP_HEADER, "required": True,
+     "description": "Unix seconds when the delivery was signed; at most "
+                    "WEBHOOK_TOLERANCE_SECONDS away from the server's clock.",
+     "schema": {"type": "string", "pattern": "^(0|[1-9][0-9]{0,17})$"}},
+    {"in": "header", "name": signature.SIGNATURE_HEADER, "required": True,
+     "description": "Space-separated `v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">` "
+                    "entries (Standard Webhooks).",
+     "schema": {"type": "string", "minLength": 1,
+                "maxLength": signature.MAX_SIGNATURE_HEADER_LENGTH}},
+]
+_WEBHOOK_RESPONSES = {
+    "200": _OUTCOME,
+    "401": _problem("Missing, malformed, wrong or expired signature; nothing is recorded."),
+    "413": _problem("The body is over 64 KiB; nothing is recorded."),
+    "422": _problem("Authentic but unprocessable (not JSON, wrong shape); the delivery is "
+                    "kept for inspection."),
+    "503": _REBUILD_FAILED,
+}
+
+# Operation metadata by Flask endpoint name, then HTTP method.
+OPERATIONS: dict[str, dict[str, dict]] = {
+    "webhooks.batch_completed": {"post": {
+        "tags": ["webhooks"],
+        "summary": "Receive a signed DLCS batch-completed notification.",
+        "description": "Verified on the raw bytes before any parsing; `Content-Type` is not "
+                       "required. Outcomes: `ignored`, `batch-completed`, "
+                       "`manifest-completed` (rebuilt and stored before the answer), "
+                       "`duplicate`.",
+        "parameters": _SIGNATURE_HEADERS,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "anyOf": [schemas.CurrentNotificationSchema, schemas.OldNotificationSchema]}}}},
+        "responses": _WEBHOOK_RESPONSES,
+    }},
+    "sns.sns_message": {"post": {
+        "tags": ["webhooks"],
+        "summary": "Receive the notification through an AWS SNS HTTP(S) subscription.",
+        "description": "Verifies the SNS signature, confirms subscriptions for topics in "
+                       "`SNS_TOPIC_ARNS`, and processes a Notification's `Message` like the "
+                       "webhook, deduplicated on `MessageId`. SNS sends the JSON envelope "
+                       "as `text/plain`.",
+        "parameters": [{"in": "header", "name": "x-amz-sns-message-type", "required": True,
+                        "description": "Must equal the envelope's `Type`.",
+                        "schema": {"type": "string"}}],
+        "requestBody": {"required": True, "content": {
+            "text/plain": {"schema": schemas.SnsEnvelopeSchema},
+            "application/json": {"schema": schemas.SnsEnvelopeSchema}}},
+        "responses": {
+            "200": {"description": "A Notification's outcome, or a (un)subscription "
+                                   "confirmation.",
+                    "content": {"application/json": {"schema": {"anyOf": [
+                        schemas.OutcomeSchema, schemas.SnsAnswerSchema]}}}},
+            "400": _problem("Not an SNS message of a known type, or a malformed field."),
+            "401": _problem("The SNS signature does not verify, or the message is too old."),
+            "403": _problem("The topic is not in `SNS_TOPIC_ARNS`, or a URL is not SNS's."),
+            "413": _problem("The body is over 256 KiB."),
+            "422": _problem("Authentic, but the Message is not a batch-completed "
+                            "notification; the delivery is kept for inspection."),
+            "503": _REBUILD_FAILED,
+        },
+    }},
+    "manifests.register": {"put": {
+        "tags": ["manifests"], "security": _ADMIN,
+        "summary": "Register or replace a manifest.",
+        "description": "Every property other than `id`, `@context`, `items`, "
+                       "`paintedResources` and `batches` is kept verbatim in the published "
+                       "manifest. Without `batches`, the service queues the assets at the "
+                       "DLCS itself (needs `DLCS_API_URL`).",
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": schemas.RegistrationSchema}}},
+        "responses": {
+            "200": _json("Registered; nothing to ingest, so the manifest was built at once.",
+                         schemas.StatusSchema, links=_MANIFEST_LINKS,
+                         headers={"Location": {"schema": {"type": "string"}, "required": True}}),
+            "202": _json("Registered; batches are ingesting.", schemas.StatusSchema,
+                         links=_MANIFEST_LINKS,
+                         headers={"Location": {"schema": {"type": "string"}, "required": True}}),
+            "400": _problem("Invalid path or body; `errors` holds the field messages."),
+            "401": "Unauthorized",
+            "404": "NotFound",
+            "409": _problem("A batch already belongs to another manifest."),
+            "413": _problem("The body is over 64 MiB."),
+            "422": _problem("The DLCS rejected the assets."),
+            "503": "Unavailable",
+        },
+    }},
+    "manifests.published": {"get": {
+        "tags": ["manifests"],
+        "summary": "The IIIF Presentation 3 manifest (public).",
+        "parameters": [{"in": "header", "name": "If-None-Match", "required": False,
+                        "schema": {"type": "string"}}],
+        "responses": {
+            "200": {"description": "The published manifest.",
+                    "headers": {"ETag": {"schema": {"type": "string"}, "required": True},
+                                "Access-Control-Allow-Origin": {"schema": {"type": "string"}}},
+                    "content": {IIIF_MEDIA_TYPE: {"schema": schemas.PublishedManifestSchema}}},
+            "202": _json("Never completed yet: the registered manifest with an `ingesting` "
+                         "summary.", schemas.IngestingManifestSchema),
+            "304": {"description": "The `If-None-Match` ETag is current.",
+                    "headers": {"ETag": {"schema": {"type": "string"}}}},
+            "404": "NotFound",
+            "503": "Unavailable",
+        },
+    }},
+    "manifests.status": {"get": {
+        "tags": ["manifests"], "security": _ADMIN,
+        "summary": "A manifest's state, batches and last rebuild.",
+        "responses": {"200": _json("The state.", schemas.StatusSchema),
+                      "401": "Unauthorized", "404": "NotFound", "503": "Unavailable"},
+    }},
+    "manifests.rebuild": {"post": {
+        "tags": ["manifests"], "security": _ADMIN,
+        "summary": "Rebuild and store the manifest now from what the DLCS returns.",
+        "responses": {"200": _OUTCOME, "401": "Unauthorized", "404": "NotFound",
+                      "409": _problem("Batches of the manifest are still ingesting."),
+                      "503": _REBUILD_FAILED},
+    }},
+    "manifests.reconcile": {"post": {
+        "tags": ["manifests"], "security": _ADMIN,
+        "summary": "Complete the batches the DLCS reports finished (lost notifications).",
+        "description": "`outcome` is `unchanged` when nothing was completed or rebuilt.",
+        "responses": {"200": _json("The outcome and the batches completed.",
+                                   schemas.ReconcileSchema),
+                      "401": "Unauthorized", "404": "NotFound", "503": _REBUILD_FAILED},
+    }},
+    "deliveries.deliveries": {"get": {
+        "tags": ["deliveries"], "security": _ADMIN,
+        "summary": "The delivery log, most recent first.",
+        "parameters": [{"in": "query", "schema": schemas.DeliveryQuerySchema}],
+        "responses": {"200": {"description": "The deliveries.", "content": {
+                          "application/json": {"schema": {
+                              "type": "array", "items": schemas.DeliverySchema}}},
+                          "links": {"replay": {"operationId": "deliveries_replay", "parameters": {
+                              "delivery_id": "$response.body#/0/id"}}}},
+                      "400": _problem("Invalid query parameters."),
+                      "401": "Unauthorized", "503": "Unavailable"},
+    }},
+    "deliveries.replay": {"post": {
+        "tags": ["deliveries"], "security": _ADMIN,
+        "summary": "Run a recorded delivery through the same processing again.",
+        "responses": {**_WEBHOOK_RESPONSES, "401": "Unauthorized", "404": "NotFound"},
+    }},
+    "health.healthz": {"get": {
+        "tags": ["operations"], "summary": "Liveness: 200 while the process serves.",
+        "responses": {"200": _json("Alive.", schemas.HealthSchema)},
+    }},
+    "health.readyz": {"get": {
+        "tags": ["operations"],
+        "summary": "Readiness: the database and the manifest storage answer.",
+        "responses": {"200": _json("Ready.", schemas.ReadySchema),
+                      "503": _json("Not ready; `checks` names what failed.",
+                                   schemas.ReadySchema)},
+    }},
+    "metrics.scrape": {"get": {
+        "tags": ["operations"], "security": [{}, {"metricsAuth": []}],
+        "summary": "Prometheus metrics of every worker (absent with METRICS=off).",
+        "description": "Needs `Authorization: Bearer <METRICS_TOKEN>` only when "
+                       "METRICS_TOKEN is set.",
+        "responses": {
+            "200": {"description": "The Prometheus text exposition format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "401": _problem("METRICS_TOKEN is set and the bearer token is missing or wrong."),
+        },
+    }},
+    "docs.openapi": {"get": {
+        "tags": ["operations"], "summary": "This document.",
+        "responses": {"200": _json("The OpenAPI 3 description.", {"type": "object"})},
+    }},
+}
+
+
+def openapi_path(rule: str) -> str:
+    """Turn a Flask rule (``/<int:customer>/manifests/<manifest_id>``) into an OpenAPI path."""
+    return _RULE_ARGUMENT.sub(r"{\1}", rule)
+
+
+def build_spec(app: Flask, server_url: str | None = None) -> dict:
+    """Describe every URL rule of ``app`` that has an entry in OPERATIONS."""
+    marshmallow = MarshmallowPlugin()
+    spec = APISpec(
+        title="dlcs-webhook", version=API_VERSION, openapi_version=OPENAPI_VERSION,
+        plugins=[marshmallow],
+        info={"description": "Receives signed DLCS batch-completed webhooks and publishes "
+                             "IIIF manifests. Every error is `application/problem+json`."},
+        servers=[{"url": server_url}] if server_url else [])
+    marshmallow.map_to_openapi_type(schemas.UtcDateTime, "string", "date-time")
+    for name, schema in SCHEMAS.items():
+        spec.components.schema(name, schema=schema)
+    for name, response in RESPONSES.items():
+        spec.components.response(name, _copy(response))
+    spec.components.security_scheme("bearerAuth", {
+        "type": "http", "scheme": "bearer", "description": "The ADMIN_TOKEN."})
+    spec.components.security_scheme("metricsAuth", {
+        "type": "http", "scheme": "bearer", "description": "The METRICS_TOKEN, when set."})
+
+    paths: dict[str, dict[str, dict]] = {}
+    for rule in app.url_map.iter_rules():
+        described = OPERATIONS.get(rule.endpoint)
+        if described is None:
+            continue
+        operations = paths.setdefault(openapi_path(rule.rule), {})
+        for method in sorted((rule.methods or set()) - IMPLICIT_METHODS):
+            operation = described.get(method.lower())
+            if operation is not None:
+                operations[method.lower()] = {"operationId": rule.endpoint.replace(".", "_"),
+                                              **_copy(operation)}
+    for path, operations in sorted(paths.items()):
+        names = _RULE_ARGUMENT.findall(_flask_rule(app, path))
+        for operation in operations.values():
+            queried = any(p.get("in") == "query" for p in operation.get("parameters", ()))
+            if names or queried:
+                operation["responses"].setdefault("414", "UriTooLong")
+        parameters = [{"in": "path", "name": name, "required": True, **PATH_PARAMETERS[name]}
+                      for name in names]
+        spec.path(path=path, operations=operations, parameters=parameters)
+    document = spec.to_dict()
+    for path_item in document["paths"].values():
+        for method, operation in path_item.items():
+            if method == "parameters":
+                continue
+            for parameter in operation.get("parameters", ()):
+                if parameter["in"] == "query":
+                    _omit_null(parameter["schema"])
+    return document
+
+
+def _omit_null(schema: dict) -> None:
+    # A query parameter left out loads as None (load_default=None, which makes the
+    # marshmallow field nullable); on the wire there is no null to send.
+    schema.pop("nullable", None)
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]
+    if "enum" in schema:
+        schema["enum"] = [value for value in schema["enum"] if value is not None]
+
+
+def _flask_rule(app: Flask, path: str) -> str:
+    return next(rule.rule for rule in app.url_map.iter_rules()
+                if openapi_path(rule.rule) == path)
+
+
+def _copy(value):
+    # apispec resolves schemas in place; the module-level tables must stay intact.
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
