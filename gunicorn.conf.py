@@ -12,15 +12,21 @@ import tempfile
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-# Above the longest rebuild: DLCS timeout with retries, plus storing the document.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT",
-                             # "" means the default, as in webhook.config
-                             str(4 * int(os.environ.get("DLCS_TIMEOUT_SECONDS") or "30") + 150)))
+# Above the longest rebuild: DLCS timeout with retries, plus storing the document;
+# and above the rebuild lease when REBUILD_LEASE_SECONDS makes it longer.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", str(max(
+    # "" means the default, as in webhook.config
+    4 * int(os.environ.get("DLCS_TIMEOUT_SECONDS") or "30") + 150,
+    int(os.environ.get("REBUILD_LEASE_SECONDS") or "0") + 30))))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 # The webhook answers a hostile 100 KB signature header itself (401 problem+json).
 limit_request_field_size = 131072
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", None)
+# gunicorn 27's runtime control socket defaults to one path per user
+# (~/.gunicorn/gunicorn.ctl), so two instances on a host would fight over it;
+# the service does not use it.
+control_socket_disable = True
 
 # Metrics from every worker: prometheus_client's multiprocess mode has each
 # worker write its values to files in PROMETHEUS_MULTIPROC_DIR, and /metrics
