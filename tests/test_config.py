@@ -72,6 +72,8 @@ def test_reads_every_variable():
     ("DLCS_TIMEOUT_SECONDS", "0"),
     ("DLCS_MAX_BATCH_SIZE", "lots"),
     ("DLCS_MAX_BATCH_SIZE", "0"),
+    ("REBUILD_LEASE_SECONDS", "0"),
+    ("REBUILD_LEASE_SECONDS", "2m"),
     ("SNS_TOPIC_ARNS", "not-an-arn"),
 ])
 def test_bad_value_names_the_variable(variable, value):
@@ -79,6 +81,15 @@ def test_bad_value_names_the_variable(variable, value):
         Settings.from_env({variable: value})
     assert caught.value.variable == variable
     assert str(caught.value).startswith(f"{variable}: ")
+
+
+@pytest.mark.parametrize("environ, lease", [
+    ({}, 4 * 30 + 120),                                       # outlasts the DLCS retries
+    ({"DLCS_TIMEOUT_SECONDS": "5"}, 4 * 5 + 120),
+    ({"DLCS_TIMEOUT_SECONDS": "5", "REBUILD_LEASE_SECONDS": "20"}, 20),
+])
+def test_the_rebuild_lease_follows_the_dlcs_timeout_unless_set(environ, lease):
+    assert Settings.from_env(environ).rebuild_lease_seconds == lease
 
 
 @pytest.mark.parametrize("present, missing", [

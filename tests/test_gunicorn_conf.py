@@ -12,7 +12,8 @@ from webhook.service import Service
 
 CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 VARIABLES = ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
-             "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_ACCESSLOG", "DLCS_TIMEOUT_SECONDS")
+             "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_ACCESSLOG", "DLCS_TIMEOUT_SECONDS",
+             "REBUILD_LEASE_SECONDS")
 
 
 def load(monkeypatch, **environ) -> dict:
@@ -47,3 +48,10 @@ def test_the_worker_timeout_outlasts_the_rebuild_lease(monkeypatch, dlcs_timeout
     settings = Settings.from_env({"DLCS_TIMEOUT_SECONDS": dlcs_timeout})
     lease = Service(settings, dlcs=None, store=None).lease.total_seconds()
     assert conf["timeout"] >= lease + 30
+
+
+@pytest.mark.parametrize("lease", ["5", "600", "3600"])
+def test_the_worker_timeout_outlasts_a_configured_lease(monkeypatch, lease):
+    conf = load(monkeypatch, DLCS_TIMEOUT_SECONDS="5", REBUILD_LEASE_SECONDS=lease)
+    settings = Settings.from_env({"DLCS_TIMEOUT_SECONDS": "5", "REBUILD_LEASE_SECONDS": lease})
+    assert conf["timeout"] >= Service(settings, dlcs=None, store=None).lease.total_seconds() + 30

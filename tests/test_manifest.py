@@ -13,7 +13,7 @@ from tests.iiif import assert_valid_iiif
 from webhook.domain import PaintedResource
 from webhook.errors import BuildError
 from webhook.manifest import (PRESENTATION_3, BuildResult, RowUpdate, asset_id_from_canvas_id,
-                              build_manifest, serialise)
+                              build_manifest, serialise, slim_canvas)
 
 SAMPLES = Path(__file__).parent / "samples"
 BASE = "https://presentation.example"
@@ -814,3 +814,30 @@ def test_ten_thousand_canvases_build():
     assert len(result.document["items"]) == count
     assert result.document["items"][-1]["id"] == f"{CANVASES}/c{count - 1}"
     assert result.missing_assets == () and None not in result.row_updates
+
+
+# --- slim_canvas: the named-query answer as the service parses it ------------------------
+
+def test_slim_canvas_keeps_only_what_the_build_reads():
+    full = canvas("a", thumbnail=[thumb("a", 200, 150)])
+    slim = slim_canvas(copy.deepcopy(full))
+    assert set(slim) == {"id", "type", "width", "height", "thumbnail", "items"}
+    assert slim["items"] == [{"items": [{"body": full["items"][0]["items"][0]["body"]}]}]
+    assert all(slim[key] == full[key] for key in ("id", "type", "width", "height", "thumbnail"))
+    answer = named_query(full)
+    slimmed = json.loads(json.dumps(answer), object_hook=slim_canvas)
+    assert build([row("p1", 0, "a")], slimmed).body == build([row("p1", 0, "a")], answer).body
+
+
+@pytest.mark.parametrize("value", [
+    {"type": "Image", "id": "x", "label": {"en": ["kept"]}},
+    {"id": "no type", "metadata": []},
+    {"type": "Canvas", "id": "c", "label": {"en": ["dropped"]}, "items": {"not": "a list"}},
+    {"type": "Canvas", "id": "c", "items": [{"items": []}]},
+], ids=["not-a-canvas", "no-type", "items-not-a-list", "no-annotation"])
+def test_slim_canvas_leaves_anything_else_for_the_build_to_judge(value):
+    slim = slim_canvas(copy.deepcopy(value))
+    if value.get("type") != "Canvas":
+        assert slim == value
+    else:
+        assert slim["items"] == value["items"] and "label" not in slim

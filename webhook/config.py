@@ -50,12 +50,26 @@ class Settings:
     dlcs_named_query: str = DEFAULTS["DLCS_NAMED_QUERY"]
     dlcs_timeout_seconds: float = 30.0
     dlcs_max_batch_size: int = 100
+    # None: derived from the DLCS timeout (see rebuild_lease_seconds).
+    rebuild_lease: int | None = None
     sns_topic_arns: tuple[str, ...] = ()
     sns_signature_versions: tuple[str, ...] = SIGNATURE_VERSIONS
     metrics_enabled: bool = True
     metrics_token: str | None = field(default=None, repr=False)
     # Set (by gunicorn.conf.py) when several worker processes share the metrics.
     metrics_multiprocess_dir: str | None = None
+
+    @property
+    def rebuild_lease_seconds(self) -> float:
+        """How long a rebuild's claim lasts: past it, another request may take the rebuild over.
+
+        By default longer than any rebuild can take (the DLCS call with its
+        retries, then storing), so only a claim left by a worker that died is
+        ever taken over; a shorter lease recovers from such a crash sooner.
+        """
+        if self.rebuild_lease is not None:
+            return float(self.rebuild_lease)
+        return 4 * self.dlcs_timeout_seconds + 120
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
@@ -81,6 +95,8 @@ class Settings:
             dlcs_timeout_seconds=float(_int("DLCS_TIMEOUT_SECONDS",
                                             env["DLCS_TIMEOUT_SECONDS"], 1, 600)),
             dlcs_max_batch_size=_int("DLCS_MAX_BATCH_SIZE", env["DLCS_MAX_BATCH_SIZE"], 1, 10_000),
+            rebuild_lease=(_int("REBUILD_LEASE_SECONDS", env["REBUILD_LEASE_SECONDS"], 1, 86_400)
+                           if "REBUILD_LEASE_SECONDS" in env else None),
             sns_topic_arns=_topics(env.get("SNS_TOPIC_ARNS", "")),
             sns_signature_versions=_signature_versions(env["SNS_SIGNATURE_VERSIONS"]),
             metrics_enabled=_on_off("METRICS", env["METRICS"]),

@@ -158,16 +158,32 @@ class Batch(BaseModel):
 
     @classmethod
     def complete(cls, batch_id: int, manifest_pk: int, completion: BatchCompletion,
-                 processed: dt.datetime) -> bool:
-        """Complete a batch still ingesting for this manifest; tell whether it was."""
-        cursor = database.execute_sql(_statement(
+                 processed: dt.datetime) -> tuple[bool, int]:
+        """Complete a batch still ingesting for this manifest.
+
+        Returns whether it was still ingesting, and how many of the manifest's
+        batches still are. Call it holding the manifest's lock (``lock_owner``).
+        """
+        update = _statement(
             'UPDATE "batch" SET "status" = {p}, "count" = {p}, "completed" = {p}, '
             '"errors" = {p}, "superseded" = {p}, "submitted" = {p}, "finished" = {p}, '
-            '"processed" = {p} WHERE "id" = {p} AND "manifest_id" = {p} AND "status" = {p}'),
-            (COMPLETED, completion.count, completion.completed, completion.errors,
-             completion.superseded, to_naive_utc(completion.submitted),
-             to_naive_utc(completion.finished), processed, batch_id, manifest_pk, INGESTING))
-        return cursor.rowcount == 1
+            '"processed" = {p} WHERE "id" = {p} AND "manifest_id" = {p} AND "status" = {p}')
+        values = (COMPLETED, completion.count, completion.completed, completion.errors,
+                  completion.superseded, to_naive_utc(completion.submitted),
+                  to_naive_utc(completion.finished), processed, batch_id, manifest_pk,
+                  INGESTING)
+        if not isinstance(database.obj, peewee.PostgresqlDatabase):
+            completed = database.execute_sql(update, values).rowcount == 1
+            return completed, cls.count_ingesting(manifest_pk)
+        # One round trip instead of two. Every part of the statement sees the
+        # snapshot it started with: taken after the manifest's lock was granted,
+        # so it holds every completion committed before, and the count still
+        # sees this batch as ingesting when the update completes it.
+        done, ingesting = database.execute_sql(
+            f"WITH done AS ({update} RETURNING 1) SELECT (SELECT count(*) FROM done), "
+            '(SELECT count(*) FROM "batch" WHERE "manifest_id" = %s AND "status" = %s)',
+            (*values, manifest_pk, INGESTING)).fetchone()
+        return done == 1, ingesting - done
 
 
 class CanvasPainting(BaseModel):

@@ -37,8 +37,9 @@ from webhook import db, metrics
 from webhook.config import Settings
 from webhook.dlcs import BatchState, DlcsClient, QueuePartiallyFailed
 from webhook.domain import BatchCompletion
-from webhook.errors import (BuildError, Conflict, DlcsError, NotFound, PayloadError,
-                            QueueRejected, RebuildFailed, RebuildInProgress, UpstreamError)
+from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, DlcsError, NotFound,
+                            PayloadError, QueueRejected, RebuildFailed, RebuildInProgress,
+                            UpstreamError)
 from webhook.manifest import build_document, encode_manifest, slim_canvas
 from webhook.models import (COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest,
                             utcnow)
@@ -96,9 +97,8 @@ class Service:
         self.dlcs = dlcs
         self.store = store
         self.clock = clock
-        # Longer than any rebuild can take (DLCS retries and storage included),
-        # so a live claim is never taken over; a crashed worker's claim expires.
-        self.lease = dt.timedelta(seconds=4 * settings.dlcs_timeout_seconds + 120)
+        # A crashed worker's claim expires after this (see Settings.rebuild_lease_seconds).
+        self.lease = dt.timedelta(seconds=settings.rebuild_lease_seconds)
 
     # ------------------------------------------------------------- deliveries
 
@@ -124,10 +124,7 @@ class Service:
         delivery = Delivery.get_or_none(Delivery.delivery_id == delivery_id)
         if delivery is None:
             raise NotFound(f"No delivery {delivery_id!r} is recorded.")
-        try:
-            completion = parse_notification(bytes(delivery.body))
-        except PayloadError:
-            raise
+        completion = parse_notification(bytes(delivery.body))  # PayloadError: 422 again
         with db.transaction():
             row = Delivery.select().where(Delivery.id == delivery.id).get()
             if row.outcome == FAILED:
@@ -190,7 +187,7 @@ class Service:
             self._set(delivery, IGNORED, batch=batch_id, error=why)
             return _Step(Outcome(IGNORED, batch_id, None))
         manifest = owner[0]
-        first_completion = self._complete_batch(batch_id, manifest.id, completion)
+        first_completion, ingesting = self._complete_batch(batch_id, manifest.id, completion)
         if not first_completion:
             # Completed before, or re-registered while we waited for the lock?
             batch = Batch.get_or_none(Batch.id == batch_id)
@@ -198,7 +195,7 @@ class Service:
                 self._set(delivery, IGNORED, batch=batch_id,
                           error="the batch was re-registered while this delivery was processed")
                 return _Step(Outcome(IGNORED, batch_id, None))
-        all_complete = Batch.count_ingesting(manifest.id) == 0
+        all_complete = ingesting == 0
         if all_complete and (first_completion or manifest.needs_rebuild):
             token = self._claim(manifest, mark=True)
             self._set(delivery, FAILED, batch=batch_id, manifest=manifest.key,
@@ -211,8 +208,8 @@ class Service:
         return _Step(Outcome(outcome, batch_id, manifest.key))
 
     def _complete_batch(self, batch_id: int, manifest_pk: int,
-                        completion: BatchCompletion) -> bool:
-        """Complete the batch if it is still ingesting for this manifest; tell whether it was."""
+                        completion: BatchCompletion) -> tuple[bool, int]:
+        """Complete the batch if still ingesting; tell whether it was, and how many still are."""
         return Batch.complete(batch_id, manifest_pk, completion, self.clock())
 
     def _claim(self, manifest: Manifest, mark: bool = False) -> str | None:
@@ -324,8 +321,12 @@ class Service:
         # Peak memory is the named-query answer and the document built from it
         # (a copy): the answer keeps only what the build reads (slim_canvas) and
         # is let go before the document is serialised.
-        painted, findings = CanvasPainting.for_rebuild(manifest.id)
-        batch_ids = [b.id for b in Batch.of_manifest(manifest.id)]
+        try:
+            painted, findings = CanvasPainting.for_rebuild(manifest.id)
+            batch_ids = [b.id for b in Batch.of_manifest(manifest.id)]
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            # An outage, not a bug: no traceback, and the rebuild is retried.
+            raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
         with _collector_paused():
             with report.stage("named_query"):
                 answer = (self.dlcs.named_query(manifest.customer, batch_ids,

@@ -1,0 +1,77 @@
+"""The ceiling of webhook intake: the least a correct receiver must do per delivery.
+
+A minimal Flask app that does, per ``POST /webhooks/batch-completed``, only what
+no receiver can skip: verify the Standard Webhooks signature on the raw body
+(``webhook.signature.verify``), load the notification through the same schema
+(``webhook.schemas.parse_notification``) and insert one delivery row, in one
+transaction, through a pooled connection of the same ``webhook.db`` module and
+the same migrations. No service layer, no batch or manifest rows, no request
+log line, no metrics. ``bench/intake.py`` runs it under the same gunicorn
+settings as the service and divides the service's throughput by this one's.
+
+Run it as gunicorn runs the service: ``gunicorn -c gunicorn.conf.py
+'bench.ceiling:create_app()'`` with ``DATABASE_URL`` and ``WEBHOOK_SECRETS`` set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Flask, jsonify, request
+
+from webhook import db
+from webhook.config import Settings
+from webhook.errors import DatabaseUnavailable, PayloadError, SignatureError
+from webhook.models import Delivery, utcnow
+from webhook.schemas import parse_notification
+from webhook.signature import verify
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the ceiling app on the database and secrets the environment names."""
+    settings = settings or Settings.from_env(os.environ)
+    app = Flask(__name__)
+    db.bind(db.open_database(settings.database_url))
+    db.migrate()
+    db.close()
+
+    @app.post("/webhooks/batch-completed")
+    def batch_completed():
+        body = request.stream.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            return jsonify({"error": "too large"}), 413
+        verified = verify(settings.webhook_keys, request.headers, body, now=time.time(),
+                          tolerance=settings.webhook_tolerance_seconds)
+        completion = parse_notification(body)
+        now = utcnow()
+        with db.transaction():
+            Delivery.insert(delivery_id=verified.msg_id, transport="webhook", received_at=now,
+                            updated_at=now, batch=completion.batch_id, outcome="recorded",
+                            body=body).execute()
+        return jsonify({"outcome": "recorded", "batch": completion.batch_id, "manifest": None})
+
+    @app.get("/readyz")
+    def readyz():
+        db.ping()
+        return jsonify({"status": "ok"})
+
+    @app.errorhandler(SignatureError)
+    def _signature(exc):
+        return jsonify({"error": exc.reason}), 401
+
+    @app.errorhandler(PayloadError)
+    def _payload(exc):
+        return jsonify({"error": exc.detail}), 422
+
+    @app.errorhandler(DatabaseUnavailable)
+    def _database(exc):
+        return jsonify({"error": str(exc)}), 503
+
+    @app.teardown_appcontext
+    def _release_connection(exc):
+        db.close()
+
+    return app
