@@ -48,35 +48,18 @@ sys.path.insert(0, str(ROOT))
 import boto3  # noqa: E402
 import requests  # noqa: E402
 
+from bench.build import CUSTOMER, notification, registration  # noqa: E402
 from bench.intake import fresh_database  # noqa: E402
 from tests.fake_dlcs import FakeDlcs, image_assets  # noqa: E402
 from tests.servers import GunicornServer, start_gunicorn, start_moto_server  # noqa: E402
 from webhook.signature import parse_secret, sign  # noqa: E402
 
-CUSTOMER = 5
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
        "AWS_DEFAULT_REGION": "us-east-1"}
 BUCKET = "bench-manifests"
 MB = 2**20
-
-
-def notification(batch_id: int, count: int) -> bytes:
-    return json.dumps({
-        "id": batch_id, "customer": CUSTOMER, "count": count, "completed": count,
-        "errors": 0, "superseded": False, "submitted": "2025-02-20T12:28:01.517392Z",
-        "finished": "2025-02-20T12:30:15.123456Z"}).encode()
-
-
-def registration(slug: str, batches: dict[int, list]) -> bytes:
-    painted = [{"canvasPainting": {"canvasId": f"c{n}", "canvasOrder": n,
-                                   "label": {"en": [f"Image {n}"]}},
-                "asset": {"id": asset.id, "space": asset.space,
-                          "origin": f"https://origin.example/{asset.id}.tif"}}
-               for n, asset in enumerate(a for assets in batches.values() for a in assets)]
-    return json.dumps({"type": "Manifest", "label": {"en": [f"Benchmark {slug}"]},
-                       "paintedResources": painted, "batches": list(batches)}).encode()
 
 
 def deliver(session: requests.Session, url: str, body: bytes, msg_id: str) -> requests.Response:
