@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import boto3
 import pytest
 
-from tests.servers import moto_server  # noqa: F401 - a fixture
+from tests.fake_dlcs import FakeDlcs
+from tests.servers import AWS, moto_server  # noqa: F401 - a fixture
 from webhook import create_app, db
 from webhook.config import Settings
 from webhook.signature import parse_secret, sign
@@ -159,3 +162,24 @@ def signed_headers(body: bytes, msg_id: str | None = None, timestamp: int | None
 
 def sample(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
+
+
+@pytest.fixture
+def fake_dlcs() -> Iterator[FakeDlcs]:
+    """A fake DLCS on a loopback port; fails the test if one of its handlers crashed."""
+    with FakeDlcs() as fake:
+        yield fake
+    assert not fake.errors, f"the fake DLCS failed: {fake.errors!r}"
+
+
+@pytest.fixture
+def bucket(moto_server):
+    """A new, empty bucket in the session's moto server, and a client to read it."""
+    client = boto3.session.Session().client("s3", endpoint_url=moto_server.url,
+                                            region_name=AWS["AWS_DEFAULT_REGION"],
+                                            aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
+                                            aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"])
+    name = f"manifests-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    yield name, client
+    client.close()

@@ -28,6 +28,9 @@ from pathlib import Path
 import pytest
 
 LOOPBACK = "127.0.0.1"
+# Credentials moto accepts; tests pass them explicitly instead of touching the environment.
+AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+       "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -62,8 +65,8 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0, *,
 
 
 @dataclass
-class MotoServer:
-    """A running ``python -m moto.server`` on a loopback port."""
+class LoopbackProcess:
+    """A server subprocess on a loopback port, logging to a file of its own."""
 
     host: str
     port: int
@@ -73,23 +76,42 @@ class MotoServer:
 
     @property
     def url(self) -> str:
-        """The endpoint URL to give boto3 (``endpoint_url`` or ``AWS_ENDPOINT_URL``)."""
+        """The server's base URL."""
         return f"http://{self.host}:{self.port}"
 
     def log(self) -> str:
         """Return what the server wrote so far (its request log and tracebacks)."""
-        return self.log_path.read_text(errors="replace")
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
-    def stop(self) -> None:
-        """Stop the server and remove its log; safe to call twice."""
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Stop gracefully (SIGTERM), kill after ``timeout`` s; return the exit status."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return self.process.returncode
+
+    def cleanup(self) -> None:
+        """Stop the server and remove its log; safe to call twice."""
+        self.stop()
         self._log_dir.cleanup()
+
+
+@dataclass
+class MotoServer(LoopbackProcess):
+    """A running ``python -m moto.server``; its ``url`` is the endpoint to give boto3."""
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """Stop the server and remove its log; safe to call twice."""
+        status = super().stop(timeout)
+        self._log_dir.cleanup()
+        return status
 
 
 def start_moto_server(*, timeout: float = 30.0, attempts: int = 3) -> MotoServer:
@@ -128,41 +150,8 @@ def moto_server() -> Iterator[MotoServer]:
 
 
 @dataclass
-class GunicornServer:
+class GunicornServer(LoopbackProcess):
     """A running ``gunicorn -c gunicorn.conf.py wsgi:app`` on a loopback port."""
-
-    host: str
-    port: int
-    process: subprocess.Popen
-    log_path: Path
-    _log_dir: tempfile.TemporaryDirectory = field(repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def log(self) -> str:
-        """Return what gunicorn and the app wrote to stderr so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """Stop gracefully (SIGTERM), kill after ``timeout`` s; return the exit status."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def cleanup(self) -> None:
-        """Stop the server and remove its log; safe to call twice."""
-        self.stop()
-        self._log_dir.cleanup()
 
 
 def _answers_ok(url: str) -> bool:

@@ -23,22 +23,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 import pytest
 import requests
 
 from tests.conftest import ADMIN_TOKEN, SECRET, sample, signed_headers
 from tests.fake_dlcs import FakeAsset, FakeDlcs, image_assets, image_service_id
 from tests.iiif import assert_valid_iiif
-from tests.servers import GunicornServer, start_gunicorn
+from tests.servers import AWS, GunicornServer, start_gunicorn
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_URL = "https://presentation.example"
 IIIF_CONTENT_TYPE = 'application/ld+json;profile="http://iiif.io/api/presentation/3/context.json"'
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-       "AWS_DEFAULT_REGION": "us-east-1"}
 # Variables of the service's contract (and AWS/gunicorn ones): never inherited
 # from the environment the tests run in, only set by the test.
 _OWN_PREFIXES = ("AWS_", "DLCS_", "WEBHOOK_", "SNS_", "GUNICORN_")
@@ -230,27 +227,6 @@ def assert_no_tracebacks(server: GunicornServer) -> None:
 
 
 # ---------------------------------------------------------------- fixtures
-
-@pytest.fixture
-def fake_dlcs() -> Iterator[FakeDlcs]:
-    """A fake DLCS on a loopback port; fails the test if one of its handlers crashed."""
-    with FakeDlcs() as fake:
-        yield fake
-    assert not fake.errors, f"the fake DLCS failed: {fake.errors!r}"
-
-
-@pytest.fixture
-def bucket(moto_server):
-    """A new, empty bucket in the session's moto server, and a client to read it."""
-    client = boto3.session.Session().client("s3", endpoint_url=moto_server.url,
-                                            region_name=AWS["AWS_DEFAULT_REGION"],
-                                            aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
-                                            aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"])
-    name = f"manifests-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name)
-    yield name, client
-    client.close()
-
 
 @dataclass
 class Running:

@@ -31,7 +31,6 @@ import requests
 from tests.test_end_to_end import (BASE_URL, FINISHED, Plan, ServiceClient, assert_no_tracebacks,
                                    assert_published, make_plan, notification, register_with_fake,
                                    running_service, service_environment)
-from tests.test_end_to_end import bucket, fake_dlcs  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
 

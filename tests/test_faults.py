@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 
 from tests import faults
-from tests.test_end_to_end import fake_dlcs  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.e2e
 

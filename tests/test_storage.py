@@ -9,7 +9,6 @@ import stat
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import boto3
 import pytest
