@@ -568,10 +568,18 @@ class Service:
             return "rebuild-failed", "The rebuild was interrupted before it finished."
         return "ingesting", None
 
-    def published(self, customer: int, slug: str) -> Published:
-        """Return the stored manifest, or the registration with its ingesting summary."""
+    def published(self, customer: int, slug: str,
+                  if_none_match: frozenset[str] = frozenset()) -> Published:
+        """Return the stored manifest, or the registration with its ingesting summary.
+
+        A revalidation whose tag matches the published one is answered (304)
+        from the database alone, without reading the store.
+        """
         manifest = self._find(customer, slug)
-        if manifest.published_etag is not None:
+        etag = manifest.published_etag
+        if etag is not None and (etag in if_none_match or "*" in if_none_match):
+            return Published(304, b"", etag)
+        if etag is not None:
             stored = self.store.get(manifest_key(customer, slug))
             if stored is not None:
                 return Published(200, stored.body, stored.etag)
@@ -589,11 +597,6 @@ class Service:
             "ingesting": {"total": total, "finished": min(finished, total),
                           "errors": sum(b.errors or 0 for b in done)},
         }
-
-    def etag_of(self, customer: int, slug: str) -> str | None:
-        """Return the ETag of the published document without reading it."""
-        manifest = self._find(customer, slug)
-        return manifest.published_etag
 
     def deliveries(self, batch: int | None, outcome: str | None, limit: int) -> list[Delivery]:
         """List recorded deliveries, most recent first."""

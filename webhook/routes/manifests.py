@@ -59,13 +59,9 @@ def register(customer: int, manifest_id: str):
 @bp.get("/<int:customer>/manifests/<manifest_id>")
 def published(customer: int, manifest_id: str):
     _check_id(customer, manifest_id)
-    service = _service()
-    wanted = _if_none_match()
-    etag = service.etag_of(customer, manifest_id)
-    # Answer a revalidation from the database alone, without reading the store.
-    if etag is not None and (etag in wanted or "*" in wanted):
-        return _cors(Response(status=304, headers={"ETag": etag}))
-    result = service.published(customer, manifest_id)
+    result = _service().published(customer, manifest_id, _if_none_match())
+    if result.status == 304:
+        return _cors(Response(status=304, headers={"ETag": result.etag}))
     if result.status == 200:
         response = Response(result.body, status=200, content_type=IIIF_CONTENT_TYPE)
         response.headers["ETag"] = result.etag
@@ -99,9 +95,9 @@ def reconcile(customer: int, manifest_id: str):
                     "manifest": outcome.manifest, "completed": completed})
 
 
-def _if_none_match() -> set[str]:
+def _if_none_match() -> frozenset[str]:
     header = request.headers.get("If-None-Match", "")
-    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+    return frozenset(tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip())
 
 
 def _public_url(customer: int, manifest_id: str) -> str:
