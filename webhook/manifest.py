@@ -2,9 +2,15 @@
 
 ``build_manifest`` turns the registered manifest, its painted resources and the
 DLCS named-query answer into the published document plus what the build learned
-about each painted resource. It does no I/O and never mutates its inputs: every
-value placed in the output is a fresh copy, so callers may keep, cache or mutate
-the inputs and the output independently.
+about each painted resource. It does no I/O and never mutates its inputs. The
+inputs are JSON values as ``json.loads`` makes them (dicts, lists and atoms).
+
+The output shares with the inputs every subtree it publishes unchanged (image
+bodies, services, thumbnails, labels) instead of copying it: copying was half
+of a large build's time, and a copy of the named-query answer's bodies beside
+the answer itself was most of its peak memory. What the build changes (a body
+resized to its statics, a flattened Choice, a labelled member) is a new object.
+So treat the inputs and the output as read-only once built.
 
 Where section 4 is ambiguous the reading that yields valid IIIF was chosen; each
 such choice is marked "Reading:" next to the code that makes it.
@@ -16,7 +22,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from webhook.domain import PaintedResource
@@ -80,8 +86,8 @@ class Built:
     missing_assets: tuple[str, ...]
 
 
-def build_manifest(registered: Mapping, painted: Sequence[PaintedResource],
-                   named_query: Mapping, *, base_url: str, customer: int,
+def build_manifest(registered: dict, painted: Sequence[PaintedResource],
+                   named_query: dict, *, base_url: str, customer: int,
                    manifest_id: str) -> BuildResult:
     """Build the published manifest from the registration and the named-query answer."""
     built = build_document(registered, painted, named_query, base_url=base_url,
@@ -90,39 +96,60 @@ def build_manifest(registered: Mapping, painted: Sequence[PaintedResource],
                        row_updates=built.row_updates, missing_assets=built.missing_assets)
 
 
-def build_document(registered: Mapping, painted: Sequence[PaintedResource],
-                   named_query: Mapping, *, base_url: str, customer: int,
+def build_document(registered: dict, painted: Sequence[PaintedResource],
+                   named_query: dict, *, base_url: str, customer: int,
                    manifest_id: str) -> Built:
     """Build the published manifest as ``build_manifest`` does, but do not serialise it.
 
     Serialising needs only the document, so a caller can let go of a large
-    named-query answer first (``encode_manifest`` then makes the bytes).
+    named-query answer first (``manifest_text`` then makes the JSON).
     """
     found = _index_canvases(named_query)
+    derived = _Derived()
     ordered = sorted(painted, key=_row_order)
+    canvases_url = f"{base_url}/{customer}/canvases"
     items = [canvas for rows in _group_by_canvas(ordered)
-             if (canvas := _build_canvas(rows, found, f"{base_url}/{customer}/canvases"))]
+             if (canvas := _build_canvas(rows, found, derived, canvases_url))]
     document = {
         "@context": _context(named_query.get("@context")),
         "id": f"{base_url}/{customer}/manifests/{manifest_id}",
         # The published document is a Manifest whatever the registration says.
         "type": "Manifest",
-        **{key: _copy(value) for key, value in registered.items() if key not in _REPLACED},
+        **{key: value for key, value in registered.items() if key not in _REPLACED},
         "items": items,
     }
     return Built(
         document=document,
-        row_updates=tuple(_row_update(row, found.get(row.asset_id)) for row in painted),
+        row_updates=tuple(_row_update(row, found.get(row.asset_id), derived)
+                          for row in painted),
         missing_assets=tuple(dict.fromkeys(
             row.asset_id for row in painted if row.asset_id not in found)),
     )
 
 
-def encode_manifest(document: Mapping) -> bytes:
+def encode_manifest(document: dict) -> bytes:
     """Serialise a built manifest, raising BuildError when it cannot be written as JSON."""
+    return encode_text(manifest_text(document))
+
+
+def manifest_text(document: dict) -> str:
+    """Return a built manifest as JSON text; ``encode_text`` makes it the stored bytes.
+
+    Two steps so that a caller can let go of a large document before the bytes
+    exist (the text and the bytes are each about as large as the manifest).
+    Raises BuildError when the document cannot be written as JSON.
+    """
     try:
-        return serialise(document)
+        return _dumps(document)
     except (TypeError, ValueError) as exc:
+        raise BuildError(f"the manifest cannot be written as JSON: {exc}") from exc
+
+
+def encode_text(text: str) -> bytes:
+    """Encode manifest text as UTF-8, raising BuildError for a lone surrogate."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
         raise BuildError(f"the manifest cannot be written as JSON: {exc}") from exc
 
 
@@ -149,11 +176,14 @@ def slim_canvas(value: dict) -> dict:
     return slim
 
 
-def serialise(document: Mapping) -> bytes:
+def serialise(document: dict) -> bytes:
     """Encode a document as compact UTF-8 JSON, the same bytes for the same document."""
+    return _dumps(document).encode("utf-8")
+
+
+def _dumps(document: dict) -> str:
     # allow_nan=False: NaN/Infinity are not JSON, so other readers would reject the bytes.
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def asset_id_from_canvas_id(canvas_id: str) -> str | None:
@@ -164,18 +194,18 @@ def asset_id_from_canvas_id(canvas_id: str) -> str | None:
 
 # --- the named-query answer ------------------------------------------------
 
-def _index_canvases(named_query: Mapping) -> dict[str, Mapping]:
+def _index_canvases(named_query: dict) -> dict[str, dict]:
     """Map asset id to named-query canvas, once, so the build stays linear."""
-    if not isinstance(named_query, Mapping):
+    if not isinstance(named_query, dict):
         raise BuildError("the named-query answer is not a JSON object")
     if named_query.get("type", "Manifest") != "Manifest":
         raise BuildError("the named-query answer is not a Manifest")
     canvases = named_query.get("items")
     if not isinstance(canvases, list):
         raise BuildError("the named-query answer has no items list")
-    index: dict[str, Mapping] = {}
+    index: dict[str, dict] = {}
     for canvas in canvases:
-        if not isinstance(canvas, Mapping):
+        if not isinstance(canvas, dict):
             raise BuildError("a named-query item is not a JSON object")
         # A canvas whose id is not of the asset form cannot be matched to a
         # row; it is ignored, i.e. treated as not returned.
@@ -185,7 +215,7 @@ def _index_canvases(named_query: Mapping) -> dict[str, Mapping]:
     return index
 
 
-def _pick(kept: Mapping | None, candidate: Mapping) -> Mapping:
+def _pick(kept: dict | None, candidate: dict) -> dict:
     """Choose between two canvases for one asset independently of their order."""
     # The DLCS answers one canvas per asset, but the answer's order is not
     # guaranteed, so a duplicate must not make the output depend on it. Plain
@@ -195,18 +225,18 @@ def _pick(kept: Mapping | None, candidate: Mapping) -> Mapping:
     return min(kept, candidate, key=json.dumps)
 
 
-def _body_of(canvas: Mapping) -> Mapping:
+def _body_of(canvas: dict) -> dict:
     """Return the painting body of a named-query canvas, or raise BuildError."""
     try:
         body = canvas["items"][0]["items"][0]["body"]
     except (KeyError, IndexError, TypeError):
         body = None
-    if not isinstance(body, Mapping) or not isinstance(body.get("type"), str):
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         raise BuildError(f"named-query canvas {canvas.get('id')} has no painting body")
     return body
 
 
-def _leaves(body: Mapping, levels: int) -> list[Mapping]:
+def _leaves(body: dict, levels: int) -> list[dict]:
     """Flatten a body into its non-Choice resources, allowing `levels` Choice levels."""
     if body.get("type") != "Choice":
         return [body]
@@ -215,12 +245,12 @@ def _leaves(body: Mapping, levels: int) -> list[Mapping]:
     members = body.get("items")
     if not isinstance(members, list) or not members:
         raise BuildError("a named-query Choice has no items")
-    if not all(isinstance(member, Mapping) for member in members):
+    if not all(isinstance(member, dict) for member in members):
         raise BuildError("a named-query Choice item is not a JSON object")
     return [leaf for member in members for leaf in _leaves(member, levels - 1)]
 
 
-def _first_leaf(canvas: Mapping) -> Mapping:
+def _first_leaf(canvas: dict) -> dict:
     """Return the first non-Choice resource painted by a named-query canvas."""
     return _leaves(_body_of(canvas), 2)[0]
 
@@ -240,7 +270,7 @@ def _group_by_canvas(ordered: Iterable[PaintedResource]) -> list[list[PaintedRes
     return list(canvases.values())
 
 
-def _build_canvas(rows: list[PaintedResource], found: Mapping[str, Mapping],
+def _build_canvas(rows: list[PaintedResource], found: dict[str, dict], derived: "_Derived",
                   canvases_url: str) -> dict | None:
     """Build one canvas, or None when none of its rows came back (rule 7)."""
     hits = [(row, found[row.asset_id]) for row in rows if row.asset_id in found]
@@ -254,8 +284,8 @@ def _build_canvas(rows: list[PaintedResource], found: Mapping[str, Mapping],
                    if (annotation := _annotation(group, found, canvas_id, body_label))]
     canvas: dict = {"id": canvas_id, "type": "Canvas"}
     if label is not None:
-        canvas["label"] = _copy(label)
-    canvas.update(_extent(rows, hits, canvas_id))
+        canvas["label"] = label
+    canvas.update(_extent(rows, hits, canvas_id, derived))
     thumbnail = _canvas_thumbnail(hits)
     if thumbnail is not None:
         canvas["thumbnail"] = thumbnail
@@ -279,17 +309,17 @@ def _canvas_label(rows: list[PaintedResource]) -> dict | None:
     return first
 
 
-def _extent(rows: list[PaintedResource], hits: list[tuple[PaintedResource, Mapping]],
-            canvas_id: str) -> dict:
+def _extent(rows: list[PaintedResource], hits: list[tuple[PaintedResource, dict]],
+            canvas_id: str, derived: "_Derived") -> dict:
     """Return the canvas's width/height and duration (rule 5), or raise BuildError."""
     # Reading: statics are registration facts, so the first row with both gives
     # the size even if its own asset is missing; the natural size can only come
     # from a row the DLCS returned, so "the first row" there is the first found.
     statics = (_statics(row) for row in rows)
-    size = next(filter(None, statics), None) or _natural_size(hits[0][1])
+    size = next(filter(None, statics), None) or derived.natural_size(hits[0][1])
     # Reading: the duration comes from the first found row whose content is
     # time-based, so audio/video after an image still gets a timed canvas.
-    durations = (_duration(canvas) for _, canvas in hits)
+    durations = (derived.duration(canvas) for _, canvas in hits)
     duration = next((d for d in durations if d is not None), None)
     if size is None and duration is None:
         raise BuildError(f"canvas {canvas_id} has neither a size nor a duration")
@@ -299,22 +329,22 @@ def _extent(rows: list[PaintedResource], hits: list[tuple[PaintedResource, Mappi
     return extent
 
 
-def _canvas_thumbnail(hits: list[tuple[PaintedResource, Mapping]]) -> list | None:
-    """Return a copy of the first non-empty named-query thumbnail among the rows."""
+def _canvas_thumbnail(hits: list[tuple[PaintedResource, dict]]) -> list | None:
+    """Return the first non-empty named-query thumbnail among the rows, as a list."""
     for _, canvas in hits:
         thumbnail = canvas.get("thumbnail")
         # Reading: an empty list counts as null, and a lone object is wrapped,
         # because Presentation 3 wants thumbnail as a non-empty list.
-        if isinstance(thumbnail, Mapping):
-            return [_copy(thumbnail)]
+        if isinstance(thumbnail, dict):
+            return [thumbnail]
         if isinstance(thumbnail, list) and thumbnail:
-            return _copy(thumbnail)
+            return thumbnail
     return None
 
 
 # --- annotations and bodies ---------------------------------------------------
 
-def _annotation(group: list[PaintedResource], found: Mapping[str, Mapping],
+def _annotation(group: list[PaintedResource], found: dict[str, dict],
                 canvas_id: str, body_label: dict | None) -> dict | None:
     """Build the painting annotation of one canvasOrder, or None if none came back."""
     hits = [(row, found[row.asset_id]) for row in group if row.asset_id in found]
@@ -338,42 +368,45 @@ def _annotation(group: list[PaintedResource], found: Mapping[str, Mapping],
     }
 
 
-def _single_body(row: PaintedResource, canvas: Mapping, label: dict | None) -> dict:
+def _single_body(row: PaintedResource, canvas: dict, label: dict | None) -> dict:
     """Return the body of a one-row annotation, a named-query Choice flattened to one level."""
     body = _row_body(row, canvas)
     if body["type"] == "Choice":
         # Reading: alone, the named-query Choice is the outer level, so it may hold
         # one more level, which is flattened into it to keep one flat Choice.
-        body["items"] = _leaves(body, 2)
+        body = {**body, "items": _leaves(body, 2)}
     return _labelled(body, label)
 
 
-def _members(row: PaintedResource, canvas: Mapping) -> list[dict]:
+def _members(row: PaintedResource, canvas: dict) -> list[dict]:
     """Return a row's contribution to a Choice: its body, or its Choice's items, labelled."""
     # Reading: every member a row contributes, flattened ones included, carries the row label.
     return [_labelled(leaf, row.label) for leaf in _leaves(_row_body(row, canvas), 1)]
 
 
-def _row_body(row: PaintedResource, canvas: Mapping) -> dict:
-    """Copy a row's named-query body, rewritten to the row's statics when it has them."""
-    body = _copy(_body_of(canvas))
+def _row_body(row: PaintedResource, canvas: dict) -> dict:
+    """Return a row's named-query body, resized to the row's statics when it has them."""
+    body = _body_of(canvas)
     statics = _statics(row)
     # Reading: only a body that is itself an Image is rewritten (rule 5 says
     # "whose body is an Image"); the members of a named-query Choice are not.
     if statics and body["type"] == "Image":
-        _rewrite_size(body, statics)
+        return _resized(body, statics)
     return body
 
 
-def _rewrite_size(image: dict, size: tuple[int, int]) -> None:
-    """Set the size segment of an Image API request id and the image's width/height."""
+def _resized(image: dict, size: tuple[int, int]) -> dict:
+    """Return the image with its Image API request's size segment and width/height set.
+
+    An image whose id is not an Image API request is returned unchanged.
+    """
     match = _IMAGE_REQUEST.fullmatch(image["id"]) if isinstance(image.get("id"), str) else None
     if match is None:
-        return
+        return image
     width, height = size
-    image["id"] = f"{match['head']}/{width},{height}{match['tail']}"
-    image["width"] = width
-    image["height"] = height
+    # A new dict: the image belongs to the named-query answer, which is not ours to change.
+    return {**image, "id": f"{match['head']}/{width},{height}{match['tail']}",
+            "width": width, "height": height}
 
 
 def _labelled(resource: dict, label: dict | None) -> dict:
@@ -381,12 +414,39 @@ def _labelled(resource: dict, label: dict | None) -> dict:
     if label is None:
         return resource
     out = {key: resource[key] for key in ("id", "type") if key in resource}
-    out["label"] = _copy(label)
+    out["label"] = label
     out.update((key, value) for key, value in resource.items() if key not in out)
     return out
 
 
 # --- sizes, durations, thumbnails -----------------------------------------------
+
+class _Derived:
+    """A named-query canvas's natural size and duration, each worked out once per build.
+
+    Both are read for the canvas's extent and again for each of its rows'
+    findings; working them out twice was a fifth of a large build.
+    """
+
+    __slots__ = ("_sizes", "_durations")
+
+    def __init__(self) -> None:
+        # Keyed by id(): the canvases outlive the build, so no id is reused during it.
+        self._sizes: dict[int, tuple[int, int] | None] = {}
+        self._durations: dict[int, float | None] = {}
+
+    def natural_size(self, canvas: dict) -> tuple[int, int] | None:
+        key = id(canvas)
+        if key not in self._sizes:
+            self._sizes[key] = _natural_size(canvas)
+        return self._sizes[key]
+
+    def duration(self, canvas: dict) -> float | None:
+        key = id(canvas)
+        if key not in self._durations:
+            self._durations[key] = _duration(canvas)
+        return self._durations[key]
+
 
 def _statics(row: PaintedResource) -> tuple[int, int] | None:
     """Return the row's static size, or None unless both statics are given."""
@@ -395,7 +455,7 @@ def _statics(row: PaintedResource) -> tuple[int, int] | None:
     return (row.static_width, row.static_height)
 
 
-def _natural_size(canvas: Mapping) -> tuple[int, int] | None:
+def _natural_size(canvas: dict) -> tuple[int, int] | None:
     """Return the size of rule 5: ImageService3, ImageService2, the body, the canvas."""
     body = _first_leaf(canvas)
     services = _as_list(body.get("service"))
@@ -407,13 +467,13 @@ def _natural_size(canvas: Mapping) -> tuple[int, int] | None:
     return None
 
 
-def _service(services: list, kind: str) -> Mapping | None:
+def _service(services: list, kind: str) -> dict | None:
     """Return the first service of the given type (v3 "type" or v2 "@type")."""
-    return next((service for service in services if isinstance(service, Mapping)
+    return next((service for service in services if isinstance(service, dict)
                  and kind in (service.get("type"), service.get("@type"))), None)
 
 
-def _size(resource: Mapping) -> tuple[int, int] | None:
+def _size(resource: dict) -> tuple[int, int] | None:
     """Return (width, height) when both are positive integers."""
     width, height = _dimension(resource.get("width")), _dimension(resource.get("height"))
     return (width, height) if width and height else None
@@ -424,7 +484,7 @@ def _dimension(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def _duration(canvas: Mapping) -> float | None:
+def _duration(canvas: dict) -> float | None:
     """Return the duration of time-based content: the body's, else the canvas's."""
     body = _first_leaf(canvas)
     if body["type"] not in _TIME_BASED:
@@ -436,11 +496,11 @@ def _duration(canvas: Mapping) -> float | None:
     return None
 
 
-def _row_thumbnail(canvas: Mapping) -> str | None:
+def _row_thumbnail(canvas: dict) -> str | None:
     """Return the id of the thumbnail Image whose larger side is closest to 100 px."""
     best, best_distance = None, math.inf
     for image in _as_list(canvas.get("thumbnail")):
-        if not (isinstance(image, Mapping) and image.get("type") == "Image"
+        if not (isinstance(image, dict) and image.get("type") == "Image"
                 and isinstance(image.get("id"), str)):
             continue
         side = max(_dimension(image.get("width")), _dimension(image.get("height")))
@@ -450,7 +510,8 @@ def _row_thumbnail(canvas: Mapping) -> str | None:
     return best
 
 
-def _row_update(row: PaintedResource, canvas: Mapping | None) -> RowUpdate | None:
+def _row_update(row: PaintedResource, canvas: dict | None,
+                derived: "_Derived") -> RowUpdate | None:
     """Return what the build learned about one row, or None if its asset is missing."""
     if canvas is None:
         return None
@@ -458,9 +519,9 @@ def _row_update(row: PaintedResource, canvas: Mapping | None) -> RowUpdate | Non
     # Rule 8 fills the statics only when both were empty; a row with just one
     # keeps what it was given (the registration is not second-guessed).
     if width is None and height is None:
-        width, height = _natural_size(canvas) or (None, None)
+        width, height = derived.natural_size(canvas) or (None, None)
     return RowUpdate(thumbnail=_row_thumbnail(canvas), width=width, height=height,
-                     duration=_duration(canvas))
+                     duration=derived.duration(canvas))
 
 
 # --- small helpers ---------------------------------------------------------------
@@ -480,27 +541,4 @@ def _as_list(value: object) -> list:
     """Treat a lone JSON object as a one-item list and anything else but a list as empty."""
     if isinstance(value, list):
         return value
-    return [value] if isinstance(value, Mapping) else []
-
-
-# Immutable JSON values, shared rather than copied.
-_ATOMS = frozenset({str, int, float, bool, type(None)})
-
-
-def _copy(value):
-    """Deep-copy a JSON value (faster than copy.deepcopy, which keeps a memo)."""
-    # Exact types first: parsed JSON is only dicts, lists and atoms, and the
-    # isinstance checks against the ABCs cost most of a large build.
-    kind = type(value)
-    if kind is dict:
-        return {key: item if type(item) in _ATOMS else _copy(item)
-                for key, item in value.items()}
-    if kind is list:
-        return [item if type(item) in _ATOMS else _copy(item) for item in value]
-    if kind in _ATOMS:
-        return value
-    if isinstance(value, Mapping):
-        return {key: _copy(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_copy(item) for item in value]
-    return value
+    return [value] if isinstance(value, dict) else []
