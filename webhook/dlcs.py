@@ -179,11 +179,15 @@ class DlcsClient:
             raise NamedQueryNotFound(
                 f"{what}: no assets matched (the DLCS answered 404)", status=404)
         _require_status(what, status, body, 200)
-        document = _parse_json(what, body, object_hook)
+        size = len(body)
+        text = _json_text(what, body)
+        # The parse needs only the text; the bytes beside it would double the peak.
+        del body
+        document = _parse_json(what, text, object_hook)
         if not isinstance(document, dict) or not isinstance(document.get("items"), list):
             raise DlcsError(f"{what}: the answer is not a manifest with a list of items",
                             status=status)
-        return NamedQueryAnswer(document=document, size=len(body))
+        return NamedQueryAnswer(document=document, size=size)
 
     def get_batch(self, customer: int, batch_id: int) -> BatchState:
         """Fetch the current state of one batch from the DLCS API."""
@@ -240,7 +244,7 @@ class DlcsClient:
         return url
 
     def _exchange(self, method: str, url: str, what: str, *,
-                  json_body: object = None, call: str = "other") -> tuple[int, bytes]:
+                  json_body: object = None, call: str = "other") -> tuple[int, bytearray]:
         """Send one request and read its body; return the status and the bytes.
 
         Every DLCS call passes here, so here it is timed and its failures
@@ -296,18 +300,25 @@ def _base_url(url: str | None, name: str) -> str | None:
     return url.rstrip("/")
 
 
-def _read_capped(response: requests.Response, limit: int) -> bytes | None:
+def _read_capped(response: requests.Response, limit: int) -> bytearray | None:
     """Read the whole body, or return None as soon as it exceeds ``limit`` bytes."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > limit:
         return None
-    chunks, total = [], 0
+    # One buffer, sized once when the length of an uncompressed body is
+    # known: a list of chunks joined at the end, or a buffer grown as chunks
+    # arrive (each growth may copy it), would briefly hold a large answer twice.
+    known = declared.isdigit() and not response.headers.get("Content-Encoding")
+    body = bytearray(int(declared) if known else 0)
+    filled = 0
     for chunk in response.iter_content(chunk_size=64 * 1024):
-        total += len(chunk)
-        if total > limit:
+        end = filled + len(chunk)
+        if end > limit:
             return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body[filled:end] = chunk
+        filled = end
+    del body[filled:]
+    return body
 
 
 def _require_status(what: str, status: int, body: bytes, *accepted: int) -> None:
@@ -342,7 +353,15 @@ def _description(body: bytes) -> str | None:
     return None
 
 
-def _parse_json(what: str, body: bytes,
+def _json_text(what: str, body: bytes | bytearray) -> str:
+    """Decode a JSON body as ``json.loads`` would (UTF-8, -16 or -32, BOM allowed)."""
+    try:
+        return body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise DlcsError(f"{what}: the DLCS answer is not JSON") from exc
+
+
+def _parse_json(what: str, body: str | bytes | bytearray,
                 object_hook: Callable[[dict], object] | None = None) -> object:
     try:
         return json.loads(body, object_hook=object_hook)

@@ -40,7 +40,7 @@ from webhook.domain import BatchCompletion
 from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, DlcsError, NotFound,
                             PayloadError, QueueRejected, RebuildFailed, RebuildInProgress,
                             UpstreamError)
-from webhook.manifest import build_document, encode_manifest, slim_canvas
+from webhook.manifest import build_document, encode_text, manifest_text, slim_canvas
 from webhook.models import (COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest,
                             utcnow)
 from webhook.schemas import Registration, parse_notification, parse_registration
@@ -318,9 +318,10 @@ class Service:
                 (Delivery.manifest == manifest.key) & (Delivery.outcome == FAILED)).execute()
 
     def _build_and_store(self, manifest: Manifest, report: metrics.RebuildReport):
-        # Peak memory is the named-query answer and the document built from it
-        # (a copy): the answer keeps only what the build reads (slim_canvas) and
-        # is let go before the document is serialised.
+        # Peak memory is the parsed named-query answer (slim_canvas keeps only
+        # what the build reads) with the document built on it (which shares its
+        # bodies), then that document with its JSON text: the document is let
+        # go before the text becomes bytes.
         try:
             painted, findings = CanvasPainting.for_rebuild(manifest.id)
             batch_ids = [b.id for b in Batch.of_manifest(manifest.id)]
@@ -337,12 +338,14 @@ class Service:
                                        base_url=self.settings.public_base_url,
                                        customer=manifest.customer, manifest_id=manifest.slug)
                 del answer
-                body = encode_manifest(built.document)
-            report.canvases = len(built.document.get("items", ()))
-            report.missing_assets = len(built.missing_assets)
-            changes = _row_changes(findings, built.row_updates)
-            # Gone before the collector resumes, or its first pass would walk it all.
-            del built
+                text = manifest_text(built.document)
+                report.canvases = len(built.document.get("items", ()))
+                report.missing_assets = len(built.missing_assets)
+                changes = _row_changes(findings, built.row_updates)
+                # Gone before the collector resumes, or its first pass would walk it all.
+                del built
+                body = encode_text(text)
+                del text
         with report.stage("store"):
             etag = self.store.put(manifest_key(manifest.customer, manifest.slug), body)
         return etag, changes
