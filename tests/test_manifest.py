@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import json
 import random
 from pathlib import Path
@@ -14,7 +15,8 @@ from tests.iiif import assert_valid_iiif
 from webhook.domain import PaintedResource
 from webhook.errors import BuildError
 from webhook.manifest import (PRESENTATION_3, BuildResult, RowUpdate, asset_id_from_canvas_id,
-                              build_manifest, serialise, slim_canvas)
+                              build_document, build_manifest, serialise, slim_canvas,
+                              write_manifest)
 
 SAMPLES = Path(__file__).parent / "samples"
 BASE = "https://presentation.example"
@@ -754,6 +756,32 @@ def test_asset_id_from_canvas_id(canvas_id, expected):
 def test_serialise_is_compact_utf8():
     assert serialise({"label": {"fr": ["Été"]}, "n": [1, 2.5]}) == \
         '{"label":{"fr":["Été"]},"n":[1,2.5]}'.encode()
+
+
+@pytest.mark.parametrize("canvases", [0, 1, 255, 256, 257, 600])
+def test_write_manifest_writes_the_bytes_of_serialise(canvases):
+    rows = [row(f"c{n}", n, f"a{n}", label={"en": [f"Page {n}"]}) for n in range(canvases)]
+    registered = {**REGISTERED, "metadata": [{"label": {"en": ["items"]},
+                                              "value": {"en": ['"items":[]}']}}]}
+    document = build(rows, registered=registered).document
+    out = io.BytesIO()
+    write_manifest(document, out)
+    assert out.getvalue() == serialise(document)
+
+
+def test_write_manifest_of_a_document_not_shaped_by_the_build_writes_it_whole():
+    document = {"items": [{"id": "x"}], "label": {"none": ["items last is not assumed"]}}
+    out = io.BytesIO()
+    write_manifest(document, out)
+    assert out.getvalue() == serialise(document)
+
+
+def test_write_manifest_refuses_what_is_not_json():
+    registered = {**REGISTERED, "navDate": float("inf")}
+    document = build_document(registered, [row("c", 0, "a")], all_returned([row("c", 0, "a")]),
+                              base_url=BASE, customer=2, manifest_id="m").document
+    with pytest.raises(BuildError, match="JSON"):
+        write_manifest(document, io.BytesIO())
 
 
 def test_serialise_refuses_nan():

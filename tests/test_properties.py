@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 import string
 
@@ -28,7 +29,7 @@ from tests.iiif import assert_valid_iiif
 from tests.test_manifest import (BASE, canvas, choice, image, named_query, row, sound, thumb,
                                  video)
 from webhook.errors import SignatureError
-from webhook.manifest import build_manifest, serialise, slim_canvas
+from webhook.manifest import build_manifest, serialise, slim_canvas, write_manifest
 from webhook.signature import (ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified,
                                sign, verify)
 
@@ -256,6 +257,9 @@ def test_the_build_is_deterministic_pure_and_valid(inputs, data):
     assert (registered, rows, answer) == before, "the build mutated its inputs"
     assert_valid_iiif(result.document)
     assert result.body == serialise(result.document)
+    written = io.BytesIO()
+    write_manifest(result.document, written)
+    assert written.getvalue() == result.body
     assert json.loads(result.body) == result.document
     assert len(result.row_updates) == len(rows)
     returned = {c["id"].split("/iiif-img/")[1].split("/canvas/")[0]

@@ -88,6 +88,17 @@ def test_put_then_get_returns_the_bytes_and_the_etag(store):
     assert etag == etag_for(DOCUMENT)
 
 
+@pytest.mark.parametrize("size", [0, 5, 3 * 1024 * 1024 + 7])
+def test_put_of_a_file_stores_its_bytes_from_the_start(store, tmp_path, size):
+    body = os.urandom(size)
+    with open(tmp_path / "spool", "w+b") as spool:
+        spool.write(body)  # left at its end, as a writer leaves it
+        etag = store.put("7/manifests/big", spool)
+
+    assert etag == etag_for(body)
+    assert store.get("7/manifests/big") == StoredDocument(body=body, etag=etag)
+
+
 def test_put_overwrites_and_changes_the_etag(store):
     first = store.put("7/manifests/m1", DOCUMENT)
     second = store.put("7/manifests/m1", b'{"replaced": true}')

@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from webhook.domain import PaintedResource
 from webhook.errors import BuildError
@@ -40,6 +41,8 @@ _TIME_BASED = frozenset({"Sound", "Video"})
 # (_index_canvases, _extent, _natural_size, _duration and the thumbnails).
 _CANVAS_READ = ("id", "type", "width", "height", "duration", "thumbnail")
 _THUMBNAIL_SIDE = 100
+# About 400 KB of text a write for DLCS image canvases.
+_CANVASES_PER_WRITE = 256
 
 # https://{host}/iiif-img/{customer}/{space}/{asset}/canvas/c/{n}; only the
 # "/canvas/c/" marker is case-insensitive (spec section 2). The asset segment
@@ -130,6 +133,30 @@ def build_document(registered: dict, painted: Sequence[PaintedResource],
 def encode_manifest(document: dict) -> bytes:
     """Serialise a built manifest, raising BuildError when it cannot be written as JSON."""
     return encode_text(manifest_text(document))
+
+
+def write_manifest(document: dict, out: BinaryIO) -> None:
+    """Write a built manifest to ``out``: the bytes of ``serialise``, a block of canvases at a time.
+
+    ``json.dumps`` of a whole large manifest holds its text twice as it
+    finishes (its pieces and their join), and encoding adds the bytes; block
+    by block only one block's text exists at a time, which keeps a large
+    rebuild's peak memory to the document and a few hundred kilobytes.
+    Raises BuildError when the document cannot be written as JSON.
+    """
+    items = document.get("items")
+    if not isinstance(items, list) or next(reversed(document)) != "items":
+        out.write(encode_manifest(document))
+        return
+    # "items" is the last key, so the text of the document with no canvases
+    # ends '"items":[]}' and the canvases go between that "[" and "]}".
+    out.write(encode_text(manifest_text({**document, "items": []})[:-2]))
+    for start in range(0, len(items), _CANVASES_PER_WRITE):
+        if start:
+            out.write(b",")
+        block = manifest_text(items[start:start + _CANVASES_PER_WRITE])
+        out.write(encode_text(block[1:-1]))
+    out.write(b"]}")
 
 
 def manifest_text(document: dict) -> str:

@@ -25,6 +25,7 @@ import gc
 import hashlib
 import json
 import logging
+import tempfile
 import threading
 import uuid
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from webhook.domain import BatchCompletion
 from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, DlcsError, NotFound,
                             PayloadError, QueueRejected, RebuildFailed, RebuildInProgress,
                             UpstreamError)
-from webhook.manifest import build_document, encode_text, manifest_text, slim_canvas
+from webhook.manifest import build_document, slim_canvas, write_manifest
 from webhook.models import (COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest,
                             utcnow)
 from webhook.schemas import Registration, parse_notification, parse_registration
@@ -319,35 +320,35 @@ class Service:
 
     def _build_and_store(self, manifest: Manifest, report: metrics.RebuildReport):
         # Peak memory is the parsed named-query answer (slim_canvas keeps only
-        # what the build reads) with the document built on it (which shares its
-        # bodies), then that document with its JSON text: the document is let
-        # go before the text becomes bytes.
+        # what the build reads) with the document built on it (which shares
+        # its bodies). The document is written to a temporary file a block at
+        # a time and stored from there, so its text never exists whole.
         try:
             painted, findings = CanvasPainting.for_rebuild(manifest.id)
             batch_ids = [b.id for b in Batch.of_manifest(manifest.id)]
         except (peewee.OperationalError, peewee.InterfaceError) as exc:
             # An outage, not a bug: no traceback, and the rebuild is retried.
             raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
-        with _collector_paused():
-            with report.stage("named_query"):
-                answer = (self.dlcs.named_query(manifest.customer, batch_ids,
-                                                object_hook=slim_canvas).document
-                          if batch_ids else EMPTY_ANSWER)
-            with report.stage("build"):
-                built = build_document(manifest.document, painted, answer,
-                                       base_url=self.settings.public_base_url,
-                                       customer=manifest.customer, manifest_id=manifest.slug)
-                del answer
-                text = manifest_text(built.document)
-                report.canvases = len(built.document.get("items", ()))
-                report.missing_assets = len(built.missing_assets)
-                changes = _row_changes(findings, built.row_updates)
-                # Gone before the collector resumes, or its first pass would walk it all.
-                del built
-                body = encode_text(text)
-                del text
-        with report.stage("store"):
-            etag = self.store.put(manifest_key(manifest.customer, manifest.slug), body)
+        with tempfile.TemporaryFile(prefix="manifest-") as spool:
+            with _collector_paused():
+                with report.stage("named_query"):
+                    answer = (self.dlcs.named_query(manifest.customer, batch_ids,
+                                                    object_hook=slim_canvas).document
+                              if batch_ids else EMPTY_ANSWER)
+                with report.stage("build"):
+                    built = build_document(manifest.document, painted, answer,
+                                           base_url=self.settings.public_base_url,
+                                           customer=manifest.customer,
+                                           manifest_id=manifest.slug)
+                    del answer
+                    write_manifest(built.document, spool)
+                    report.canvases = len(built.document.get("items", ()))
+                    report.missing_assets = len(built.missing_assets)
+                    changes = _row_changes(findings, built.row_updates)
+                    # Gone before the collector resumes, or its first pass would walk it all.
+                    del built
+            with report.stage("store"):
+                etag = self.store.put(manifest_key(manifest.customer, manifest.slug), spool)
         return etag, changes
 
     def _record_failure(self, manifest: Manifest, token: str, message: str) -> None:

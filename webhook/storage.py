@@ -6,6 +6,10 @@ ETag from the stored bytes in the same way, so a GET answers the same ETag (and
 the same 304) whichever store is configured, and switching stores does not
 invalidate clients' caches.
 
+A document is given to ``put`` as bytes, or as a binary file read from its
+start (the service spools a large manifest to a temporary file rather than
+holding its bytes in memory).
+
 Every failure of the file system or of S3 leaves this module as
 ``StorageError`` (translated once, ``raise ... from exc``); a malformed key or
 URL is a programming or configuration error and raises ``ValueError``.
@@ -17,6 +21,7 @@ import functools
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -24,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import boto3
 from botocore.client import BaseClient
@@ -35,6 +40,10 @@ from webhook import metrics
 from webhook.errors import StorageError
 
 JSON_LD = "application/ld+json"
+
+# What ``put`` stores: bytes, or a seekable binary file read from its start.
+Body = bytes | BinaryIO
+_COPY_BLOCK = 1024 * 1024
 
 # Bounded so that a stalled S3 endpoint turns into a 503 instead of hanging a
 # worker. Manifests are small: a healthy S3 answers in well under a second.
@@ -61,7 +70,7 @@ class StoredDocument:
 class ManifestStore(Protocol):
     """The interface the service uses to keep manifest documents."""
 
-    def put(self, key: str, body: bytes, content_type: str = JSON_LD) -> str:
+    def put(self, key: str, body: Body, content_type: str = JSON_LD) -> str:
         """Store ``body`` under ``key``, replacing any previous one; return its ETag."""
         ...
 
@@ -78,10 +87,17 @@ class ManifestStore(Protocol):
         ...
 
 
-def etag_for(body: bytes) -> str:
+def etag_for(body: Body) -> str:
     """Return the strong ETag of ``body``: a quoted, truncated SHA-256 hex digest."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        digest = hashlib.sha256(body)
+    else:
+        # A file is hashed from its start and left there, ready to be stored.
+        body.seek(0)
+        digest = hashlib.file_digest(body, "sha256")
+        body.seek(0)
     # 128 bits of SHA-256 is plenty to tell versions of one document apart.
-    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return '"' + digest.hexdigest()[:32] + '"'
 
 
 def manifest_key(customer: int, manifest_id: str) -> str:
@@ -151,14 +167,15 @@ class FileStore:
         return self.directory.joinpath(*_validated_key(key).split("/"))
 
     @_measured("put")
-    def put(self, key: str, body: bytes, content_type: str = JSON_LD) -> str:
+    def put(self, key: str, body: Body, content_type: str = JSON_LD) -> str:
+        etag = etag_for(body)
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_atomically(path, body)
         except OSError as exc:
             raise StorageError(f"cannot write {key} in {self.describe()}: {exc.strerror or exc}") from exc
-        return etag_for(body)
+        return etag
 
     @_measured("get")
     def get(self, key: str) -> StoredDocument | None:
@@ -185,7 +202,7 @@ class FileStore:
             raise StorageError(f"{self.describe()} is not a writable directory: {exc.strerror or exc}") from exc
 
 
-def _write_atomically(path: Path, body: bytes) -> None:
+def _write_atomically(path: Path, body: Body) -> None:
     """Replace ``path`` with ``body`` so that readers see the old or the new file, never a part."""
     # The temporary file must be in the same directory: os.replace is only
     # atomic within one file system. Its name starts with "." and ends with
@@ -193,7 +210,10 @@ def _write_atomically(path: Path, body: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(body)
+            if isinstance(body, (bytes, bytearray, memoryview)):
+                file.write(body)
+            else:
+                shutil.copyfileobj(body, file, _COPY_BLOCK)
             file.flush()
             # mkstemp makes the file 0600; documents are public, and a web
             # server running as another user may serve the directory.
@@ -272,12 +292,13 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     @_measured("put")
-    def put(self, key: str, body: bytes, content_type: str = JSON_LD) -> str:
+    def put(self, key: str, body: Body, content_type: str = JSON_LD) -> str:
+        etag = etag_for(body)
         object_key = self.object_key(key)
         with _storage_errors(f"cannot write {key} to {self.describe()}"):
             self.client.put_object(
                 Bucket=self.bucket, Key=object_key, Body=body, ContentType=content_type)
-        return etag_for(body)
+        return etag
 
     @_measured("get")
     def get(self, key: str) -> StoredDocument | None:
