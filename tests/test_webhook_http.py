@@ -22,7 +22,8 @@ import responses
 
 from tests.conftest import ADMIN_TOKEN, ORCHESTRATOR, SECRET, sample, signed_headers
 from webhook import create_app, db
-from webhook.models import COMPLETED, INGESTING, Batch, Delivery, Manifest
+from webhook.models import (COMPLETED, INGESTING, Batch, CanvasPainting, Delivery,
+                            Manifest)
 from webhook.routes.problems import PROBLEM_TYPE
 from webhook.signature import parse_secret, sign
 
@@ -571,6 +572,33 @@ def test_the_final_batch_completes_the_manifest_once(client, admin, registered):
     outcomes = Counter(item["outcome"] for item in logged(client, admin))
     assert outcomes == {"batch-completed": 1, "manifest-completed": 1, "duplicate": 1}
     assert client.get(MANIFEST).get_json() == json.loads(sample("published-2-assets.json"))
+
+
+def findings() -> list[tuple]:
+    """What the rebuilds wrote back to each canvas-painting row (rule 8), in row order."""
+    return [(r.asset_id, r.ingesting, r.thumbnail, r.width, r.height, r.duration)
+            for r in CanvasPainting.select().order_by(CanvasPainting.position)]
+
+
+def test_the_completing_rebuild_writes_each_rows_findings_back(client, admin, registered):
+    assert findings() == [("2/5/foo", True, None, None, None, None),
+                          ("2/5/bar", True, None, None, None, None)]
+    answer = json.loads(sample("named-query-2-assets.json"))
+    bar = answer["items"][1]["items"][0]["items"][0]
+    bar["body"] = {"id": "https://dlcs.example/iiif-av/2/5/bar/full/max/default.mp3",
+                   "type": "Sound", "format": "audio/mpeg", "duration": 12.5}
+    post(client, sample("notification-old.json"))
+    with responses.RequestsMock() as rm:
+        rm.get(BOTH_BATCHES, json=answer)
+        assert_outcome(post(client, sample("notification-current.json")), "manifest-completed",
+                       1234, "2/letters")
+    # Sizes from the ImageService3 (the image) or the canvas (the sound), durations only
+    # for time-based content, and the thumbnail whose larger side is closest to 100 px.
+    assert findings() == [
+        ("2/5/foo", False, "https://dlcs.example/thumbs/2/5/foo/full/200,150/0/default.jpg",
+         4000, 3000, None),
+        ("2/5/bar", False, "https://dlcs.example/thumbs/2/5/bar/full/133,200/0/default.jpg",
+         2000, 3000, 12.5)]
 
 
 def test_a_repeated_completion_does_not_overwrite_the_first(client, admin, registered):

@@ -682,24 +682,25 @@ def _row_changes(findings: list[tuple], updates) -> list[tuple]:
 
 def _apply_row_updates(changes: list[tuple], now: dt.datetime) -> None:
     """Write the changed rows in as few round trips as the backend allows."""
-    for start in range(0, len(changes), 1000):
-        chunk = changes[start:start + 1000]
-        if db.is_postgres():
-            values = ",".join(["(%s,%s,%s,%s,%s,%s)"] * len(chunk))
-            params = [v for change in chunk for v in change]
-            # The casts type columns whose VALUES are all NULL (PostgreSQL takes them as text).
-            db.database.execute_sql(
-                'UPDATE "canvas_painting" AS c SET ingesting = v.ing::boolean, '
-                "thumbnail = v.thumb::text, width = v.w::integer, height = v.h::integer, "
-                "duration = v.dur::real, modified = %s "
-                f"FROM (VALUES {values}) AS v(id, ing, thumb, w, h, dur) WHERE c.id = v.id",
-                [now, *params])
-        else:
-            cursor = db.database.cursor()
-            cursor.executemany(
-                'UPDATE "canvas_painting" SET ingesting = ?, thumbnail = ?, width = ?, '
-                "height = ?, duration = ?, modified = ? WHERE id = ?",
-                [(*change[1:], now, change[0]) for change in chunk])
+    if not changes:
+        return
+    if db.is_postgres():
+        # One statement, the changes as one JSON parameter: psycopg2 quoting
+        # tens of thousands of values one by one into VALUES lists cost a third
+        # of the write-back of a 10,000-canvas rebuild.
+        db.database.execute_sql(
+            'UPDATE "canvas_painting" AS c SET ingesting = v.ing, thumbnail = v.thumb, '
+            "width = v.w, height = v.h, duration = v.dur, modified = %s "
+            "FROM (SELECT (r->>0)::bigint AS id, (r->>1)::boolean AS ing, r->>2 AS thumb, "
+            "(r->>3)::integer AS w, (r->>4)::integer AS h, (r->>5)::real AS dur "
+            "FROM jsonb_array_elements(%s::jsonb) AS r) AS v WHERE c.id = v.id",
+            [now, json.dumps(changes)])
+        return
+    cursor = db.database.cursor()
+    cursor.executemany(
+        'UPDATE "canvas_painting" SET ingesting = ?, thumbnail = ?, width = ?, '
+        "height = ?, duration = ?, modified = ? WHERE id = ?",
+        [(*change[1:], now, change[0]) for change in changes])
 
 
 def _fingerprint(registration: Registration) -> str:
