@@ -323,14 +323,15 @@ class Service:
         # what the build reads) with the document built on it (which shares
         # its bodies). The document is written to a temporary file a block at
         # a time and stored from there, so its text never exists whole.
-        try:
-            painted, findings = CanvasPainting.for_rebuild(manifest.id)
-            batch_ids = [b.id for b in Batch.of_manifest(manifest.id)]
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
-            # An outage, not a bug: no traceback, and the rebuild is retried.
-            raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
         with tempfile.TemporaryFile(prefix="manifest-") as spool:
             with _collector_paused():
+                try:
+                    painted, findings = CanvasPainting.for_rebuild(manifest.id)
+                    batch_ids = [b.id for b in Batch.of_manifest(manifest.id)]
+                except (peewee.OperationalError, peewee.InterfaceError) as exc:
+                    # An outage, not a bug: no traceback, and the rebuild is retried.
+                    raise DatabaseUnavailable(
+                        f"database unavailable: {type(exc).__name__}") from exc
                 with report.stage("named_query"):
                     answer = (self.dlcs.named_query(manifest.customer, batch_ids,
                                                     object_hook=slim_canvas).document
@@ -625,7 +626,7 @@ _collector = {"lock": threading.Lock(), "pauses": 0, "resume": False}
 
 @contextmanager
 def _collector_paused():
-    """Keep the cyclic garbage collector off while a rebuild parses and builds its documents.
+    """Keep the cyclic garbage collector off while a rebuild reads, parses and builds.
 
     A large rebuild allocates millions of containers and no reference cycles;
     every full collection they trigger walks all of them again, which cost
