@@ -105,7 +105,7 @@ def build_document(registered: dict, painted: Sequence[PaintedResource],
     """Build the published manifest as ``build_manifest`` does, but do not serialise it.
 
     Serialising needs only the document, so a caller can let go of a large
-    named-query answer first (``manifest_text`` then makes the JSON).
+    named-query answer first (``write_manifest`` then writes the JSON).
     """
     found = _index_canvases(named_query)
     derived = _Derived()
@@ -160,11 +160,10 @@ def write_manifest(document: dict, out: BinaryIO) -> None:
 
 
 def manifest_text(document: dict) -> str:
-    """Return a built manifest as JSON text; ``encode_text`` makes it the stored bytes.
+    """Return a built manifest (or a list of its canvases) as compact JSON text.
 
-    Two steps so that a caller can let go of a large document before the bytes
-    exist (the text and the bytes are each about as large as the manifest).
-    Raises BuildError when the document cannot be written as JSON.
+    ``encode_text`` makes the text bytes. Raises BuildError when the document
+    cannot be written as JSON.
     """
     try:
         return _dumps(document)
