@@ -40,19 +40,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from tests.servers import GunicornServer, start_gunicorn  # noqa: E402
+from tests.servers import GunicornServer, scratch_postgres, start_gunicorn  # noqa: E402
 from webhook.signature import parse_secret, sign  # noqa: E402
 
 LUA = ROOT / "bench" / "intake.lua"
@@ -88,19 +86,8 @@ def fresh_database(kind: str, label: str, workdir: Path, postgres_url: str) -> I
     if kind == "sqlite":
         yield f"sqlite:///{workdir}/{label}.db"
         return
-    import psycopg2
-
-    admin = psycopg2.connect(postgres_url, connect_timeout=5)
-    admin.autocommit = True
-    name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(postgres_url)._replace(path="/" + name))
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with scratch_postgres(postgres_url, f"bench_{label}") as url:
+        yield url
 
 
 def count_rows(database_url: str, outcome: str) -> int:

@@ -9,18 +9,18 @@ never see each other's rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 import pytest
 
 from tests.fake_dlcs import FakeDlcs
-from tests.servers import AWS, moto_server  # noqa: F401 - a fixture
+from tests.servers import AWS, moto_server, scratch_postgres  # noqa: F401 - a fixture
 from webhook import create_app, db
 from webhook.config import Settings
 from webhook.signature import parse_secret, sign
@@ -35,43 +35,26 @@ POSTGRES_SERVER = os.environ.get("WEBHOOK_TEST_POSTGRES_URL",
 TABLES = ("delivery", "canvas_painting", "batch", "manifest")
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
-def _admin_connection():
-    import psycopg2
-
-    connection = psycopg2.connect(POSTGRES_SERVER, connect_timeout=3)
-    connection.autocommit = True
-    return connection
-
-
 @pytest.fixture(scope="session")
 def postgres_database():
     """Create a fresh PostgreSQL database for this session, or None when unreachable."""
     if BACKEND == "sqlite":
         yield None
         return
+    database = contextlib.ExitStack()
     try:
-        admin = _admin_connection()
+        url = database.enter_context(scratch_postgres(POSTGRES_SERVER, "webhook_test"))
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
         if BACKEND == "postgresql":
             pytest.fail(f"WEBHOOK_TEST_DATABASE=postgresql but {POSTGRES_SERVER} is "
                         f"unreachable: {exc}")
         yield None
         return
-    name = f"webhook_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(POSTGRES_SERVER, name)
-    finally:
-        db.dispose()
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with database:
+        try:
+            yield url
+        finally:
+            db.dispose()
 
 
 @pytest.fixture
@@ -90,16 +73,8 @@ def empty_postgres_url(postgres_database):
     if postgres_database is None:
         pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_SERVER} (or "
                     "WEBHOOK_TEST_DATABASE=sqlite)")
-    name = f"webhook_empty_{uuid.uuid4().hex[:12]}"
-    admin = _admin_connection()
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(POSTGRES_SERVER, name)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with scratch_postgres(POSTGRES_SERVER, "webhook_empty") as url:
+        yield url
 
 
 def _truncate(url: str) -> None:

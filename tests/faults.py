@@ -50,7 +50,7 @@ import requests
 
 from tests.fake_dlcs import NAMED_QUERY, FakeDlcs
 from tests.proxy import TcpProxy
-from tests.servers import GunicornServer, MotoServer
+from tests.servers import GunicornServer, MotoServer, scratch_postgres
 from tests.test_end_to_end import (AWS, FINISHED, Plan, ServiceClient, assert_published,
                                    make_plan, notification, register_with_fake,
                                    running_service, service_environment)
@@ -532,17 +532,6 @@ def database_outage(database_url: str, moto: MotoServer, fake: FakeDlcs, *,
             **summarise_attempts(sends)}
 
 
-@contextlib.contextmanager
-def fresh_postgres(server_url: str) -> Iterator[str]:
+def fresh_postgres(server_url: str) -> contextlib.AbstractContextManager[str]:
     """Create a database of its own on the server at ``server_url``; drop it afterwards."""
-    admin = psycopg2.connect(server_url, connect_timeout=5)
-    admin.autocommit = True
-    name = f"faults_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path="/" + name))
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    return scratch_postgres(server_url, "faults")

@@ -14,6 +14,7 @@ serve a gunicorn-run app in end-to-end tests.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -21,7 +22,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,3 +208,27 @@ def start_gunicorn(env: dict[str, str], *, cwd: Path | str, workers: int = 2, th
             continue
         return server
     raise RuntimeError("gunicorn did not start:\n" + "\n".join(failures))
+
+
+@contextlib.contextmanager
+def scratch_postgres(server_url: str, prefix: str) -> Iterator[str]:
+    """Create an empty database ``{prefix}_{random}`` on a PostgreSQL server; yield its URL.
+
+    The database is dropped afterwards, connections still open to it included.
+    Raises psycopg2's error when the server cannot be reached.
+    """
+    import psycopg2
+
+    admin = psycopg2.connect(server_url, connect_timeout=5)
+    admin.autocommit = True
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlunsplit(urlsplit(server_url)._replace(path="/" + name))
+        finally:
+            with admin.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
