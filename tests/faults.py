@@ -144,6 +144,13 @@ class Sender:
             attempt += 1
 
 
+def register_all(fake: FakeDlcs, client: ServiceClient, plans: list[Plan]) -> None:
+    """Give the fake DLCS every plan's batches and register every plan's manifest."""
+    for plan in plans:
+        register_with_fake(fake, plan)
+        assert client.register(plan).status_code == 202
+
+
 def make_sends(plans: list[Plan], seed: int, batches: Callable[[Plan], list[int]] | None = None
                ) -> list[Send]:
     """One send per batch completion (of ``batches(plan)``, default all), shuffled."""
@@ -360,9 +367,7 @@ def load_with_faults(database_url: str, moto: MotoServer, fake: FakeDlcs, *,
         with running_service(env, workers=workers, threads=threads) as server:
             client = ServiceClient(server.url)
             try:
-                for plan in plans:
-                    register_with_fake(fake, plan)
-                    assert client.register(plan).status_code == 202
+                register_all(fake, client, plans)
                 schedule = schedule_dlcs_faults(fake, manifests * 30, dlcs_fault_rate, seed,
                                                 timeout=1.0)
                 sends = make_sends(plans, seed)
@@ -421,9 +426,7 @@ def crash_during_rebuilds(database_url: str, moto: MotoServer, fake: FakeDlcs, *
     with running_service(env, workers=workers, threads=threads) as server:
         client = ServiceClient(server.url)
         try:
-            for plan in plans:
-                register_with_fake(fake, plan)
-                assert client.register(plan).status_code == 202
+            register_all(fake, client, plans)
             first = make_sends(plans, seed, lambda plan: list(plan.batches)[:1])
             Sender(server.url).send_all(first)
             assert {s.attempts[-1][1]["outcome"] for s in first} == {"batch-completed"}
@@ -504,9 +507,7 @@ def database_outage(database_url: str, moto: MotoServer, fake: FakeDlcs, *,
                     readiness.append((answer.status_code, answer.json()))
 
             try:
-                for plan in plans:
-                    register_with_fake(fake, plan)
-                    assert client.register(plan).status_code == 202
+                register_all(fake, client, plans)
                 sends = make_sends(plans, seed)
                 outage = Outage(db_proxy, max(1, int(len(sends) * outage_after)),
                                 outage_seconds, during=probe_readiness)

@@ -130,9 +130,15 @@ def build_document(registered: dict, painted: Sequence[PaintedResource],
     )
 
 
-def encode_manifest(document: dict) -> bytes:
-    """Serialise a built manifest, raising BuildError when it cannot be written as JSON."""
-    return encode_text(manifest_text(document))
+def encode_manifest(document: dict | list) -> bytes:
+    """Serialise a built manifest (or a list of its canvases) as ``serialise`` does.
+
+    Raises BuildError when it cannot be written as JSON.
+    """
+    try:
+        return serialise(document)
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) included
+        raise BuildError(f"the manifest cannot be written as JSON: {exc}") from exc
 
 
 def write_manifest(document: dict, out: BinaryIO) -> None:
@@ -148,35 +154,14 @@ def write_manifest(document: dict, out: BinaryIO) -> None:
     if not isinstance(items, list) or next(reversed(document)) != "items":
         out.write(encode_manifest(document))
         return
-    # "items" is the last key, so the text of the document with no canvases
-    # ends '"items":[]}' and the canvases go between that "[" and "]}".
-    out.write(encode_text(manifest_text({**document, "items": []})[:-2]))
+    # "items" is the last key, so the document with no canvases ends
+    # '"items":[]}' and the canvases go between that "[" and "]}".
+    out.write(encode_manifest({**document, "items": []})[:-2])
     for start in range(0, len(items), _CANVASES_PER_WRITE):
         if start:
             out.write(b",")
-        block = manifest_text(items[start:start + _CANVASES_PER_WRITE])
-        out.write(encode_text(block[1:-1]))
+        out.write(encode_manifest(items[start:start + _CANVASES_PER_WRITE])[1:-1])
     out.write(b"]}")
-
-
-def manifest_text(document: dict) -> str:
-    """Return a built manifest (or a list of its canvases) as compact JSON text.
-
-    ``encode_text`` makes the text bytes. Raises BuildError when the document
-    cannot be written as JSON.
-    """
-    try:
-        return _dumps(document)
-    except (TypeError, ValueError) as exc:
-        raise BuildError(f"the manifest cannot be written as JSON: {exc}") from exc
-
-
-def encode_text(text: str) -> bytes:
-    """Encode manifest text as UTF-8, raising BuildError for a lone surrogate."""
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise BuildError(f"the manifest cannot be written as JSON: {exc}") from exc
 
 
 def slim_canvas(value: dict) -> dict:
@@ -202,14 +187,11 @@ def slim_canvas(value: dict) -> dict:
     return slim
 
 
-def serialise(document: dict) -> bytes:
+def serialise(document: dict | list) -> bytes:
     """Encode a document as compact UTF-8 JSON, the same bytes for the same document."""
-    return _dumps(document).encode("utf-8")
-
-
-def _dumps(document: dict) -> str:
     # allow_nan=False: NaN/Infinity are not JSON, so other readers would reject the bytes.
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
 
 
 def asset_id_from_canvas_id(canvas_id: str) -> str | None:

@@ -43,6 +43,7 @@ JSON_LD = "application/ld+json"
 
 # What ``put`` stores: bytes, or a seekable binary file read from its start.
 Body = bytes | BinaryIO
+_IN_MEMORY = (bytes, bytearray, memoryview)
 _COPY_BLOCK = 1024 * 1024
 
 # Bounded so that a stalled S3 endpoint turns into a 503 instead of hanging a
@@ -89,7 +90,7 @@ class ManifestStore(Protocol):
 
 def etag_for(body: Body) -> str:
     """Return the strong ETag of ``body``: a quoted, truncated SHA-256 hex digest."""
-    if isinstance(body, (bytes, bytearray, memoryview)):
+    if isinstance(body, _IN_MEMORY):
         digest = hashlib.sha256(body)
     else:
         # A file is hashed from its start and left there, ready to be stored.
@@ -210,7 +211,7 @@ def _write_atomically(path: Path, body: Body) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
-            if isinstance(body, (bytes, bytearray, memoryview)):
+            if isinstance(body, _IN_MEMORY):
                 file.write(body)
             else:
                 shutil.copyfileobj(body, file, _COPY_BLOCK)
