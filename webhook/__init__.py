@@ -26,6 +26,8 @@ def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = No
     settings = settings or Settings.from_env(os.environ)
     # JSON lines on stderr, unless something (pytest, gunicorn's logconfig) set logging up.
     logs.configure()
+    # Whoever configured logging, urllib3's retry warnings carry no query string.
+    logs.redact_queries()
     app = Flask(__name__)
     # Bodies are read as streams with per-route limits; this caps anything else.
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024

@@ -283,7 +283,9 @@ class DlcsClient:
                 return response.status_code, body
         finally:
             elapsed = time.perf_counter() - started
-            log.debug("%s %s -> %s in %.0f ms", method, url, outcome, elapsed * 1000)
+            # Without the query: no log line carries one (the named query's cacheBust).
+            log.debug("%s %s -> %s in %.0f ms", method, url.split("?", 1)[0], outcome,
+                      elapsed * 1000)
             if failure is None and not (isinstance(outcome, int) and 200 <= outcome < 300):
                 failure = f"status-{outcome}" if isinstance(outcome, int) else "error"
             metrics.dlcs_call(call, elapsed, failure)

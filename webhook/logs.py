@@ -12,7 +12,10 @@ only when nothing has configured logging yet (pytest's caplog, gunicorn's
 ``logconfig``, an embedding application all win).
 
 What is logged is chosen, never dumped: no headers, no query strings, no
-bodies, no settings. Secrets cannot leak from what is never written.
+bodies, no settings. Secrets cannot leak from what is never written. Libraries
+are the exception: urllib3 logs the URL it retries or is redirected to, query
+included, so :func:`redact_queries` puts a :class:`QueryStringFilter` on its
+loggers.
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # log viewer or a header could misread.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MAX_PATH = 512
+# A query string: "?" after a path character, up to a space or a quote. What
+# urllib3 logs is a URL or a path (the named query's "?cacheBust=..." today; a
+# token in someone's query tomorrow).
+_QUERY_STRING = re.compile(r"(?<=[^\s?'\"])\?[^\s'\"]*")
+#: The loggers of urllib3's modules that log URLs (a logger's filters see only
+#: the records logged on it, not its children's, so each is named).
+URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.poolmanager", "urllib3.connection",
+                   "urllib3.response", "urllib3.util.retry")
 
 request_log = logging.getLogger("webhook.request")
 
@@ -56,6 +67,34 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+class QueryStringFilter(logging.Filter):
+    """Drop every query string from a record's message (the record is kept)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = strip_query_strings(message)
+        if redacted != message:
+            # Formatted once here, so no argument carries the query to a handler.
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def strip_query_strings(text: str) -> str:
+    """Return ``text`` with the query string of every URL or path in it removed."""
+    return _QUERY_STRING.sub("", text)
+
+
+_QUERY_FILTER = QueryStringFilter()
+
+
+def redact_queries(names: tuple[str, ...] = URLLIB3_LOGGERS) -> None:
+    """Put the query-string filter on the named loggers (once each)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if _QUERY_FILTER not in logger.filters:
+            logger.addFilter(_QUERY_FILTER)
 
 
 def configure(level: int = logging.INFO) -> bool:
