@@ -11,6 +11,7 @@ from flask import Flask
 
 from webhook import db, logs
 from webhook.config import Settings
+from webhook.deadline import BodyDeadline
 from webhook.dlcs import DlcsClient, make_session
 from webhook.errors import ConfigError
 from webhook.service import Service
@@ -65,4 +66,6 @@ def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = No
     routes.init_app(app)
     cli.init_app(app)
     logging.getLogger("webhook").setLevel(logging.INFO)
+    # Outermost: the deadline runs from the moment gunicorn hands the request over.
+    app.wsgi_app = BodyDeadline(app.wsgi_app, settings.body_timeout_seconds)
     return app

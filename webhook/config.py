@@ -28,6 +28,7 @@ DEFAULTS = {
     "DLCS_MAX_BATCH_SIZE": "100",
     "SNS_SIGNATURE_VERSIONS": "1 2",
     "METRICS": "on",
+    "BODY_TIMEOUT_SECONDS": "10",
 }
 
 _NAMED_QUERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -58,6 +59,8 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     # Set (by gunicorn.conf.py) when several worker processes share the metrics.
     metrics_multiprocess_dir: str | None = None
+    # A request body not fully arrived this long after its headers is answered 408.
+    body_timeout_seconds: float = 10.0
 
     @property
     def rebuild_lease_seconds(self) -> float:
@@ -103,6 +106,8 @@ class Settings:
             metrics_token=_token("METRICS_TOKEN", env.get("METRICS_TOKEN")),
             metrics_multiprocess_dir=_directory("PROMETHEUS_MULTIPROC_DIR",
                                                 env.get("PROMETHEUS_MULTIPROC_DIR")),
+            body_timeout_seconds=float(_int("BODY_TIMEOUT_SECONDS",
+                                            env["BODY_TIMEOUT_SECONDS"], 1, 600)),
         )
 
 
