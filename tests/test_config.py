@@ -20,6 +20,7 @@ def test_defaults_serve_on_embedded_storage():
     assert settings.dlcs_timeout_seconds == 30
     assert settings.dlcs_max_batch_size == 100
     assert settings.dlcs_credentials is None
+    assert settings.body_timeout_seconds == 10
 
 
 def test_reads_every_variable():
@@ -35,6 +36,7 @@ def test_reads_every_variable():
         "DLCS_API_KEY": "key", "DLCS_API_SECRET": "secret",
         "DLCS_NAMED_QUERY": "my-query",
         "DLCS_TIMEOUT_SECONDS": "12",
+        "BODY_TIMEOUT_SECONDS": "25",
         "DLCS_MAX_BATCH_SIZE": "250",
         "SNS_TOPIC_ARNS": "arn:aws:sns:eu-west-1:123456789012:dlcs-batch-completion",
     })
@@ -43,6 +45,7 @@ def test_reads_every_variable():
     assert settings.webhook_tolerance_seconds == 60
     assert settings.dlcs_credentials == ("key", "secret")
     assert settings.dlcs_timeout_seconds == 12.0
+    assert settings.body_timeout_seconds == 25.0
     assert settings.dlcs_max_batch_size == 250
     assert settings.sns_topic_arns == ("arn:aws:sns:eu-west-1:123456789012:dlcs-batch-completion",)
 
@@ -70,6 +73,9 @@ def test_reads_every_variable():
     ("DLCS_NAMED_QUERY", "bad/name"),
     ("DLCS_TIMEOUT_SECONDS", "1.5"),
     ("DLCS_TIMEOUT_SECONDS", "0"),
+    ("BODY_TIMEOUT_SECONDS", "0"),
+    ("BODY_TIMEOUT_SECONDS", "2.5"),
+    ("BODY_TIMEOUT_SECONDS", "601"),
     ("DLCS_MAX_BATCH_SIZE", "lots"),
     ("DLCS_MAX_BATCH_SIZE", "0"),
     ("REBUILD_LEASE_SECONDS", "0"),

@@ -12,6 +12,7 @@ from webhook.service import Service
 
 CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 VARIABLES = ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
+             "GUNICORN_WORKER_CLASS", "GUNICORN_WORKER_CONNECTIONS",
              "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_ACCESSLOG", "DLCS_TIMEOUT_SECONDS",
              "REBUILD_LEASE_SECONDS")
 
@@ -28,6 +29,8 @@ def load(monkeypatch, **environ) -> dict:
 def test_defaults(monkeypatch):
     conf = load(monkeypatch)
     assert (conf["bind"], conf["workers"], conf["threads"]) == ("0.0.0.0:8000", 2, 4)
+    # A connection costs a greenlet, not one of a few threads (see tests/test_body_deadline.py).
+    assert (conf["worker_class"], conf["worker_connections"]) == ("gevent", 1000)
     assert (conf["timeout"], conf["graceful_timeout"]) == (270, 30)
     assert conf["accesslog"] is None
 
@@ -35,8 +38,10 @@ def test_defaults(monkeypatch):
 def test_every_setting_comes_from_the_environment(monkeypatch):
     conf = load(monkeypatch, GUNICORN_BIND="127.0.0.1:9000", GUNICORN_WORKERS="5",
                 GUNICORN_THREADS="8", GUNICORN_TIMEOUT="600", GUNICORN_GRACEFUL_TIMEOUT="90",
-                GUNICORN_ACCESSLOG="-")
+                GUNICORN_ACCESSLOG="-", GUNICORN_WORKER_CLASS="gthread",
+                GUNICORN_WORKER_CONNECTIONS="200")
     assert (conf["bind"], conf["workers"], conf["threads"]) == ("127.0.0.1:9000", 5, 8)
+    assert (conf["worker_class"], conf["worker_connections"]) == ("gthread", 200)
     assert (conf["timeout"], conf["graceful_timeout"], conf["accesslog"]) == (600, 90, "-")
 
 

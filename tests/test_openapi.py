@@ -144,7 +144,7 @@ def test_the_webhook_documents_its_signature_headers(spec):
     operation = spec["paths"][WEBHOOK]["post"]
     headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
     assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
-    assert set(operation["responses"]) == {"200", "401", "413", "422", "503"}
+    assert set(operation["responses"]) == {"200", "401", "408", "413", "422", "503"}
 
 
 def test_the_document_names_the_public_base_url(spec):

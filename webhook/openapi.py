@@ -128,9 +128,13 @@ _SIGNATURE_HEADERS = [
      "schema": {"type": "string", "minLength": 1,
                 "maxLength": signature.MAX_SIGNATURE_HEADER_LENGTH}},
 ]
+# Every endpoint that reads a body (BODY_TIMEOUT_SECONDS, webhook/deadline.py).
+_BODY_TIMEOUT = _problem("The body did not fully arrive within BODY_TIMEOUT_SECONDS; "
+                         "nothing is recorded.")
 _WEBHOOK_RESPONSES = {
     "200": _OUTCOME,
     "401": _problem("Missing, malformed, wrong or expired signature; nothing is recorded."),
+    "408": _BODY_TIMEOUT,
     "413": _problem("The body is over 64 KiB; nothing is recorded."),
     "422": _problem("Authentic but unprocessable (not JSON, wrong shape); the delivery is "
                     "kept for inspection."),
@@ -172,6 +176,7 @@ OPERATIONS: dict[str, dict[str, dict]] = {
             "400": _problem("Not an SNS message of a known type, or a malformed field."),
             "401": _problem("The SNS signature does not verify, or the message is too old."),
             "403": _problem("The topic is not in `SNS_TOPIC_ARNS`, or a URL is not SNS's."),
+            "408": _BODY_TIMEOUT,
             "413": _problem("The body is over 256 KiB."),
             "422": _problem("Authentic, but the Message is not a batch-completed "
                             "notification; the delivery is kept for inspection."),
@@ -198,6 +203,7 @@ OPERATIONS: dict[str, dict[str, dict]] = {
             "401": "Unauthorized",
             "404": "NotFound",
             "409": _problem("A batch already belongs to another manifest."),
+            "408": _BODY_TIMEOUT,
             "413": _problem("The body is over 64 MiB."),
             "422": _problem("The DLCS rejected the assets."),
             "503": "Unavailable",
