@@ -45,7 +45,7 @@ from webhook.manifest import build_document, slim_canvas, write_manifest
 from webhook.models import (COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest,
                             utcnow)
 from webhook.schemas import Registration, parse_notification, parse_registration
-from webhook.storage import ManifestStore, manifest_key
+from webhook.storage import ManifestStore, StoredStream, manifest_key
 
 log = logging.getLogger("webhook.service")
 
@@ -85,7 +85,8 @@ class Published:
     """A manifest's public representation: the stored document, or its ingesting summary."""
 
     status: int
-    body: bytes | dict
+    # 200: the stored document opened for streaming (the caller closes it).
+    body: StoredStream | bytes | dict
     etag: str | None = None
 
 
@@ -585,9 +586,9 @@ class Service:
         if etag is not None and (etag in if_none_match or "*" in if_none_match):
             return Published(304, b"", etag)
         if etag is not None:
-            stored = self.store.get(manifest_key(customer, slug))
+            stored = self.store.open(manifest_key(customer, slug))
             if stored is not None:
-                return Published(200, stored.body, stored.etag)
+                return Published(200, stored, stored.etag)
         return Published(202, self._ingesting_view(manifest))
 
     def _ingesting_view(self, manifest: Manifest) -> dict:

@@ -8,7 +8,9 @@ invalidate clients' caches.
 
 A document is given to ``put`` as bytes, or as a binary file read from its
 start (the service spools a large manifest to a temporary file rather than
-holding its bytes in memory).
+holding its bytes in memory). ``open`` reads one back as a ``StoredStream``: its
+ETag and size first, then its bytes a block at a time, so serving a large
+manifest costs a block of memory per request, not the document.
 
 Every failure of the file system or of S3 leaves this module as
 ``StorageError`` (translated once, ``raise ... from exc``); a malformed key or
@@ -45,6 +47,8 @@ JSON_LD = "application/ld+json"
 Body = bytes | BinaryIO
 _IN_MEMORY = (bytes, bytearray, memoryview)
 _COPY_BLOCK = 1024 * 1024
+# What a StoredStream yields at a time: small next to a socket's send buffer.
+STREAM_BLOCK = 64 * 1024
 
 # Bounded so that a stalled S3 endpoint turns into a 503 instead of hanging a
 # worker. Manifests are small: a healthy S3 answers in well under a second.
@@ -54,6 +58,15 @@ _COPY_BLOCK = 1024 * 1024
 S3_CONNECT_TIMEOUT = 2.0
 S3_READ_TIMEOUT = 5.0
 S3_TOTAL_ATTEMPTS = 3
+# A request streaming a document holds one pooled connection for as long as its
+# client reads (botocore's default pool is 10; past it, connections are made and
+# dropped with a warning each).
+S3_MAX_POOL_CONNECTIONS = 64
+# The ETag put() records in the object's metadata (its hex digest), so open()
+# knows it before streaming the bytes.
+_ETAG_METADATA = "sha256-128"
+# open() of an object without that metadata reads it twice; tries if it changes between.
+_OPEN_ATTEMPTS = 3
 
 # Current S3 bucket naming rules (3-63 lowercase letters, digits, dots and
 # hyphens, starting and ending with a letter or digit).
@@ -68,6 +81,34 @@ class StoredDocument:
     etag: str
 
 
+class StoredStream:
+    """A stored document opened for reading: ``etag`` and ``length``, then its bytes.
+
+    It is an iterator of the bytes, ``STREAM_BLOCK`` at a time, so the document
+    is never whole in memory; it releases the file or connection at the end;
+    ``close`` releases it sooner (a WSGI server closes the body it was given,
+    read to the end or not).
+    """
+
+    def __init__(self, etag: str, length: int, source: BinaryIO):
+        self.etag = etag
+        self.length = length
+        self._source = source  # a file, or botocore's StreamingBody: read(n), close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        block = self._source.read(STREAM_BLOCK)
+        if not block:
+            self.close()
+            raise StopIteration
+        return block
+
+    def close(self) -> None:
+        self._source.close()
+
+
 class ManifestStore(Protocol):
     """The interface the service uses to keep manifest documents."""
 
@@ -77,6 +118,10 @@ class ManifestStore(Protocol):
 
     def get(self, key: str) -> StoredDocument | None:
         """Return the document stored under ``key``, or None when there is none."""
+        ...
+
+    def open(self, key: str) -> StoredStream | None:
+        """Open the document stored under ``key`` for reading in blocks, or return None."""
         ...
 
     def check(self) -> None:
@@ -97,6 +142,10 @@ def etag_for(body: Body) -> str:
         body.seek(0)
         digest = hashlib.file_digest(body, "sha256")
         body.seek(0)
+    return _quoted(digest)
+
+
+def _quoted(digest) -> str:
     # 128 bits of SHA-256 is plenty to tell versions of one document apart.
     return '"' + digest.hexdigest()[:32] + '"'
 
@@ -191,6 +240,25 @@ class FileStore:
             raise StorageError(f"cannot read {key} in {self.describe()}: {exc.strerror or exc}") from exc
         return StoredDocument(body=body, etag=etag_for(body))
 
+    @_measured("open")
+    def open(self, key: str) -> StoredStream | None:
+        path = self._path(key)
+        try:
+            file = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key} in {self.describe()}: {exc.strerror or exc}") from exc
+        try:
+            # Hashed, then streamed, through one descriptor: a put() meanwhile
+            # replaces the path with a new file and leaves this one as it was.
+            etag = etag_for(file)
+            length = os.fstat(file.fileno()).st_size
+        except OSError as exc:
+            file.close()
+            raise StorageError(f"cannot read {key} in {self.describe()}: {exc.strerror or exc}") from exc
+        return StoredStream(etag, length, file)
+
     @_measured("check")
     def check(self) -> None:
         # Actually creating a file is the only reliable writability test:
@@ -252,6 +320,7 @@ def build_s3_client(*, connect_timeout: float = S3_CONNECT_TIMEOUT,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": total_attempts},
+        max_pool_connections=S3_MAX_POOL_CONNECTIONS,
     )
     # A session of its own: boto3's default session is not thread-safe to
     # create clients from, and we must not share state with other code.
@@ -298,19 +367,17 @@ class S3Store:
         object_key = self.object_key(key)
         with _storage_errors(f"cannot write {key} to {self.describe()}"):
             self.client.put_object(
-                Bucket=self.bucket, Key=object_key, Body=body, ContentType=content_type)
+                Bucket=self.bucket, Key=object_key, Body=body, ContentType=content_type,
+                Metadata={_ETAG_METADATA: etag.strip('"')})
         return etag
 
     @_measured("get")
     def get(self, key: str) -> StoredDocument | None:
         object_key = self.object_key(key)
         with _storage_errors(f"cannot read {key} from {self.describe()}"):
-            try:
-                response = self.client.get_object(Bucket=self.bucket, Key=object_key)
-            except ClientError as exc:
-                if _error_code(exc) == "NoSuchKey":
-                    return None
-                raise
+            response = self._get_object(object_key)
+            if response is None:
+                return None
             with response["Body"] as stream:
                 body = stream.read()
         # The ETag is recomputed rather than read back from object metadata:
@@ -320,6 +387,40 @@ class S3Store:
         # it is not a content hash for multipart or KMS-encrypted objects and
         # would differ from FileStore's for the same bytes.
         return StoredDocument(body=body, etag=etag_for(body))
+
+    @_measured("open")
+    def open(self, key: str) -> StoredStream | None:
+        object_key = self.object_key(key)
+        with _storage_errors(f"cannot read {key} from {self.describe()}"):
+            for _ in range(_OPEN_ATTEMPTS):
+                response = self._get_object(object_key)
+                if response is None:
+                    return None
+                etag = _recorded_etag(response)
+                if etag is None:
+                    # Not written by put() (or before it recorded the ETag): hash a
+                    # first read, then read the same version again to stream it.
+                    digest = hashlib.sha256()
+                    with response["Body"] as stream:
+                        while block := stream.read(STREAM_BLOCK):
+                            digest.update(block)
+                    etag = _quoted(digest)
+                    response = self._get_object(object_key, if_match=response["ETag"])
+                    if response is None:
+                        continue  # replaced or deleted between the two reads
+                return StoredStream(etag, response["ContentLength"], response["Body"])
+        raise StorageError(f"cannot read {key} from {self.describe()}: "
+                           f"it changed during {_OPEN_ATTEMPTS} reads")
+
+    def _get_object(self, object_key: str, *, if_match: str | None = None) -> dict | None:
+        """GET an object; None when there is none (or it is no longer ``if_match``)."""
+        conditions = {"IfMatch": if_match} if if_match is not None else {}
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=object_key, **conditions)
+        except ClientError as exc:
+            if _error_code(exc) in ("NoSuchKey", "PreconditionFailed", "412"):
+                return None
+            raise
 
     @_measured("check")
     def check(self) -> None:
@@ -338,6 +439,12 @@ def _storage_errors(context: str) -> Iterator[None]:
         # Connection refused, timeouts, missing credentials, a broken response
         # stream...: the messages name the endpoint, never the credentials.
         raise StorageError(f"{context}: {exc}") from exc
+
+
+def _recorded_etag(response: dict) -> str | None:
+    """Return the ETag put() recorded in an object's metadata, if it is there and well-formed."""
+    digest = response.get("Metadata", {}).get(_ETAG_METADATA, "")
+    return f'"{digest}"' if re.fullmatch(r"[0-9a-f]{32}", digest) else None
 
 
 def _error_code(exc: ClientError) -> str:

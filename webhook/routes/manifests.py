@@ -63,7 +63,11 @@ def published(customer: int, manifest_id: str):
     if result.status == 304:
         return _cors(Response(status=304, headers={"ETag": result.etag}))
     if result.status == 200:
-        response = Response(result.body, status=200, content_type=IIIF_CONTENT_TYPE)
+        # Streamed a block at a time: a large manifest is never whole in memory.
+        # The response closes the stored stream when it is sent (or abandoned).
+        response = Response(result.body, status=200, content_type=IIIF_CONTENT_TYPE,
+                            direct_passthrough=True)
+        response.headers["Content-Length"] = str(result.body.length)
         response.headers["ETag"] = result.etag
         response.headers["Cache-Control"] = "no-cache"
         return _cors(response)
