@@ -108,6 +108,11 @@ class StoredStream:
     def close(self) -> None:
         self._source.close()
 
+    def __del__(self) -> None:
+        # WSGI servers close what they serve; a response dropped unread (Flask's
+        # test client leaves un-read bodies open) still gives back its file.
+        self.close()
+
 
 class ManifestStore(Protocol):
     """The interface the service uses to keep manifest documents."""
