@@ -1,13 +1,10 @@
-"""The WSGI entry point: ``gunicorn wsgi:app``. The only import-time side effect."""
+"""The WSGI entry point: ``gunicorn -c gunicorn.conf.py wsgi:app``. The only import-time side effect.
 
-import sys
+In a gunicorn worker the app is built from the settings gunicorn's master
+validated; anywhere else ``webhook.startup`` validates them here (one line and
+exit status 3 on a bad value, 69 when the database cannot be reached).
+"""
 
-from webhook import create_app
-from webhook.errors import ConfigError
+from webhook.startup import wsgi_app
 
-try:
-    app = create_app()
-except ConfigError as exc:
-    # A clear one-line message naming the variable, not a traceback.
-    print(f"dlcs-webhook: bad configuration: {exc}", file=sys.stderr)
-    sys.exit(3)
+app = wsgi_app()

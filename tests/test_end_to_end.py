@@ -289,7 +289,7 @@ def test_manifests_are_published_when_their_last_batch_completes(service):
         assert client.status(plan)["state"] == "ingesting"
         pending = client.manifest(plan)
         assert pending.status_code == 202
-        assert pending.json()["ingesting"] == {"total": len(plan.assets), "finished": 0,
+        assert pending.json()["ingesting"] == {"state": "ingesting", "total": len(plan.assets), "finished": 0,
                                                "errors": 0}
 
     # Interleave the manifests' completions; the last of each completes its manifest.

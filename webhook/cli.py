@@ -1,13 +1,18 @@
 """Operator commands: ``flask --app wsgi <command>``.
 
 Each command does what the matching HTTP endpoint does, prints JSON or one line
-per item, and exits non-zero on failure with a one-line message.
+per item, and exits non-zero on failure with a one-line message: status 1 for
+a refusal, ``startup.EXIT_DATABASE`` (69) when the database cannot be reached.
+Only ``db upgrade`` creates or migrates a database; every other command reads
+(or writes to) one that exists and never makes an empty one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import secrets
 import shlex
 import time
 import uuid
@@ -17,10 +22,10 @@ import requests
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from webhook import db
+from webhook import db, startup
 from webhook.errors import WebhookError
 from webhook.schemas import StatusSchema
-from webhook.signature import sign
+from webhook.signature import new_secret, sign
 
 db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")
 
@@ -28,12 +33,33 @@ db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")
 def init_app(app: Flask) -> None:
     """Register the commands on the app's ``flask`` CLI."""
     app.cli.add_command(db_cli)
-    for command in (status, rebuild, reconcile, completion_curl, send_completion):
+    for command in (status, rebuild, reconcile, completion_curl, send_completion, secret):
         app.cli.add_command(command)
 
 
 def _service():
     return current_app.extensions["webhook.service"]
+
+
+def _settings():
+    return current_app.extensions["webhook.settings"]
+
+
+def _needs_schema(command):
+    """Reach the database (exit 69 if it cannot be) and refuse one that has no schema yet."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        settings = _settings()
+        startup.reach_database_or_exit(settings)
+        current, _ = db.schema_version()
+        if current is None:
+            raise click.ClickException(
+                f"the database at {startup.database_location(settings.database_url)} has no "
+                "schema: run `flask --app wsgi db upgrade` or start the service")
+        return command(*args, **kwargs)
+
+    return run
 
 
 def _fail(exc: WebhookError) -> click.ClickException:
@@ -42,11 +68,11 @@ def _fail(exc: WebhookError) -> click.ClickException:
 
 @db_cli.command("upgrade")
 def db_upgrade():
-    """Create the schema or apply pending migrations."""
-    try:
-        applied = db.migrate()
-    except WebhookError as exc:
-        raise _fail(exc) from exc
+    """Create the database (a SQLite file) or its schema, or apply pending migrations."""
+    settings = _settings()
+    applied = startup.migrate_or_exit(settings)  # the one command that may create a database
+    db.bind(db.open_database(settings.database_url, create=False))
+    startup.reach_database_or_exit(settings)
     current, _ = db.schema_version()
     click.echo(f"applied: {', '.join(applied)}" if applied else f"up to date at {current}")
 
@@ -54,6 +80,7 @@ def db_upgrade():
 @db_cli.command("version")
 def db_version():
     """Show the newest applied migration and any pending ones."""
+    startup.reach_database_or_exit(_settings())
     current, pending = db.schema_version()
     click.echo(f"current: {current or 'none'}")
     click.echo(f"pending: {', '.join(pending) if pending else 'none'}")
@@ -63,6 +90,7 @@ def db_version():
 
 @click.command("status")
 @with_appcontext
+@_needs_schema
 @click.argument("customer", type=click.IntRange(min=1))
 @click.argument("manifest_id")
 def status(customer: int, manifest_id: str):
@@ -76,6 +104,7 @@ def status(customer: int, manifest_id: str):
 
 @click.command("rebuild")
 @with_appcontext
+@_needs_schema
 @click.argument("customer", type=click.IntRange(min=1))
 @click.argument("manifest_id")
 def rebuild(customer: int, manifest_id: str):
@@ -107,6 +136,7 @@ class Duration(click.ParamType):
 @click.option("--older-than", type=Duration(), default="30m", show_default=True,
               help="Only manifests with a batch ingesting for longer than this.")
 @with_appcontext
+@_needs_schema
 def reconcile(older_than: dt.timedelta):
     """Complete batches the DLCS finished but never notified; one line per manifest."""
     service = _service()
@@ -185,3 +215,15 @@ def send_completion(batch, customer, count, completed, errors, url):
     click.echo(f"{response.status_code} {response.text.strip()}")
     if response.status_code >= 300:
         raise SystemExit(1)
+
+
+@click.command("secret")
+def secret():
+    """Print a new webhook secret and admin token as shell `export` lines.
+
+    `eval "$(flask --app wsgi secret)"` sets both in the current shell; give the
+    same WEBHOOK_SECRETS value to the DLCS (or `flask dev-dlcs`) that signs the
+    deliveries.
+    """
+    click.echo(f"export WEBHOOK_SECRETS={new_secret()}")
+    click.echo(f"export ADMIN_TOKEN={secrets.token_urlsafe(32)}")

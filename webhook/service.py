@@ -87,6 +87,8 @@ class Published:
     status: int
     body: bytes | dict
     etag: str | None = None
+    # Set when the first rebuild failed: seconds before asking again is worth it.
+    retry_after: int | None = None
 
 
 class Service:
@@ -588,19 +590,27 @@ class Service:
             stored = self.store.get(manifest_key(customer, slug))
             if stored is not None:
                 return Published(200, stored.body, stored.etag)
-        return Published(202, self._ingesting_view(manifest))
+        view = self._ingesting_view(manifest)
+        failed = view["ingesting"]["state"] == "rebuild-failed"
+        return Published(202, view, retry_after=RebuildFailed.retry_after_seconds if failed else None)
 
     def _ingesting_view(self, manifest: Manifest) -> dict:
         batches = Batch.of_manifest(manifest.id)
         total = CanvasPainting.select().where(CanvasPainting.manifest == manifest.id).count()
         done = [b for b in batches if b.status == COMPLETED]
         finished = sum((b.completed or 0) + (b.errors or 0) for b in done)
+        # A viewer must tell a manifest that is stuck from one making progress.
+        state, error = self._state(manifest, batches)
+        summary = {"state": "rebuild-failed" if state == "rebuild-failed" else "ingesting",
+                   "total": total, "finished": min(finished, total),
+                   "errors": sum(b.errors or 0 for b in done)}
+        if state == "rebuild-failed":
+            summary["reason"] = error
         return {
             "@context": "http://iiif.io/api/presentation/3/context.json",
             "id": f"{self.settings.public_base_url}/{manifest.customer}/manifests/{manifest.slug}",
             **manifest.document,
-            "ingesting": {"total": total, "finished": min(finished, total),
-                          "errors": sum(b.errors or 0 for b in done)},
+            "ingesting": summary,
         }
 
     def deliveries(self, batch: int | None, outcome: str | None, limit: int) -> list[Delivery]:

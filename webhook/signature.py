@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,11 @@ SECRET_PREFIX = "whsec_"
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
+
+# Standard Webhooks: a secret is 24 to 64 random bytes; shorter keys are refused
+# at start-up (webhook.config), new_secret() makes 32.
+MIN_SECRET_BYTES = 24
+NEW_SECRET_BYTES = 32
 
 MAX_ID_LENGTH = 256
 MAX_SIGNATURE_HEADER_LENGTH = 8 * 1024
@@ -75,6 +81,11 @@ def parse_secret(value: str) -> bytes:
     if not key:
         raise ValueError(f"a webhook secret has an empty key after {SECRET_PREFIX!r}")
     return key
+
+
+def new_secret() -> str:
+    """Return a fresh random ``whsec_<base64>`` secret of NEW_SECRET_BYTES bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(NEW_SECRET_BYTES)).decode("ascii")
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:

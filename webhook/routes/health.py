@@ -20,7 +20,10 @@ def readyz():
     checks = {"database": _check(db.ping),
               "storage": _check(current_app.extensions["webhook.store"].check)}
     ready = all(value == "ok" for value in checks.values())
-    response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
+    settings = current_app.extensions["webhook.settings"]
+    # What the configuration leaves off or to its defaults, as logged at start-up.
+    response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks,
+                        "disabled": settings.disabled(), "defaulted": list(settings.defaulted)})
     response.status_code = 200 if ready else 503
     return response
 

@@ -69,6 +69,8 @@ def published(customer: int, manifest_id: str):
         return _cors(response)
     response = jsonify(result.body)
     response.status_code = 202
+    if result.retry_after is not None:
+        response.headers["Retry-After"] = str(result.retry_after)
     return _cors(response)
 
 
@@ -107,5 +109,5 @@ def _public_url(customer: int, manifest_id: str) -> str:
 
 def _cors(response: Response) -> Response:
     response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Access-Control-Expose-Headers"] = "ETag"
+    response.headers["Access-Control-Expose-Headers"] = "ETag, Retry-After"
     return response
