@@ -14,8 +14,6 @@ import functools
 import json
 import secrets
 import shlex
-import time
-import uuid
 
 import click
 import requests
@@ -25,7 +23,8 @@ from flask.cli import AppGroup, with_appcontext
 from webhook import db, startup
 from webhook.errors import WebhookError
 from webhook.schemas import StatusSchema
-from webhook.signature import new_secret, sign
+from webhook.devdlcs.documents import signed_completion
+from webhook.signature import new_secret
 
 db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")
 
@@ -33,7 +32,8 @@ db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")
 def init_app(app: Flask) -> None:
     """Register the commands on the app's ``flask`` CLI."""
     app.cli.add_command(db_cli)
-    for command in (status, rebuild, reconcile, completion_curl, send_completion, secret):
+    for command in (status, rebuild, reconcile, completion_curl, send_completion, secret,
+                    dev_dlcs):
         app.cli.add_command(command)
 
 
@@ -175,16 +175,11 @@ def _signed_completion(batch, customer, count, completed, errors, url):
     settings = current_app.extensions["webhook.settings"]
     if not settings.webhook_keys:
         raise click.ClickException("No WEBHOOK_SECRETS are configured; nothing can be signed.")
-    now = dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-    body = json.dumps({
-        "id": batch, "customer": customer, "count": count,
-        "completed": count - errors if completed is None else completed, "errors": errors,
-        "superseded": False, "submitted": now, "finished": now,
-    }, separators=(",", ":")).encode()
-    msg_id, timestamp = f"msg_{uuid.uuid4().hex}", int(time.time())
-    headers = {"content-type": "application/json", "webhook-id": msg_id,
-               "webhook-timestamp": str(timestamp),
-               "webhook-signature": sign(settings.webhook_keys[0], msg_id, timestamp, body)}
+    now = dt.datetime.now(dt.timezone.utc)
+    headers, body = signed_completion(
+        settings.webhook_keys[0], batch=batch, customer=customer, count=count,
+        completed=count - errors if completed is None else completed, errors=errors,
+        submitted=now, finished=now)
     return url or f"{settings.public_base_url}/webhooks/batch-completed", headers, body
 
 
@@ -227,3 +222,23 @@ def secret():
     """
     click.echo(f"export WEBHOOK_SECRETS={new_secret()}")
     click.echo(f"export ADMIN_TOKEN={secrets.token_urlsafe(32)}")
+
+
+@click.command("dev-dlcs")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True)
+@click.option("--ingest-seconds", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="How long after queueing a batch finishes and its completion is sent.")
+@click.option("--webhook-url", default=None,
+              help="Where completions go (default: PUBLIC_BASE_URL/webhooks/batch-completed).")
+@with_appcontext
+def dev_dlcs(host, port, ingest_seconds, webhook_url):
+    """Run a stand-in DLCS that queues assets, answers named queries and sends signed completions.
+
+    Point DLCS_ORCHESTRATOR_URL and DLCS_API_URL at it; it signs with the first
+    WEBHOOK_SECRETS entry. Runs until interrupted.
+    """
+    from webhook.devdlcs.run import run
+
+    run(_settings(), host=host, port=port, ingest_seconds=ingest_seconds,
+        webhook_url=webhook_url)
