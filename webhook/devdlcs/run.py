@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
-
-import click
 
 from webhook import logs
 from webhook.config import Settings
 from webhook.devdlcs.server import CompletionSender, DevDlcs
 from webhook.startup import EXIT_CONFIG, fail, settings_or_exit
+
+log = logging.getLogger("webhook.devdlcs")
 
 
 def run(settings: Settings, *, host: str, port: int, ingest_seconds: float,
@@ -31,9 +32,9 @@ def run(settings: Settings, *, host: str, port: int, ingest_seconds: float,
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with dlcs:
-        click.echo(f"stand-in DLCS on {dlcs.url} (named query {settings.dlcs_named_query!r}); "
-                   f"batches finish {ingest_seconds:g} s after queueing, completions go to {url}",
-                   err=True)
+        logs.event(log, logging.INFO, f"stand-in DLCS on {dlcs.url}: batches finish "
+                   f"{ingest_seconds:g} s after queueing, completions go to {url}",
+                   url=dlcs.url, named_query=settings.dlcs_named_query, webhook_url=url)
         stop.wait()
 
 
