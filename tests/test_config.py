@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from webhook.config import ServerSettings, Settings
+from webhook.config import ServerSettings, Settings, new_secret, parse_secret, parse_storage_url
 from webhook.errors import ConfigError
-from webhook.signature import new_secret, parse_secret
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SECOND_SECRET = "whsec_" + base64.b64encode(b"second-secret-of-24-bytes").decode()
@@ -18,7 +17,7 @@ def test_defaults_serve_on_embedded_storage_in_the_project_folder():
     # In the project's var/, whatever the working directory.
     settings = Settings.from_env({})
     assert settings.database_url == f"sqlite:///{PROJECT}/var/webhook.db"
-    assert settings.storage_url == f"file://{PROJECT}/var/manifests"
+    assert settings.storage == parse_storage_url(f"file://{PROJECT}/var/manifests")
     assert settings.public_base_url == "http://localhost:8000"
     assert settings.webhook_keys == ()
     assert settings.webhook_tolerance_seconds == 300

@@ -16,7 +16,8 @@ from tests.conftest import SECRET
 from tests.servers import LOOPBACK
 from webhook.devdlcs import Asset, CompletionSender, DevDlcs, image_service_id
 from webhook.schemas import parse_notification
-from webhook.signature import parse_secret, verify
+from webhook.config import parse_secret
+from webhook.signature import verify
 
 KEY = parse_secret(SECRET)
 MEMBERS = [{"id": "foo", "space": 5, "origin": "https://example.org/foo.jpg"},

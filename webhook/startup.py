@@ -6,8 +6,8 @@ status ``EXIT_CONFIG``), an unreachable database with one line naming its host
 and port (``EXIT_DATABASE``), once, however many workers there are. The
 workers inherit the validated ``Settings`` through the fork (:func:`handed_over`)
 and never parse the environment again. ``wsgi.py`` does the same steps itself
-for any other server, and the CLI reaches the database only when a command needs
-it, without ever creating one (:func:`reach_database_or_exit`).
+for any other server; the CLI reaches the database only when a command needs it,
+without ever creating one (:func:`reach_database_or_exit`).
 
 Each failure line is a JSON log line (``webhook.logs``) and never holds a
 secret: ConfigError messages never repeat secret values, and a database error
@@ -23,12 +23,10 @@ import sys
 from typing import Mapping, NoReturn
 from urllib.parse import unquote, urlsplit
 
-import click
 import peewee
-from flask import Flask
 
-from webhook import create_app, db, logs
-from webhook.config import PROJECT_DIR, ServerSettings, Settings
+from webhook import db, logs
+from webhook.config import ServerSettings, Settings
 from webhook.errors import ConfigError, DatabaseUnavailable
 
 #: A variable has a value the service cannot use.
@@ -148,30 +146,3 @@ def prepare_or_exit(settings: Settings) -> None:
     """What a server does once before serving: migrate, then say what is off."""
     migrate_or_exit(settings)
     log_configuration(settings)
-
-
-def wsgi_app() -> Flask:
-    """Build the application ``wsgi.py`` serves, from whichever process imports it."""
-    settings = handed_over()
-    if settings is not None:
-        # A gunicorn worker: the master validated, migrated and logged already.
-        return create_app(settings, migrate=False)
-    if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"):
-        # gunicorn reads ./gunicorn.conf.py from the working directory it started
-        # in (not --chdir's); without it: one sync worker killed after 30 s.
-        fail(EXIT_CONFIG, "gunicorn started without this project's gunicorn.conf.py: "
-             f"start it with -c {PROJECT_DIR / 'gunicorn.conf.py'}")
-    settings = settings_or_exit(os.environ)
-    if _loaded_by_flask_command():
-        # Each command reaches the database itself when it needs it; a read-only
-        # one must not create a database, nor migrate one.
-        return create_app(settings, migrate=False)
-    prepare_or_exit(settings)
-    return create_app(settings, migrate=False)
-
-
-def _loaded_by_flask_command() -> bool:
-    # `flask --app wsgi <command>` imports wsgi.py inside click's context; `flask run`
-    # serves, so it prepares like any other server.
-    context = click.get_current_context(silent=True)
-    return context is not None and context.info_name != "run"
