@@ -60,7 +60,8 @@ import requests  # noqa: E402
 from bench.build import CUSTOMER, registration  # noqa: E402
 from tests.fake_dlcs import FakeDlcs, image_assets  # noqa: E402
 from tests.servers import LOOPBACK, scratch_postgres, start_gunicorn  # noqa: E402
-from webhook.signature import parse_secret, sign  # noqa: E402
+from webhook.config import parse_secret  # noqa: E402
+from webhook.signature import sign  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ADMIN_TOKEN = "bench-admin-token-0123456789"
@@ -348,6 +349,7 @@ def main() -> int:
     parser.add_argument("--rebuild-canvases", type=int, default=0,
                         help="also probe while a manifest of this many canvases is rebuilt")
     parser.add_argument("--rebuilds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (README: 2)")
     parser.add_argument("--root", type=Path, default=ROOT,
                         help="the checkout to run (its gunicorn.conf.py and wsgi.py)")
     args = parser.parse_args()
@@ -368,7 +370,8 @@ def main() -> int:
                "STORAGE_URL": f"file://{workdir}/manifests", "WEBHOOK_SECRETS": SECRET,
                "ADMIN_TOKEN": ADMIN_TOKEN, "TMPDIR": workdir, "DLCS_ORCHESTRATOR_URL": fake.url}
         # As the README runs it: its gunicorn.conf.py, 2 workers (x 4 threads where threaded).
-        server = start_gunicorn(env, cwd=args.root, workers=2, threads=4, ready_path="/healthz")
+        server = start_gunicorn(env, cwd=args.root, workers=args.workers, threads=4,
+                                ready_path="/healthz")
         stack.callback(server.cleanup)
         print(f"# gunicorn: {server.url}; baseline {args.baseline:g} s, attack {args.duration:g} s"
               f" with {args.idle} idle + {args.slow} slow connections (a byte every "

@@ -25,7 +25,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from urllib3.util.retry import Retry
 
-from webhook import metrics
+from webhook import cpu, metrics
 from webhook.capped import read_capped
 from webhook.domain import BatchState
 from webhook.errors import DlcsError, NamedQueryNotFound, QueuePartiallyFailed
@@ -141,7 +141,8 @@ class DlcsClient:
         text = _json_text(what, body)
         # The parse needs only the text; the bytes beside it would double the peak.
         del body
-        document = _parse_json(what, text, object_hook)
+        # Off the gevent hub (a large answer parses for a second or more).
+        document = cpu.run(_parse_json, what, text, object_hook)
         if not isinstance(document, dict) or not isinstance(document.get("items"), list):
             raise DlcsError(f"{what}: the answer is not a manifest with a list of items",
                             status=status)

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import peewee
 
-from webhook import db, logs, metrics
+from webhook import cpu, db, logs, metrics
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient
 from webhook.domain import MANIFEST_COMPLETED, Outcome
@@ -121,12 +121,12 @@ class Rebuilder:
                                                     object_hook=slim_canvas).document
                               if batch_ids else EMPTY_ANSWER)
                 with report.stage("build"):
-                    built = build_document(manifest.document, painted, answer,
-                                           base_url=self.settings.public_base_url,
-                                           customer=manifest.customer,
-                                           manifest_id=manifest.slug)
+                    # Off the gevent hub: the worker's other requests go on meanwhile.
+                    built = cpu.run(build_document, manifest.document, painted, answer,
+                                    base_url=self.settings.public_base_url,
+                                    customer=manifest.customer, manifest_id=manifest.slug)
                     del answer
-                    write_manifest(built.document, spool)
+                    cpu.run(write_manifest, built.document, spool)
                     report.canvases = len(built.document.get("items", ()))
                     report.missing_assets = len(built.missing_assets)
                     changes = _row_changes(findings, built.row_updates)

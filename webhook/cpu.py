@@ -1,0 +1,28 @@
+"""Run CPU-bound work so that it does not stall the other requests of a gevent worker.
+
+Under gevent a worker's requests share one thread, and Python code that computes
+for a second (parsing a 20 MB named-query answer, building and writing a
+10,000-canvas manifest) lets no other request of that worker run meanwhile: a
+delivery or a health check that reaches it waits for the whole computation.
+``run`` hands such work to gevent's pool of native threads and waits for it
+cooperatively; the interpreter then switches between it and the other requests
+every few milliseconds (``sys.getswitchinterval()``), as between any threads.
+Outside gevent (the threaded worker, the CLI, tests) it simply calls the function.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+def run(func: Callable[..., T], /, *args, **kwargs) -> T:
+    """Return ``func(*args, **kwargs)``, computed off the gevent hub when gevent is in use."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("threading"):
+        return func(*args, **kwargs)
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(func, args, kwargs)
