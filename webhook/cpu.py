@@ -25,4 +25,16 @@ def run(func: Callable[..., T], /, *args, **kwargs) -> T:
         return func(*args, **kwargs)
     import gevent
 
-    return gevent.get_hub().threadpool.apply(func, args, kwargs)
+    succeeded, value = gevent.get_hub().threadpool.apply(_outcome, (func, args, kwargs))
+    if not succeeded:
+        raise value
+    return value
+
+
+def _outcome(func: Callable, args: tuple, kwargs: dict) -> tuple[bool, object]:
+    # An error is handed back, not raised in the pool's thread: gevent would
+    # print its traceback there, although the caller handles it.
+    try:
+        return True, func(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - re-raised by run() in the caller
+        return False, exc
