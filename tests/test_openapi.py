@@ -119,8 +119,11 @@ def test_admin_operations_need_the_bearer_token(spec):
     admin = {(path, method) for path, item in spec["paths"].items()
              for method, operation in item.items()
              if method != "parameters" and {"bearerAuth": []} in operation.get("security", [])}
-    assert admin == {(MANIFEST_PATH, "put"), (MANIFEST_PATH + "/status", "get"),
+    assert admin == {(MANIFEST_PATH, "put"), (MANIFEST_PATH, "delete"),
+                     (MANIFEST_PATH + "/status", "get"),
                      (MANIFEST_PATH + "/rebuild", "post"), (MANIFEST_PATH + "/reconcile", "post"),
+                     (MANIFEST_PATH + "/requeue", "post"),
+                     (MANIFEST_PATH + "/batches/{batch}", "delete"),
                      ("/deliveries", "get"), ("/deliveries/{delivery_id}/replay", "post")}
     for path, method in admin:
         assert "401" in spec["paths"][path][method]["responses"]

@@ -49,7 +49,7 @@ def test_a_lost_notification_is_recovered(client, admin, registered):
         first = client.post("/2/manifests/letters/reconcile", headers=admin)
     assert first.status_code == 200
     assert first.json == {"outcome": "batch-completed", "batch": 1234, "manifest": "2/letters",
-                          "completed": [1234]}
+                          "completed": [1234], "stalled": []}
     log = client.get("/deliveries?batch=1234", headers=admin).json
     assert [(d["transport"], d["outcome"]) for d in log] == [("reconcile", "batch-completed")]
 
@@ -58,7 +58,7 @@ def test_a_lost_notification_is_recovered(client, admin, registered):
         mock.get(NAMED_QUERY, body=sample("named-query-2-assets.json"))
         second = client.post("/2/manifests/letters/reconcile", headers=admin)
     assert second.json == {"outcome": "manifest-completed", "batch": 1235,
-                           "manifest": "2/letters", "completed": [1235]}
+                           "manifest": "2/letters", "completed": [1235], "stalled": []}
     assert client.get("/2/manifests/letters").status_code == 200
     status = client.get("/2/manifests/letters/status", headers=admin).json
     assert status["state"] == "complete"

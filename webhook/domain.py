@@ -8,6 +8,7 @@ pure builder in ``manifest`` consumes them.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 
@@ -59,9 +60,26 @@ class BatchState:
     finished: dt.datetime | None   # aware, UTC; None while the batch is running
 
 
+def distinct_assets(assets: Iterable[Mapping]) -> list[Mapping]:
+    """Return the distinct assets to queue, in order (an asset may be painted twice).
+
+    Assets are the registered ``{"id", "space", ...}`` objects; two with the
+    same space and id are the same DLCS asset.
+    """
+    seen, members = set(), []
+    for asset in assets:
+        key = (asset["space"], asset["id"])
+        if key not in seen:
+            seen.add(key)
+            members.append(asset)
+    return members
+
+
 # The largest value of the database's integer columns (customers, batch counts,
 # canvas orders) and of the DLCS's own ints.
 MAX_INT32 = 2**31 - 1
+# The largest DLCS batch id (a 64-bit column) and delivery-log row id.
+MAX_INT64 = 2**63 - 1
 
 # Body limits: a notification is a few hundred bytes, a registration of
 # thousands of painted resources a few MB.
@@ -89,3 +107,20 @@ class Outcome:
     outcome: str
     batch: int | None
     manifest: str | None
+
+
+# Outcomes of an operator's changes to a manifest's batches (besides MANIFEST_COMPLETED).
+BATCH_DROPPED = "batch-dropped"      # the batch no longer counts; others still ingest
+REQUEUED = "requeued"                # unfinished assets queued again in new batches
+
+# Why reconcile and status call a batch stalled.
+SUPERSEDED = "superseded"            # the DLCS says so: it will never finish
+UNFINISHED = "unfinished"            # still ingesting after STALLED_BATCH_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryKey:
+    """Where a page of the delivery log stops: deliveries sort newest first."""
+
+    received_at: dt.datetime  # naive UTC, as stored
+    id: int                   # the row id breaks ties between equal times

@@ -111,7 +111,7 @@ class Rebuilder:
             with _collector_paused():
                 try:
                     painted, findings = CanvasPainting.for_rebuild(manifest.id)
-                    batch_ids = [b.id for b in Batch.of_manifest(manifest.id)]
+                    batch_ids = Batch.projected(manifest.id)
                 except (peewee.OperationalError, peewee.InterfaceError) as exc:
                     # An outage, not a bug: no traceback, and the rebuild is retried.
                     raise DatabaseUnavailable(

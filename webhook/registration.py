@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Callable
@@ -19,10 +20,11 @@ import peewee
 from webhook import db
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient
-from webhook.errors import (Conflict, DlcsError, InvalidRequest, QueuePartiallyFailed,
-                            QueueRejected)
+from webhook.domain import distinct_assets
+from webhook.errors import (Conflict, DlcsError, InvalidRequest, PreconditionFailed,
+                            QueuePartiallyFailed, QueueRejected)
 from webhook.intake import Intake
-from webhook.models import INGESTING, Batch, CanvasPainting, Manifest, utcnow
+from webhook.models import DROPPED, INGESTING, Batch, CanvasPainting, Manifest, utcnow
 from webhook.reading import state_of
 from webhook.rebuild import Rebuilder
 from webhook.schemas import Registration, parse_registration
@@ -36,10 +38,11 @@ NOTHING_TO_INGEST = "nothing-to-ingest"  # nothing left to ingest: rebuilt and p
 
 @dataclass(frozen=True, slots=True)
 class Registered:
-    """What a registration came to, and the manifest's state after it."""
+    """What a registration came to, the manifest after it, and the ETag it was given."""
 
     what: str
     manifest: Manifest
+    etag: str
 
 
 class Registrar:
@@ -53,13 +56,21 @@ class Registrar:
         self.rebuilder = rebuilder
         self.clock = clock
 
-    def register(self, customer: int, slug: str, raw: bytes) -> Registered:
-        """Register or replace a manifest; rebuild at once when nothing is ingesting."""
+    def register(self, customer: int, slug: str, raw: bytes,
+                 if_match: frozenset[str] | None = None) -> Registered:
+        """Register or replace a manifest; rebuild at once when nothing is ingesting.
+
+        ``if_match`` (the ``If-Match`` entity tags) makes the registration
+        conditional: it happens only if one of them is the manifest's current
+        ETag, or is ``*`` and the manifest exists; else PreconditionFailed.
+        The check and the change happen under the manifest's lock, so of two
+        registrations naming the same ETag exactly one succeeds.
+        """
         registration = parse_registration(raw, customer, slug)
         if registration.batches is None:
-            return self._register_and_queue(customer, slug, registration)
+            return self._register_and_queue(customer, slug, registration, if_match)
         with db.transaction():
-            manifest, created = self._upsert_manifest(customer, slug, registration)
+            manifest, created = self._upsert_manifest(customer, slug, registration, if_match)
             self._replace_batches(manifest, customer, registration.batches)
             self._replace_paintings(manifest, registration)
             token = None
@@ -67,11 +78,11 @@ class Registrar:
                 token = self.rebuilder.claim(manifest.id, mark=True)
         if token is not None:
             self.rebuilder.run(manifest.id, token, None)
-            return Registered(NOTHING_TO_INGEST, manifest)
-        return Registered(CREATED if created else REPLACED, manifest)
+            return Registered(NOTHING_TO_INGEST, manifest, manifest.etag)
+        return Registered(CREATED if created else REPLACED, manifest, manifest.etag)
 
-    def _register_and_queue(self, customer: int, slug: str,
-                            registration: Registration) -> Registered:
+    def _register_and_queue(self, customer: int, slug: str, registration: Registration,
+                            if_match: frozenset[str] | None) -> Registered:
         """Register a manifest and queue its assets at the DLCS ourselves.
 
         The registration is stored before the DLCS is called and every batch the
@@ -86,10 +97,11 @@ class Registrar:
         with db.transaction():
             manifest = Manifest.find(customer, slug)
             manifest = Manifest.lock(manifest.id) if manifest is not None else None
+            check_precondition(manifest, if_match)
             if manifest is not None and manifest.fingerprint == fingerprint:
                 if manifest.queue_error is None:
                     # The same registration again: its assets are queued already.
-                    return self._queued_already(manifest)
+                    return self._queued_already(manifest, manifest.etag)
                 start = manifest.queued_assets or 0
             else:
                 manifest, _ = self._upsert_manifest(customer, slug, registration)
@@ -98,7 +110,8 @@ class Registrar:
                 Manifest.update(fingerprint=fingerprint, queued_assets=0, queue_error=None).where(
                     Manifest.id == manifest.id).execute()
                 start = 0
-        members = _queue_members(registration.assets)
+        etag = manifest.etag
+        members = distinct_assets(registration.assets)
         try:
             states = self.dlcs.queue_assets(customer, members[start:])
         except QueuePartiallyFailed as exc:
@@ -110,13 +123,13 @@ class Registrar:
         token = self._record_queued(manifest, states, len(members), None)
         if token is not None:
             self.rebuilder.run(manifest.id, token, None)
-            return Registered(NOTHING_TO_INGEST, manifest)
-        return self._queued_already(manifest)
+            return Registered(NOTHING_TO_INGEST, manifest, etag)
+        return self._queued_already(manifest, etag)
 
-    def _queued_already(self, manifest: Manifest) -> Registered:
+    def _queued_already(self, manifest: Manifest, etag: str) -> Registered:
         manifest = Manifest.get_by_id(manifest.id)
         state, _ = state_of(manifest, Batch.of_manifest(manifest.id), self.clock())
-        return Registered(QUEUED if state == INGESTING else NOTHING_TO_INGEST, manifest)
+        return Registered(QUEUED if state == INGESTING else NOTHING_TO_INGEST, manifest, etag)
 
     def _record_queued(self, manifest: Manifest, states, queued: int,
                        error: str | None) -> str | None:
@@ -135,12 +148,13 @@ class Registrar:
                 return self.rebuilder.claim(manifest.id, mark=True)
         return None
 
-    def _upsert_manifest(self, customer: int, slug: str,
-                         registration: Registration) -> tuple[Manifest, bool]:
-        """Insert or replace the manifest's row; tell whether it was new."""
+    def _upsert_manifest(self, customer: int, slug: str, registration: Registration,
+                         if_match: frozenset[str] | None = None) -> tuple[Manifest, bool]:
+        """Insert or replace the manifest's row, giving it a new version; tell whether it was new."""
         now = self.clock()
         existing = Manifest.find(customer, slug)
         if existing is None:
+            check_precondition(None, if_match)
             try:
                 with db.database.atomic():
                     return Manifest.create(customer=customer, slug=slug, updated_at=now,
@@ -148,14 +162,18 @@ class Registrar:
             except peewee.IntegrityError:
                 existing = Manifest.find(customer, slug)  # registered concurrently
         manifest = Manifest.lock(existing.id)
+        check_precondition(manifest, if_match)
         Manifest.update(document=registration.document, generation=Manifest.generation + 1,
                         needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
-                        rebuild_error=None, updated_at=now).where(
+                        rebuild_error=None, updated_at=now, version=uuid.uuid4().hex).where(
             Manifest.id == manifest.id).execute()
         return Manifest.get_by_id(manifest.id), False
 
     def _replace_batches(self, manifest: Manifest, customer: int, batch_ids: Iterable[int]):
         wanted = set(batch_ids)
+        if wanted:
+            # A dropped batch named again ingests again, whichever manifest dropped it.
+            Batch.delete().where(Batch.id.in_(list(wanted)) & (Batch.status == DROPPED)).execute()
         taken = [b.id for b in Batch.select(Batch.id).where(
             Batch.id.in_(list(wanted)) & (Batch.manifest != manifest.id))] if wanted else []
         if taken:
@@ -189,6 +207,22 @@ class Registrar:
             CanvasPainting.insert_many(rows[start:start + 500]).execute()
 
 
+def check_precondition(manifest: Manifest | None, if_match: frozenset[str] | None) -> None:
+    """Refuse a conditional request whose ``If-Match`` names no current version of the manifest.
+
+    Strong comparison (RFC 9110, 13.1.1): a weak tag (``W/"..."``) never
+    matches; ``*`` matches any registered manifest and nothing else.
+    """
+    if if_match is None:
+        return
+    if manifest is None:
+        raise PreconditionFailed("If-Match was given, but no manifest is registered here.")
+    if "*" not in if_match and manifest.etag not in if_match:
+        raise PreconditionFailed(
+            "If-Match names no current version of the manifest: it was registered again "
+            "since. Read its status (and its ETag) again before replacing it.")
+
+
 def _fingerprint(registration: Registration) -> str:
     """Identify a registration's content, so an identical PUT is recognised."""
     content = [registration.document, registration.assets,
@@ -197,17 +231,6 @@ def _fingerprint(registration: Registration) -> str:
                 for p in registration.painted]]
     return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=True,
                                      separators=(",", ":")).encode()).hexdigest()
-
-
-def _queue_members(assets: Iterable[dict]) -> list[dict]:
-    """The distinct assets to queue, in registration order (an asset may be painted twice)."""
-    seen, members = set(), []
-    for asset in assets:
-        key = (asset["space"], asset["id"])
-        if key not in seen:
-            seen.add(key)
-            members.append(asset)
-    return members
 
 
 def _queue_failure(exc: DlcsError) -> Exception:

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from marshmallow import (EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, post_dump,
                          post_load, validate, validates_schema)
 
-from webhook.domain import DELIVERY_OUTCOMES, MAX_INT32, BatchCompletion, PaintedResource
+from webhook.domain import (DELIVERY_OUTCOMES, MAX_INT32, MAX_INT64, SUPERSEDED,
+                            UNFINISHED, BatchCompletion, PaintedResource)
 from webhook.errors import InvalidRequest, PayloadError
+from webhook.paging import Cursor
 
 MANIFEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Every recorded delivery id (webhook-id, SNS MessageId, reconcile-...) is printable ASCII.
 DELIVERY_ID = r"^[!-~]{1,256}$"
-MAX_INT64 = 2**63 - 1
 # Properties of a registration that the service owns; the rest is kept verbatim.
 SERVICE_OWNED = ("id", "@context", "items", "paintedResources", "batches")
 
@@ -291,12 +292,28 @@ class OutcomeSchema(Schema):
 
 class BatchStatusSchema(Schema):
     id = fields.Integer()
-    status = fields.String()
+    status = fields.String(metadata={
+        "description": "`ingesting`, `completed`, or `dropped` (by an operator: the manifest "
+                       "does not wait for it, and its notification is ignored)."})
     count = fields.Integer(allow_none=True)
     completed = fields.Integer(allow_none=True)
     errors = fields.Integer(allow_none=True)
     submitted = UtcDateTime(allow_none=True)
     finished = UtcDateTime(allow_none=True)
+
+
+class StalledBatchSchema(Schema):
+    """A batch still ingesting that the DLCS superseded, or that has been for too long."""
+
+    batch = fields.Integer(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf([SUPERSEDED, UNFINISHED]),
+                           metadata={"description": "`superseded`: the DLCS says it will never "
+                                                    "finish; `unfinished`: still ingesting "
+                                                    "after STALLED_BATCH_SECONDS."})
+    age = fields.Integer(required=True, metadata={
+        "description": "Seconds since the batch was recorded."})
+    since = UtcDateTime(allow_none=True, required=True, metadata={
+        "description": "When the batch was recorded."})
 
 
 class StatusSchema(Schema):
@@ -305,6 +322,11 @@ class StatusSchema(Schema):
     last_processed = UtcDateTime(data_key="lastProcessed", allow_none=True)
     error = fields.String(allow_none=True)
     missing_assets = fields.List(fields.String(), data_key="missingAssets")
+    stalled = fields.List(fields.Nested(StalledBatchSchema), metadata={
+        "description": "Batches that need an operator: requeue the manifest, or drop them."})
+    etag = fields.String(metadata={
+        "description": "The registration's ETag (also the `ETag` header): what a PUT's "
+                       "`If-Match` names. Not the published document's ETag."})
 
 
 class DeliverySchema(Schema):
@@ -326,11 +348,31 @@ class DeliveryQuerySchema(Schema):
     outcome = fields.String(load_default=None, validate=validate.OneOf(
         DELIVERY_OUTCOMES))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    cursor = Cursor(load_default=None, metadata={
+        "description": "Where the page starts: the `cursor` of the previous answer's "
+                       "`Link: <...>; rel=\"next\"` header. Absent: the most recent."})
 
 
 class ReconcileSchema(OutcomeSchema):
     completed = fields.List(fields.Integer(), required=True, metadata={
         "description": "The batches this request completed from the DLCS's answer."})
+    stalled = fields.List(fields.Nested(StalledBatchSchema), required=True, metadata={
+        "description": "Batches still ingesting that the DLCS superseded or that are older "
+                       "than STALLED_BATCH_SECONDS."})
+
+
+class RequeueSchema(Schema):
+    """What requeueing a manifest's unfinished assets came to."""
+
+    outcome = fields.String(required=True, metadata={
+        "description": "`requeued`, or `manifest-completed` when nothing was left to ingest "
+                       "and the manifest was rebuilt."})
+    manifest = fields.String(required=True)
+    assets = fields.Integer(required=True, metadata={"description": "Assets queued again."})
+    batches = fields.List(fields.Integer(), required=True, metadata={
+        "description": "The batches the DLCS created for them, now ingesting."})
+    dropped = fields.List(fields.Integer(), required=True, metadata={
+        "description": "The unfinished batches they replace, now `dropped`."})
 
 
 class ProblemSchema(Schema):

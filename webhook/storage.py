@@ -78,6 +78,10 @@ class ManifestStore(Protocol):
         """Return the document stored under ``key``, or None when there is none."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove the document stored under ``key``; nothing there is no error."""
+        ...
+
     def check(self) -> None:
         """Raise StorageError unless the store can be used right now."""
         ...
@@ -189,6 +193,18 @@ class FileStore:
         except OSError as exc:
             raise StorageError(f"cannot read {key} in {self.describe()}: {exc.strerror or exc}") from exc
         return StoredDocument(body=body, etag=etag_for(body))
+
+    @_measured("delete")
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing stored there, as S3 answers a delete of an absent key
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key} in {self.describe()}: "
+                               f"{exc.strerror or exc}") from exc
+        _fsync_directory(path.parent)
 
     @_measured("check")
     def check(self) -> None:
@@ -319,6 +335,13 @@ class S3Store:
         # it is not a content hash for multipart or KMS-encrypted objects and
         # would differ from FileStore's for the same bytes.
         return StoredDocument(body=body, etag=etag_for(body))
+
+    @_measured("delete")
+    def delete(self, key: str) -> None:
+        object_key = self.object_key(key)
+        with _storage_errors(f"cannot delete {key} from {self.describe()}"):
+            # S3 answers 204 whether or not the object was there.
+            self.client.delete_object(Bucket=self.bucket, Key=object_key)
 
     @_measured("check")
     def check(self) -> None:
