@@ -9,7 +9,8 @@
   batch (``add_batch``), shaped like ``tests/samples/named-query-2-assets.json``
   and with its canvases in a shuffled order, since the DLCS promises none;
 - the API's queue, ``POST /customers/{c}/queue`` and
-  ``GET /customers/{c}/queue/batches/{id}``.
+  ``GET /customers/{c}/queue/batches/{id}`` (a batch can be made to finish, or to
+  report itself superseded).
 
 It counts named-query calls per ``(customer, ids)`` under a lock, so tests can
 assert that a manifest was rebuilt exactly once, optionally insists on HTTP
@@ -93,6 +94,7 @@ class _Batch:
     errors: int = 0
     finished: dt.datetime | None = None
     finish_at: float | None = None   # time.monotonic() when it reports itself finished
+    superseded: bool = False
 
 
 @dataclass
@@ -309,6 +311,11 @@ class FakeDlcs:
             batch.errors = errors
             batch.finish_at = time.monotonic() + after
 
+    def supersede_batch(self, customer: int, batch_id: int) -> None:
+        """Make a batch report itself superseded: unfinished, and never to finish."""
+        with self._lock:
+            self._state.batches[(customer, batch_id)].superseded = True
+
     # ------------------------------------------------------------ what happened
 
     def calls(self, customer: int, batch_ids: Iterable[int]) -> int:
@@ -415,7 +422,7 @@ class FakeDlcs:
                 "count": count,
                 "completed": count - batch.errors if done else 0,
                 "errors": batch.errors if done else 0,
-                "superseded": False,
+                "superseded": batch.superseded,
             }
             if done:
                 document["finished"] = _utc(batch.finished)
