@@ -229,13 +229,51 @@ def test_the_manifest_lifecycle_matches_the_document(client, admin, spec):
                    client.post(URL + "/reconcile", headers=admin))
 
 
+def test_the_operators_answers_match_the_document(client, admin, spec):
+    batches = MANIFEST_PATH + "/batches/{batch}"
+    registered = client.put(URL, data=sample("registration-2-assets.json"), headers=admin)
+    check_response(spec, "PUT", MANIFEST_PATH, registered)
+    stale = client.put(URL, data=sample("registration-2-assets.json"),
+                       headers={**admin, "If-Match": '"stale"'})
+    assert stale.status_code == 412
+    check_response(spec, "PUT", MANIFEST_PATH, stale)
+    status = client.get(URL + "/status", headers=admin)
+    assert check_response(spec, "GET", MANIFEST_PATH + "/status", status)["etag"] == \
+        registered.headers["ETag"]
+    # No DLCS_API_URL in the test settings: nothing can be queued, 503.
+    check_response(spec, "POST", MANIFEST_PATH + "/requeue",
+                   client.post(URL + "/requeue", headers=admin))
+    check_response(spec, "POST", MANIFEST_PATH + "/requeue",
+                   client.post("/2/manifests/unknown/requeue", headers=admin))  # 404
+    check_response(spec, "DELETE", batches, client.delete(URL + "/batches/999", headers=admin))
+
+    with responses.RequestsMock():  # its only batch dropped, it is built from nothing
+        dropped = client.delete(URL + "/batches/1234", headers=admin)
+    assert check_response(spec, "DELETE", batches, dropped)["outcome"] == "manifest-completed"
+    check_response(spec, "DELETE", batches, client.delete(URL + "/batches/1234", headers=admin))
+    nothing = client.post(URL + "/requeue", headers=admin)
+    assert nothing.status_code == 409
+    check_response(spec, "POST", MANIFEST_PATH + "/requeue", nothing)
+
+    deleted = client.delete(URL, headers=admin)
+    assert deleted.status_code == 204
+    check_response(spec, "DELETE", MANIFEST_PATH, deleted)
+    check_response(spec, "DELETE", MANIFEST_PATH, client.delete(URL, headers=admin))  # 404
+
+
 def test_delivery_log_answers_match_the_document(client, admin, spec):
     _deliver(client, sample("notification-current.json"), "msg_one")
     listed = client.get("/deliveries?outcome=ignored&limit=5", headers=admin)
     assert [item["id"] for item in check_response(spec, "GET", "/deliveries", listed)] == [
         "msg_one"]
+    _deliver(client, sample("notification-current.json"), "msg_two")
+    paged = client.get("/deliveries?limit=1", headers=admin)
+    assert paged.headers["Link"].endswith('; rel="next"')
+    check_response(spec, "GET", "/deliveries", paged)
     check_response(spec, "GET", "/deliveries",
                    client.get("/deliveries?limit=0", headers=admin))  # 400
+    check_response(spec, "GET", "/deliveries",
+                   client.get("/deliveries?cursor=nope", headers=admin))  # 400
     replayed = client.post("/deliveries/msg_one/replay", headers=admin)
     assert check_response(spec, "POST", "/deliveries/{delivery_id}/replay",
                           replayed)["outcome"] == "ignored"
@@ -261,7 +299,8 @@ def test_replay_of_an_id_no_delivery_can_have_is_404(client, admin, spec, delive
 
 
 @pytest.mark.parametrize("method, suffix", [("GET", ""), ("GET", "/status"),
-                                            ("POST", "/rebuild"), ("POST", "/reconcile")])
+                                            ("POST", "/rebuild"), ("POST", "/reconcile"),
+                                            ("POST", "/requeue"), ("DELETE", "")])
 @pytest.mark.parametrize("customer", ["0", str(2**31), "16632797579774640783360"])
 def test_a_customer_no_manifest_can_have_is_404(client, admin, spec, method, suffix, customer):
     # A customer past 64 bits made SQLite raise OverflowError: a 500.
