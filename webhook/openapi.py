@@ -110,7 +110,10 @@ _MANIFEST_LINKS = {
                                ("status", "manifests_status"),
                                ("rebuild", "manifests_rebuild"),
                                ("reconcile", "manifests_reconcile"),
-                               ("requeue", "manifests_requeue"))}
+                               ("requeue", "manifests_requeue"),
+                               ("delete", "manifests_delete_manifest"))}
+_MANIFEST_LINKS["dropBatch"] = {"operationId": "manifests_drop_batch", "parameters": {
+    **_SAME_MANIFEST, "batch": "$response.body#/batches/0/id"}}
 _ETAG = {"description": "The registration's ETag: name it in a PUT's `If-Match`. Not the "
                         "published document's ETag, which changes with every rebuild.",
          "schema": {"type": "string"}, "required": True}
