@@ -9,7 +9,10 @@
   batch (``add_batch``), shaped like ``tests/samples/named-query-2-assets.json``
   and with its canvases in a shuffled order, since the DLCS promises none;
 - the API's queue, ``POST /customers/{c}/queue`` and
-  ``GET /customers/{c}/queue/batches/{id}``.
+  ``GET /customers/{c}/queue/batches/{id}``;
+- the API's assets (``tests/fake_dlcs_assets.py``): which exist, tagging them
+  with a manifest id, a batch's assets with their errors, and the
+  ``manifest-query`` named query over the assets tagged with a manifest id.
 
 It counts named-query calls per ``(customer, ids)`` under a lock, so tests can
 assert that a manifest was rebuilt exactly once, optionally insists on HTTP
@@ -39,6 +42,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fake_dlcs_assets import FakeAssets
 from tests.servers import LOOPBACK
 
 #: Host of every id in the generated documents (the DLCS's public host, not ours).
@@ -47,7 +51,10 @@ PRESENTATION_3 = "http://iiif.io/api/presentation/3/context.json"
 NAMED_QUERY = "named-query"
 QUEUE = "queue"
 BATCH = "batch"
-ENDPOINTS = (NAMED_QUERY, QUEUE, BATCH)
+FIND_ASSETS = "find-assets"
+PATCH_ASSETS = "patch-assets"
+BATCH_ASSETS = "batch-assets"
+ENDPOINTS = (NAMED_QUERY, QUEUE, BATCH, FIND_ASSETS, PATCH_ASSETS, BATCH_ASSETS)
 # How long a held named query waits for release() before answering anyway, so a
 # test that forgets to release cannot hang a server thread forever.
 HOLD_LIMIT_SECONDS = 30.0
@@ -55,6 +62,8 @@ HOLD_LIMIT_SECONDS = 30.0
 _NAMED_QUERY_PATH = re.compile(r"^/iiif-resource/v3/([^/]+)/([^/]+)/([^/]+)$")
 _QUEUE_PATH = re.compile(r"^/customers/([^/]+)/queue$")
 _BATCH_PATH = re.compile(r"^/customers/([^/]+)/queue/batches/([^/]+)$")
+_BATCH_ASSETS_PATH = re.compile(r"^/customers/([0-9]+)/queue/batches/([0-9]+)/assets$")
+_ALL_IMAGES_PATH = re.compile(r"^/customers/([0-9]+)/allImages$")
 _DLCS_METADATA = [("String 1", ""), ("String 2", ""), ("String 3", ""), ("Number 1", "0"),
                   ("Number 2", "0"), ("Number 3", "0"), ("Tags", ""), ("Roles", "")]
 _THUMBNAIL_SIDES = (1024, 400, 200, 100)
@@ -105,6 +114,7 @@ class Call:
     query: dict[str, list[str]]
     authorization: str | None
     status: int = 0
+    body: object = None   # the parsed JSON body, for the calls whose body matters
 
 
 @dataclass
@@ -208,9 +218,13 @@ class FakeDlcs:
     """A fake DLCS Orchestrator and API on a loopback port; use as a context manager."""
 
     def __init__(self, *, named_query: str = "batch-query",
+                 manifest_query: str = "manifest-query",
                  credentials: tuple[str, str] | None = None, seed: int = 0,
                  first_batch_id: int = 90_000):
         self.named_query = named_query
+        self.manifest_query = manifest_query
+        #: The API's record of every asset: existence, manifests, errors.
+        self.assets = FakeAssets()
         self.credentials = credentials
         #: Seconds every named query waits before answering (widens race windows).
         self.delay = 0.0
@@ -274,6 +288,20 @@ class FakeDlcs:
                 canvases.append(json.dumps(canvas, separators=(",", ":")).encode())
             self._state.batches[(customer, batch_id)] = _Batch(
                 customer, batch_id, assets, canvases, dt.datetime.now(dt.timezone.utc))
+        self.assets.add(customer, assets, canvases, batch_id)
+        return assets
+
+    def add_assets(self, customer: int,
+                   assets: Iterable[FakeAsset | tuple[int, str]]) -> list[FakeAsset]:
+        """Hold assets ingested before (in no batch the test knows): they exist, untagged."""
+        assets = [a if isinstance(a, FakeAsset) else FakeAsset(*a) for a in assets]
+        with self._lock:
+            canvases = []
+            for asset in assets:
+                self._state.canvas_numbers[customer] += 1
+                canvas = named_query_canvas(customer, asset, self._state.canvas_numbers[customer])
+                canvases.append(json.dumps(canvas, separators=(",", ":")).encode())
+        self.assets.add(customer, assets, canvases)
         return assets
 
     def serve_document(self, customer: int, batch_ids: Iterable[int], document: dict) -> None:
@@ -302,11 +330,18 @@ class FakeDlcs:
         self._released.set()
 
     def finish_batch(self, customer: int, batch_id: int, *, errors: int = 0,
-                     after: float = 0.0) -> None:
-        """Make a queued batch report itself finished, now or ``after`` seconds from now."""
+                     after: float = 0.0, failed: dict[str, str] | None = None) -> None:
+        """Make a queued batch report itself finished, now or ``after`` seconds from now.
+
+        ``failed`` maps asset ids (``"{c}/{s}/{id}"``) to their error text: they
+        count as errors, show the text among the batch's assets and leave the
+        named queries.
+        """
+        if failed:
+            self.assets.fail(failed)
         with self._lock:
             batch = self._state.batches[(customer, batch_id)]
-            batch.errors = errors
+            batch.errors = max(errors, len(failed or ()))
             batch.finish_at = time.monotonic() + after
 
     # ------------------------------------------------------------ what happened
@@ -365,18 +400,31 @@ class FakeDlcs:
             fixed = self._state.documents.get((customer, ids))
             if fixed is not None:
                 return 200, fixed
+            failed = self.assets.failed()
             canvases = [canvas for batch_id in sorted(ids)
                         if (batch := self._state.batches.get((customer, batch_id)))
-                        for canvas in batch.canvases]
+                        for asset, canvas in zip(batch.assets, batch.canvases)
+                        if not failed or asset.asset_id(customer) not in failed]
             self._random.shuffle(canvases)
+        return self._manifest(customer, self.named_query, ",".join(map(str, sorted(ids))),
+                              canvases)
+
+    def _manifest_query(self, customer: int, manifest_id: str) -> tuple[int, bytes]:
+        canvases = self.assets.tagged(customer, manifest_id)
+        with self._lock:
+            self._random.shuffle(canvases)
+        return self._manifest(customer, self.manifest_query, manifest_id, canvases)
+
+    def _manifest(self, customer: int, query: str, argument: str,
+                  canvases: list[bytes]) -> tuple[int, bytes]:
+        """The named-query manifest holding these canvases; 404 when there are none."""
         if not canvases:
             return 404, b""
         head = json.dumps({
             "@context": PRESENTATION_3,
-            "id": f"{PUBLIC_HOST}/iiif-resource/v3/{customer}/{self.named_query}/"
-                  + ",".join(map(str, sorted(ids))),
+            "id": f"{PUBLIC_HOST}/iiif-resource/v3/{customer}/{query}/{argument}",
             "type": "Manifest",
-            "label": {"en": [f"Generated from '{self.named_query}' named query"]},
+            "label": {"en": [f"Generated from '{query}' named query"]},
             "metadata": [{"label": {"en": ["Title"]}, "value": {"en": ["Created by DLCS"]}}],
         }, separators=(",", ":")).encode()
         return 200, head[:-1] + b',"items":[' + b",".join(canvases) + b"]}"
@@ -464,6 +512,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._dispatch("POST")
 
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
     def _dispatch(self, method: str) -> None:
         fake = self.fake
         parts = urlsplit(self.path)
@@ -481,12 +532,35 @@ class _Handler(BaseHTTPRequestHandler):
             fake._released.wait(HOLD_LIMIT_SECONDS)
             if fake.delay:
                 time.sleep(fake.delay)
+            if name == fake.manifest_query and customer.isdigit():
+                return self._answer(call, *fake._manifest_query(int(customer), ids))
             parsed = _parse_ids(ids)
             if not customer.isdigit() or parsed is None:
                 return self._answer(call, 400, _description(f"cannot parse {ids!r}"))
             if name != fake.named_query:
                 return self._answer(call, 404, b"")
             return self._answer(call, *fake._named_query(int(customer), parsed))
+
+        if method in ("POST", "PATCH") and (match := _ALL_IMAGES_PATH.match(parts.path)):
+            endpoint = FIND_ASSETS if method == "POST" else PATCH_ASSETS
+            call = Call(endpoint, method, parts.path, query, auth)
+            if self._misbehave(call, fake._record(call), auth):
+                return
+            try:
+                document = json.loads(raw)
+            except ValueError:
+                return self._answer(call, 400, _description("the body is not JSON"))
+            call.body = document
+            act = fake.assets.lookup if method == "POST" else fake.assets.patch
+            return self._answer(call, *act(int(match.group(1)), document, fake.url))
+
+        if method == "GET" and (match := _BATCH_ASSETS_PATH.match(parts.path)):
+            call = Call(BATCH_ASSETS, method, parts.path, query, auth)
+            if self._misbehave(call, fake._record(call), auth):
+                return
+            customer, batch_id = map(int, match.groups())
+            return self._answer(call, *fake.assets.batch_page(customer, batch_id, query,
+                                                              fake.url))
 
         if method == "POST" and (match := _QUEUE_PATH.match(parts.path)):
             call = Call(QUEUE, method, parts.path, query, auth)
