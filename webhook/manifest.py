@@ -14,6 +14,21 @@ So treat the inputs and the output as read-only once built.
 
 Where section 4 is ambiguous the reading that yields valid IIIF was chosen; each
 such choice is marked "Reading:" next to the code that makes it.
+
+Rules 1 to 8 are section 4's. Rule 9 is this project's, after the DLCS's own
+presentation service (``ManifestMerger`` in dlcs/iiif-presentation):
+
+9. **Canvas rendering and behavior.** A canvas publishes the ``rendering`` and
+   ``behavior`` of its registered canvas, then those of the named-query canvas
+   of each of its rows the DLCS returned, in row order (rule 2). The registered
+   canvas is the entry of the registration's ``items`` whose ``id`` is the
+   row's ``canvasId`` (or the published canvas id); nothing else of it is used.
+   Each list is merged without duplicates, the first kept: a behavior by its
+   value, a rendering by its ``id``. A rendering that is not an object with a
+   string ``id`` and ``type``, or a behavior that is not a string, is left out;
+   a lone value counts as a one-item list; an empty result is no property.
+   (The DLCS's service unions behaviors the same way but appends renderings
+   without looking for duplicates, so a file painted twice was listed twice.)
 """
 
 from __future__ import annotations
@@ -38,8 +53,9 @@ _REPLACED = frozenset({"@context", "id", "type", "items", "paintedResources", "b
 
 _TIME_BASED = frozenset({"Sound", "Video"})
 # What the build reads of a named-query canvas besides its painting body
-# (_index_canvases, _extent, _natural_size, _duration and the thumbnails).
-_CANVAS_READ = ("id", "type", "width", "height", "duration", "thumbnail")
+# (_index_canvases, _extent, _natural_size, _duration, the thumbnails, _links).
+_CANVAS_READ = ("id", "type", "width", "height", "duration", "thumbnail", "behavior",
+                "rendering")
 _THUMBNAIL_SIDE = 100
 # About 400 KB of text a write for DLCS image canvases.
 _CANVASES_PER_WRITE = 256
@@ -111,8 +127,9 @@ def build_document(registered: dict, painted: Sequence[PaintedResource],
     derived = _Derived()
     ordered = sorted(painted, key=_row_order)
     canvases_url = f"{base_url}/{customer}/canvases"
+    lent = _registered_canvases(registered.get("items"))
     items = [canvas for rows in _group_by_canvas(ordered)
-             if (canvas := _build_canvas(rows, found, derived, canvases_url))]
+             if (canvas := _build_canvas(rows, found, derived, canvases_url, lent))]
     document = {
         "@context": _context(named_query.get("@context")),
         "id": f"{base_url}/{customer}/manifests/{manifest_id}",
@@ -279,7 +296,7 @@ def _group_by_canvas(ordered: Iterable[PaintedResource]) -> list[list[PaintedRes
 
 
 def _build_canvas(rows: list[PaintedResource], found: dict[str, dict], derived: "_Derived",
-                  canvases_url: str) -> dict | None:
+                  canvases_url: str, lent: dict[str, dict]) -> dict | None:
     """Build one canvas, or None when none of its rows came back (rule 7)."""
     hits = [(row, found[row.asset_id]) for row in rows if row.asset_id in found]
     if not hits:
@@ -297,6 +314,8 @@ def _build_canvas(rows: list[PaintedResource], found: dict[str, dict], derived: 
     thumbnail = _canvas_thumbnail(hits)
     if thumbnail is not None:
         canvas["thumbnail"] = thumbnail
+    registered = lent.get(rows[0].canvas_id) or lent.get(canvas_id)
+    canvas.update(_links([registered] if registered else [], hits))
     # Reading: the page is named after the first canvasOrder of all the canvas's
     # rows, found or not, so its id does not change when a missing asset arrives.
     canvas["items"] = [{"id": f"{canvas_id}/annopages/{rows[0].canvas_order}",
@@ -348,6 +367,35 @@ def _canvas_thumbnail(hits: list[tuple[PaintedResource, dict]]) -> list | None:
         if isinstance(thumbnail, list) and thumbnail:
             return thumbnail
     return None
+
+
+def _registered_canvases(items: object) -> dict[str, dict]:
+    """Map the id of each canvas in the registration's ``items`` to it, the first of an id winning."""
+    index: dict[str, dict] = {}
+    for canvas in items if isinstance(items, list) else ():
+        if isinstance(canvas, dict) and isinstance(canvas.get("id"), str):
+            index.setdefault(canvas["id"], canvas)
+    return index
+
+
+def _links(registered: list[dict], hits: list[tuple[PaintedResource, dict]]) -> dict:
+    """Return the canvas's merged ``behavior`` and ``rendering`` (rule 9), only those present."""
+    sources = registered + [canvas for _, canvas in hits]
+    behavior = dict.fromkeys(value for source in sources
+                             for value in _as_values(source.get("behavior"))
+                             if isinstance(value, str))
+    rendering: dict[str, dict] = {}
+    for source in sources:
+        for entry in _as_list(source.get("rendering")):
+            if (isinstance(entry, dict) and isinstance(entry.get("id"), str)
+                    and isinstance(entry.get("type"), str)):
+                rendering.setdefault(entry["id"], entry)
+    links: dict = {}
+    if behavior:
+        links["behavior"] = list(behavior)
+    if rendering:
+        links["rendering"] = list(rendering.values())
+    return links
 
 
 # --- annotations and bodies ---------------------------------------------------
@@ -543,6 +591,11 @@ def _context(named_query_context: object) -> str | list[str]:
     extras = list(dict.fromkeys(
         entry for entry in entries if isinstance(entry, str) and entry != PRESENTATION_3))
     return [*extras, PRESENTATION_3] if extras else PRESENTATION_3
+
+
+def _as_values(value: object) -> list:
+    """Treat a lone string as a one-item list, as ``_as_list`` treats a lone object."""
+    return [value] if isinstance(value, str) else _as_list(value)
 
 
 def _as_list(value: object) -> list:
