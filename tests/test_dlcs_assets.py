@@ -24,10 +24,10 @@ import responses
 from responses import matchers
 
 from tests.fake_dlcs import BATCH_ASSETS, FIND_ASSETS, PATCH_ASSETS, FakeAsset, FakeDlcs
-from webhook.dlcs import (MAX_ASSET_PAGES, DlcsAsset, DlcsClient, NamedQueryNotFound,
-                          make_session)
+from webhook.dlcs import MAX_ASSET_PAGES, DlcsClient, make_session
 from webhook.dlcs_documents import ERROR_TEXT_LIMIT
-from webhook.errors import DlcsError
+from webhook.domain import DlcsAsset
+from webhook.errors import DlcsError, NamedQueryNotFound
 
 SAMPLES = Path(__file__).parent / "samples"
 ORCHESTRATOR = "https://dlcs.example"

@@ -26,22 +26,11 @@ from requests.auth import HTTPBasicAuth
 from urllib3.util.retry import Retry
 
 from webhook import metrics
-from webhook.dlcs_documents import (AssetPage, BatchState, DlcsAsset, json_text, parse_asset_page,
-                                    parse_batch, parse_json, require_status)
-from webhook.errors import DlcsError
-
-__all__ = [
-    "BatchState",
-    "DlcsAsset",
-    "DlcsClient",
-    "DlcsError",
-    "MAX_ASSET_PAGES",
-    "MAX_RESPONSE_BYTES",
-    "NamedQueryAnswer",
-    "NamedQueryNotFound",
-    "QueuePartiallyFailed",
-    "make_session",
-]
+from webhook.capped import read_capped
+from webhook.dlcs_documents import (AssetPage, json_text, parse_asset_page, parse_batch,
+                                    parse_json, require_status)
+from webhook.domain import BatchState, DlcsAsset
+from webhook.errors import DlcsError, NamedQueryNotFound, QueuePartiallyFailed
 
 log = logging.getLogger("webhook.dlcs")
 
@@ -59,26 +48,6 @@ _ASSET_PAGE_SIZE = 500
 # A manifest id as the manifest-query named query takes it: one path segment
 # that its argument parser does not split (it splits on "/" and ",").
 _MANIFEST_ARGUMENT = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
-
-
-class NamedQueryNotFound(DlcsError):
-    """The named query matched no asset (or its name is unknown): the DLCS answered 404."""
-
-
-class QueuePartiallyFailed(DlcsError):
-    """A queue request failed after earlier chunks were queued.
-
-    ``queued`` holds the batches the DLCS created before the failure and
-    ``assets_queued`` how many of the submitted assets they hold (always the
-    leading ones), so the caller can record those batches and resubmit
-    ``assets[assets_queued:]``.
-    """
-
-    def __init__(self, message: str, *, queued: Sequence[BatchState], assets_queued: int,
-                 status: int | None = None, description: str | None = None):
-        super().__init__(message, status=status, description=description)
-        self.queued = tuple(queued)
-        self.assets_queued = assets_queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,7 +366,7 @@ class DlcsClient:
             with response:
                 outcome = response.status_code
                 try:
-                    body = _read_capped(response, self._max_response_bytes)
+                    body = read_capped(response, self._max_response_bytes)
                 except requests.RequestException as exc:
                     failure = "read"
                     raise DlcsError(f"{what}: reading the DLCS answer failed "
@@ -426,24 +395,3 @@ def _base_url(url: str | None, name: str) -> str | None:
     if "@" in urlsplit(url).netloc:
         raise ValueError(f"{name} must not contain credentials; pass credentials instead")
     return url.rstrip("/")
-
-
-def _read_capped(response: requests.Response, limit: int) -> bytearray | None:
-    """Read the whole body, or return None as soon as it exceeds ``limit`` bytes."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    # One buffer, sized once when the length of an uncompressed body is
-    # known: a list of chunks joined at the end, or a buffer grown as chunks
-    # arrive (each growth may copy it), would briefly hold a large answer twice.
-    known = declared.isdigit() and not response.headers.get("Content-Encoding")
-    body = bytearray(int(declared) if known else 0)
-    filled = 0
-    for chunk in response.iter_content(chunk_size=64 * 1024):
-        end = filled + len(chunk)
-        if end > limit:
-            return None
-        body[filled:end] = chunk
-        filled = end
-    del body[filled:]
-    return body

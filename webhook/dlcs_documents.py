@@ -16,39 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
+from webhook.domain import BatchState, DlcsAsset
 from webhook.errors import DlcsError
 
-__all__ = ["AssetPage", "BatchState", "DlcsAsset", "json_text", "parse_asset_page", "parse_batch",
-           "parse_json", "require_status"]
+__all__ = ["AssetPage", "json_text", "parse_asset_page", "parse_batch", "parse_json",
+           "require_status"]
 
 #: Characters of an asset's error text kept: the DLCS stores exception messages
 #: there, some of them long; a status page needs the gist, not a stack trace.
 ERROR_TEXT_LIMIT = 1000
 _DESCRIPTION_LIMIT = 500  # characters of a DLCS description surfaced in a message
-
-
-@dataclass(frozen=True, slots=True)
-class BatchState:
-    """A DLCS API Batch: how far the ingest of one batch has got."""
-
-    batch_id: int
-    count: int
-    completed: int
-    errors: int
-    superseded: bool
-    submitted: datetime | None  # aware, UTC
-    finished: datetime | None   # aware, UTC; None while the batch is running
-
-
-@dataclass(frozen=True, slots=True)
-class DlcsAsset:
-    """What the DLCS API says about one asset (a Hydra ``Image``)."""
-
-    asset_id: str                # "{customer}/{space}/{id}"
-    error: str | None            # why its ingest failed; None when it did not
-    ingesting: bool | None       # None when the DLCS did not say
-    finished: datetime | None    # aware, UTC
-    manifests: tuple[str, ...]   # the manifest ids the asset is tagged with
 
 
 @dataclass(frozen=True, slots=True)
