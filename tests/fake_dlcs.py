@@ -572,6 +572,7 @@ class _Handler(BaseHTTPRequestHandler):
                 document = json.loads(raw)
             except ValueError:
                 return self._answer(call, 400, _description("the body is not JSON"))
+            call.body = document
             return self._answer(call, *fake._queue(int(match.group(1)), document))
 
         if method == "GET" and (match := _BATCH_PATH.match(parts.path)):

@@ -89,6 +89,9 @@ def test_bad_value_names_the_variable(variable, value):
     assert str(caught.value).startswith(f"{variable}: ")
 
 
+API_URL = {"DLCS_API_URL": "https://api.dlcs.example"}
+
+
 @pytest.mark.parametrize("environ, projection, query", [
     ({"DLCS_PROJECTION": "batches"}, "batches", "batch-query"),
     ({"DLCS_PROJECTION": "manifest"}, "manifest", "manifest-query"),
@@ -97,8 +100,15 @@ def test_bad_value_names_the_variable(variable, value):
     ({"DLCS_NAMED_QUERY": "bq"}, "batches", "bq"),
 ])
 def test_the_projection_chooses_the_default_named_query(environ, projection, query):
-    settings = Settings.from_env(environ)
+    settings = Settings.from_env({**API_URL, **environ})
     assert (settings.dlcs_projection, settings.dlcs_named_query) == (projection, query)
+
+
+def test_the_manifest_projection_needs_the_api():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DLCS_PROJECTION": "manifest"})
+    assert caught.value.variable == "DLCS_PROJECTION"
+    assert "DLCS_API_URL" in str(caught.value)
 
 
 @pytest.mark.parametrize("environ, lease", [

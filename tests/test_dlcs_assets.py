@@ -101,7 +101,7 @@ def test_find_assets_sends_the_ids_and_reads_the_images_that_exist(rsps, client)
 
     assert [asset.asset_id for asset in found] == ["2/5/foo", "2/5/bar"]
     assert found[0] == DlcsAsset(asset_id="2/5/foo", error=None, ingesting=False,
-                                 finished=found[0].finished, manifests=())
+                                 finished=found[0].finished, manifests=(), batch=1234)
     assert found[0].finished.isoformat() == "2025-02-20T12:29:14.202312+00:00"
     assert found[1].manifests == ("catalogue",)
 
@@ -321,12 +321,15 @@ def test_an_image_without_optional_fields_reads(rsps, client):
     (collection([{"id": "a", "space": 5, "manifests": "letters"}]), "manifests is not a list"),
     (collection([{"id": "a", "space": 5, "manifests": [1]}]), "manifests is not a list"),
     (collection([{"id": "a", "space": 5, "finished": "soon"}]), "finished is not an ISO"),
+    (collection([{"id": "a", "space": 5, "batch": 7}]), "batch is not a link"),
+    (collection([{"id": "a", "space": 5, "batch": f"{API}/customers/2/queue/batches/x"}]),
+     "member 0: batch .* does not end in a batch id"),
     (collection([], view=[]), "view is not a JSON object"),
     (collection([], view={"next": 2}), "view.next is not a link"),
     (collection([], view={"next": f"{BATCH_ASSETS_URL}?pageSize=2"}), "names no page"),
 ], ids=["list", "no-member", "member-string", "no-id", "id-with-slash", "space-string",
         "space-bool", "error-number", "ingesting-string", "manifests-string",
-        "manifests-numbers", "finished-not-a-date", "view-list", "next-number", "next-no-page"])
+        "manifests-numbers", "finished-not-a-date", "batch-number", "batch-not-a-batch", "view-list", "next-number", "next-no-page"])
 def test_wrong_shapes_are_dlcs_errors(rsps, client, document, reason):
     rsps.get(BATCH_ASSETS_URL, json=document)
 

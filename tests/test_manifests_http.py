@@ -358,23 +358,28 @@ def test_a_second_registration_replaces_the_first(client, admin):
                                                    completed_batch(1236)]
 
 
-def test_registering_with_no_batches_publishes_at_once(client, admin):
+def test_registering_existing_assets_needs_the_dlcs_api(client, admin):
+    # "batches": [] says the assets are in the DLCS already; without its API the
+    # service could only publish a manifest without canvases (issue 13), so it refuses.
+    # tests/test_projection.py covers the same registration with the API configured.
     with responses.RequestsMock():  # no DLCS call at all
         response = put(client, admin, registration(batches=[]))
 
+    assert response.status_code == 400
+    assert response.content_type == "application/problem+json"
+    assert "DLCS_API_URL" in response.get_json()["errors"]["batches"][0]
+    assert client.get("/2/manifests/letters/status", headers=admin).status_code == 404
+
+
+def test_a_manifest_without_painted_resources_publishes_at_once(client, admin):
+    with responses.RequestsMock():  # nothing to ask the DLCS
+        response = put(client, admin, registration(batches=[], paintedResources=[]))
+
     assert response.status_code == 200
-    assert response.headers["Location"] == PUBLIC_URL
     assert response.get_json()["state"] == "complete"
-    assert response.get_json()["batches"] == []
     assert ISO_UTC.match(response.get_json()["lastProcessed"])
-    published = fetch_published(client)
-    assert published.status_code == 200
-    document = json.loads(published.data)
-    assert document["items"] == []
-    assert document["id"] == PUBLIC_URL
-    assert document["label"] == {"en": ["Letters, 1890-1895"]}
-    # The painted resources were never ingested, so they are reported missing.
-    assert sorted(response.get_json()["missingAssets"]) == ["2/5/bar", "2/5/foo"]
+    document = json.loads(fetch_published(client).data)
+    assert document["items"] == [] and document["id"] == PUBLIC_URL
 
 
 def test_reregistering_a_complete_manifest_rebuilds_at_once(client, admin):

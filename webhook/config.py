@@ -95,6 +95,9 @@ class Settings:
             missing = "DLCS_API_SECRET" if api_secret is None else "DLCS_API_KEY"
             raise ConfigError(missing, "DLCS_API_KEY and DLCS_API_SECRET must be set together")
         projection = _projection(env["DLCS_PROJECTION"])
+        if projection == "manifest" and "DLCS_API_URL" not in env:
+            # The projection tags assets through the API; without it nothing is found.
+            raise ConfigError("DLCS_PROJECTION", "manifest needs DLCS_API_URL (and its key)")
         return cls(
             database_url=_database_url(env["DATABASE_URL"]),
             storage=_storage(env["STORAGE_URL"]),

@@ -140,12 +140,17 @@ def _asset(member: object, customer: int, index: int) -> DlcsAsset:
     manifests = member.get("manifests") or []
     if not isinstance(manifests, list) or not all(isinstance(m, str) for m in manifests):
         raise ValueError(f"member {index}: manifests is not a list of ids")
+    batch = member.get("batch")
+    if batch is not None and not isinstance(batch, str):
+        raise ValueError(f"member {index}: batch is not a link")
     return DlcsAsset(
         asset_id=f"{customer}/{space}/{model_id}",
         error=_error_text(error),
         ingesting=ingesting,
         finished=_time(member, "finished"),
         manifests=tuple(manifests),
+        # Assets ingested without a batch ("immediate" mode) have no link.
+        batch=_batch_id(batch, f"member {index}: batch") if batch else None,
     )
 
 
@@ -180,12 +185,12 @@ def _next_query(view: object) -> str | None:
     return query
 
 
-def _batch_id(value: object) -> int:
+def _batch_id(value: object, name: str = "@id") -> int:
     if not isinstance(value, str):
-        raise ValueError("@id is missing")
+        raise ValueError(f"{name} is missing")
     segment = urlsplit(value).path.rstrip("/").rpartition("/")[2]
     if not segment.isdigit():
-        raise ValueError(f"@id {value!r} does not end in a batch id")
+        raise ValueError(f"{name} {value!r} does not end in a batch id")
     return int(segment)
 
 

@@ -68,6 +68,7 @@ class DlcsAsset:
     ingesting: bool | None       # None when the DLCS did not say
     finished: dt.datetime | None  # aware, UTC
     manifests: tuple[str, ...]   # the manifest ids the asset is tagged with
+    batch: int | None = None     # the batch it was last ingested in, if any
 
 
 # The largest value of the database's integer columns (customers, batch counts,

@@ -94,7 +94,10 @@ class Manifest(BaseModel):
     updated_at = peewee.DateTimeField(default=utcnow)
     fingerprint = peewee.CharField(max_length=64, null=True)   # of the registered content
     queued_assets = peewee.IntegerField(null=True)  # assets the service queued at the DLCS
-    queue_error = peewee.TextField(null=True)       # why queueing stopped short
+    queue_error = peewee.TextField(null=True)       # why the DLCS work stopped short
+    # The ids of the assets this registration queues (all of them, unless
+    # DLCS_PROJECTION=manifest found some in the DLCS); None: every asset.
+    queue_plan = JSONField(null=True)
 
     class Meta:
         indexes = ((("customer", "slug"), True),)
@@ -290,6 +293,12 @@ class CanvasPainting(BaseModel):
             # SQLite has no boolean type: ingesting comes back as 0 or 1.
             findings.append((row_id, bool(ingesting), *found))
         return painted, findings
+
+    @classmethod
+    def asset_ids(cls, manifest_pk: int) -> list[str]:
+        """Return the distinct assets a manifest paints, in registration order."""
+        rows = cls.select(cls.asset_id).where(cls.manifest == manifest_pk).order_by(cls.position)
+        return list(dict.fromkeys(row.asset_id for row in rows))
 
     @classmethod
     def record_findings(cls, changes: list[tuple], now: dt.datetime) -> None:

@@ -183,8 +183,15 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "summary": "Register or replace a manifest.",
         "description": "Every property other than `id`, `@context`, `items`, "
                        "`paintedResources` and `batches` is kept verbatim in the published "
-                       "manifest. Without `batches`, the service queues the assets at the "
-                       "DLCS itself (needs `DLCS_API_URL`).",
+                       "manifest; of `items`, each canvas lends its `rendering` and "
+                       "`behavior` to the published canvas of the same id. Without "
+                       "`batches`, the service queues the assets at the DLCS itself (needs "
+                       "`DLCS_API_URL`). `\"batches\": []` says the assets are in the DLCS "
+                       "already: the manifest is built from it at once (`200`). With "
+                       "`DLCS_PROJECTION=manifest` the assets are tagged with the manifest's "
+                       "id, those the DLCS has are not queued again unless their painted "
+                       "resource says `\"reingest\": true`, and those a re-registration "
+                       "drops are untagged.",
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": schemas.RegistrationSchema}}},
         "responses": {

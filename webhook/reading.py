@@ -97,7 +97,8 @@ class Reader:
         return {
             "@context": PRESENTATION_CONTEXT,
             "id": f"{self.settings.public_base_url}/{manifest.customer}/manifests/{manifest.slug}",
-            **manifest.document,
+            # "items" holds only what registered canvases lend the build (rule 9).
+            **{key: value for key, value in manifest.document.items() if key != "items"},
             "ingesting": {"total": total, "finished": min(finished, total),
                           "errors": sum(b.errors or 0 for b in done)},
         }
@@ -127,7 +128,7 @@ def state_of(manifest: Manifest, batches: list[Batch],
              now: dt.datetime) -> tuple[str, str | None]:
     """Tell a manifest's state (ingesting, complete, rebuild-failed) and why, if it is stuck."""
     if manifest.queue_error is not None:
-        return INGESTING, f"Queueing at the DLCS stopped: {manifest.queue_error}"
+        return INGESTING, f"Registering the assets at the DLCS stopped: {manifest.queue_error}"
     if any(b.status == INGESTING for b in batches):
         return INGESTING, manifest.rebuild_error
     if not manifest.needs_rebuild:

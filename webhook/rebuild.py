@@ -29,7 +29,7 @@ import peewee
 from webhook import db, logs, metrics
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient
-from webhook.domain import MANIFEST_COMPLETED, Outcome
+from webhook.domain import MANIFEST_COMPLETED, Outcome, PaintedResource
 from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, RebuildFailed,
                             RebuildInProgress, UpstreamError, WebhookError)
 from webhook.manifest import build_document, slim_canvas, write_manifest
@@ -117,9 +117,7 @@ class Rebuilder:
                     raise DatabaseUnavailable(
                         f"database unavailable: {type(exc).__name__}") from exc
                 with report.stage("named_query"):
-                    answer = (self.dlcs.named_query(manifest.customer, batch_ids,
-                                                    object_hook=slim_canvas).document
-                              if batch_ids else EMPTY_ANSWER)
+                    answer = self._project(manifest, batch_ids, painted)
                 with report.stage("build"):
                     built = build_document(manifest.document, painted, answer,
                                            base_url=self.settings.public_base_url,
@@ -135,6 +133,24 @@ class Rebuilder:
             with report.stage("store"):
                 etag = self.store.put(manifest_key(manifest.customer, manifest.slug), spool)
         return etag, changes
+
+    def _project(self, manifest: Manifest, batch_ids: list[int],
+                 painted: list[PaintedResource]) -> dict:
+        """Ask the DLCS's named query for the manifest's assets, as DLCS_PROJECTION says."""
+        customer = manifest.customer
+        if self.settings.dlcs_projection == "manifest":
+            if not painted:
+                return EMPTY_ANSWER
+            return self.dlcs.manifest_query(customer, manifest.slug,
+                                            object_hook=slim_canvas).document
+        if not batch_ids and painted:
+            # Registered with "batches": []: the assets are in the DLCS already, in
+            # batches of their own, which the DLCS names for each of them.
+            found = self.dlcs.find_assets(customer, [row.asset_id for row in painted])
+            batch_ids = sorted({asset.batch for asset in found if asset.batch is not None})
+        if not batch_ids:
+            return EMPTY_ANSWER
+        return self.dlcs.named_query(customer, batch_ids, object_hook=slim_canvas).document
 
     def _finish(self, manifest: Manifest, token: str, batch: int | None, etag: str,
                 changes: list[tuple]) -> None:

@@ -169,6 +169,10 @@ class PaintedResourceSchema(Schema):
     canvas_painting = fields.Nested(CanvasPaintingSchema, data_key="canvasPainting",
                                     required=True)
     asset = fields.Nested(AssetSchema, required=True)
+    # With DLCS_PROJECTION=manifest an asset the DLCS has already is tagged, not
+    # queued again, unless this says so (the DLCS presentation API's field).
+    reingest = StrictBoolean(load_default=False, metadata={"description": (
+        "With DLCS_PROJECTION=manifest: queue the asset even if the DLCS has it.")})
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,7 @@ class Registration:
     painted: tuple[PaintedResource, ...]
     assets: tuple[dict, ...]           # aligned with painted
     batches: tuple[int, ...] | None    # None: the service should queue the assets
+    reingest: tuple[bool, ...] = ()    # aligned with painted: queue even if it exists
 
 
 class RegistrationSchema(Schema):
@@ -246,9 +251,23 @@ def parse_registration(raw: bytes, customer: int, manifest_id: str) -> Registrat
         assets.append(dict(asset))
     document = {k: v for k, v in data.items() if k not in SERVICE_OWNED}
     document.setdefault("type", "Manifest")
+    lent = _lent_canvases(data.get("items"))
+    if lent:
+        document["items"] = lent
     batches = loaded["batches"]
     return Registration(document=document, painted=tuple(painted), assets=tuple(assets),
-                        batches=None if batches is None else tuple(batches))
+                        batches=None if batches is None else tuple(batches),
+                        reingest=tuple(row["reingest"] for row in rows))
+
+
+def _lent_canvases(items: object) -> list[dict]:
+    """Keep of the registered ``items`` what build rule 9 reads: id, rendering, behavior."""
+    if not isinstance(items, list):
+        return []
+    return [{key: canvas[key] for key in ("id", "rendering", "behavior") if key in canvas}
+            for canvas in items
+            if isinstance(canvas, dict) and isinstance(canvas.get("id"), str)
+            and ("rendering" in canvas or "behavior" in canvas)]
 
 
 def _canvas_ids(rows: list[dict], customer: int, manifest_id: str) -> list[str]:
