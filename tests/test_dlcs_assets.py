@@ -329,7 +329,8 @@ def test_an_image_without_optional_fields_reads(rsps, client):
     (collection([], view={"next": f"{BATCH_ASSETS_URL}?pageSize=2"}), "names no page"),
 ], ids=["list", "no-member", "member-string", "no-id", "id-with-slash", "space-string",
         "space-bool", "error-number", "ingesting-string", "manifests-string",
-        "manifests-numbers", "finished-not-a-date", "batch-number", "batch-not-a-batch", "view-list", "next-number", "next-no-page"])
+        "manifests-numbers", "finished-not-a-date", "batch-number", "batch-not-a-batch",
+        "view-list", "next-number", "next-no-page"])
 def test_wrong_shapes_are_dlcs_errors(rsps, client, document, reason):
     rsps.get(BATCH_ASSETS_URL, json=document)
 

@@ -16,7 +16,7 @@ FLOORS = {
     "dlcs_documents": 2, "named_query": 2,
     "db": 3, "schemas": 3, "manifest": 3, "storage": 3, "dlcs": 3, "sns": 3,
     "models": 4,
-    "rebuild": 5, "reading": 5,
+    "rebuild": 5, "reading": 5, "failures": 5,
     "intake": 6,
     "registration": 7,
     "service": 8,

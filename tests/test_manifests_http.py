@@ -137,7 +137,7 @@ def test_register_answers_202_with_location_and_status(client, admin):
     assert response.headers["Location"] == PUBLIC_URL
     assert response.get_json() == {
         "state": "ingesting", "batches": [ingesting_batch(1234)], "lastProcessed": None,
-        "error": None, "missingAssets": []}
+        "error": None, "missingAssets": [], "failedAssets": []}
 
 
 @pytest.mark.parametrize("url", [URL, f"{URL}/status", f"{URL}/rebuild", "/deliveries",
@@ -492,17 +492,18 @@ def test_status_follows_the_manifest_from_ingesting_to_complete(client, admin):
     put(client, admin, registration(batches=[1234, 1235]))
     assert status_of(client, admin) == {
         "state": "ingesting", "batches": [ingesting_batch(1234), ingesting_batch(1235)],
-        "lastProcessed": None, "error": None, "missingAssets": []}
+        "lastProcessed": None, "error": None, "missingAssets": [], "failedAssets": []}
 
     deliver(client, notification(1234, count=1, completed=1))
     assert status_of(client, admin) == {
         "state": "ingesting",
         "batches": [completed_batch(1234, count=1, completed=1), ingesting_batch(1235)],
-        "lastProcessed": None, "error": None, "missingAssets": []}
+        "lastProcessed": None, "error": None, "missingAssets": [], "failedAssets": []}
 
     complete(client, 1234, 1235, count=1, completed=0, errors=1)
     status = status_of(client, admin)
-    assert status["state"] == "complete"
+    # An asset of 1235 failed: published, but not "complete" (issue 13).
+    assert status["state"] == "complete-with-errors"
     assert status["batches"] == [completed_batch(1234, count=1, completed=1),
                                  completed_batch(1235, count=1, completed=0, errors=1)]
     assert ISO_UTC.match(status["lastProcessed"])
@@ -526,7 +527,8 @@ def test_status_lists_assets_the_named_query_did_not_return(client, admin):
 
 # ----------------------------------------------------------------- deliveries
 
-DELIVERY_KEYS = {"id", "transport", "receivedAt", "batch", "manifest", "outcome", "error"}
+DELIVERY_KEYS = {"id", "transport", "receivedAt", "batch", "manifest", "outcome", "error",
+                 "failedAssets"}
 
 
 def _three_deliveries(client, admin):
@@ -547,8 +549,9 @@ def test_deliveries_are_listed_most_recent_first(client, admin):
     unprocessable, completed, ignored = items
     assert {k: v for k, v in completed.items() if k != "receivedAt"} == {
         "id": "msg_b", "transport": "webhook", "batch": 1234, "manifest": "2/letters",
-        "outcome": "batch-completed", "error": None}
-    assert {k: v for k, v in ignored.items() if k not in ("receivedAt", "error")} == {
+        "outcome": "batch-completed", "error": None, "failedAssets": None}
+    unchecked = ("receivedAt", "error", "failedAssets")
+    assert {k: v for k, v in ignored.items() if k not in unchecked} == {
         "id": "msg_a", "transport": "webhook", "batch": 999, "manifest": None,
         "outcome": "ignored"}
     assert unprocessable["outcome"] == "unprocessable"

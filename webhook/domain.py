@@ -85,10 +85,13 @@ MAX_REGISTRATION_BYTES = 64 * 1024 * 1024
 IGNORED = "ignored"
 BATCH_COMPLETED = "batch-completed"
 MANIFEST_COMPLETED = "manifest-completed"
+# Every batch finished but the DLCS has none of the manifest's assets: nothing a
+# redelivery could change; a new registration or a rebuild starts again.
+MANIFEST_FAILED = "manifest-failed"
 DUPLICATE = "duplicate"
 UNPROCESSABLE = "unprocessable"
 FAILED = "failed"            # the rebuild is pending: a redelivery or replay resumes it
-WEBHOOK_OUTCOMES = (IGNORED, BATCH_COMPLETED, MANIFEST_COMPLETED, DUPLICATE)
+WEBHOOK_OUTCOMES = (IGNORED, BATCH_COMPLETED, MANIFEST_COMPLETED, MANIFEST_FAILED, DUPLICATE)
 DELIVERY_OUTCOMES = (*WEBHOOK_OUTCOMES, UNPROCESSABLE, FAILED)
 # A delivery with one of these outcomes has nothing left to do.
 FINISHED = frozenset(WEBHOOK_OUTCOMES)

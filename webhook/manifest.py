@@ -238,7 +238,7 @@ def _extent(rows: list[PaintedResource], hits: list[tuple[PaintedResource, dict]
 
 
 def _registered_canvases(items: object) -> dict[str, dict]:
-    """Map the id of each canvas in the registration's ``items`` to it, the first of an id winning."""
+    """Map each registered canvas's id to it (the first of an id wins), for rule 9."""
     index: dict[str, dict] = {}
     for canvas in items if isinstance(items, list) else ():
         if isinstance(canvas, dict) and isinstance(canvas.get("id"), str):

@@ -41,6 +41,7 @@ SCHEMAS = {
     "PaintedResource": schemas.PaintedResourceSchema,
     "Registration": schemas.RegistrationSchema,
     "BatchStatus": schemas.BatchStatusSchema,
+    "FailedAsset": schemas.FailedAssetSchema,
     "Status": schemas.StatusSchema,
     "Delivery": schemas.DeliverySchema,
     "PublishedManifest": schemas.PublishedManifestSchema,
@@ -145,7 +146,11 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "description": "Verified on the raw bytes before any parsing; `Content-Type` is not "
                        "required. Outcomes: `ignored`, `batch-completed`, "
                        "`manifest-completed` (rebuilt and stored before the answer), "
-                       "`duplicate`.",
+                       "`manifest-failed` (every asset of the manifest failed at the DLCS: "
+                       "nothing to publish, nothing a redelivery would change), "
+                       "`duplicate`. A batch that finished with errors is completed at once; "
+                       "its failed assets are then read from the DLCS API (best effort: "
+                       "a reconcile reads what an outage kept).",
         "parameters": _SIGNATURE_HEADERS,
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "anyOf": [schemas.CurrentNotificationSchema, schemas.OldNotificationSchema]}}}},

@@ -16,6 +16,8 @@ from webhook.storage import ManifestStore, manifest_key
 
 PRESENTATION_CONTEXT = "http://iiif.io/api/presentation/3/context.json"
 COMPLETE = "complete"
+COMPLETE_WITH_ERRORS = "complete-with-errors"   # published; some assets failed at the DLCS
+FAILED = "failed"                               # every asset failed: nothing to publish
 REBUILD_FAILED = "rebuild-failed"
 
 
@@ -28,6 +30,7 @@ class Status:
     last_processed: dt.datetime | None
     error: str | None
     missing_assets: list[str]
+    failed_assets: list[dict]   # {"asset", "canvas", "error"} per painted resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,9 @@ class Reader:
             missing = [r.asset_id for r in CanvasPainting.select(CanvasPainting.asset_id).where(
                 (CanvasPainting.manifest == manifest.id) & CanvasPainting.ingesting)]
         state, error = state_of(manifest, batches, self.clock())
-        return Status(state, batches, manifest.last_processed, error, missing)
+        failed = [{"asset": row.asset_id, "canvas": row.canvas_id, "error": row.error}
+                  for row in CanvasPainting.failed(manifest.id)]
+        return Status(state, batches, manifest.last_processed, error, missing, failed)
 
     def published(self, customer: int, slug: str, if_none_match: frozenset[str] = frozenset()
                   ) -> PublishedDocument | NotModified | NotPublishedYet:
@@ -107,7 +112,7 @@ class Reader:
         """List recorded deliveries, most recent first."""
         query = Delivery.select(Delivery.delivery_id, Delivery.transport, Delivery.received_at,
                                 Delivery.batch, Delivery.manifest, Delivery.outcome,
-                                Delivery.error)
+                                Delivery.error, Delivery.failed_assets)
         if batch is not None:
             query = query.where(Delivery.batch == batch)
         if outcome is not None:
@@ -126,12 +131,21 @@ class Reader:
 
 def state_of(manifest: Manifest, batches: list[Batch],
              now: dt.datetime) -> tuple[str, str | None]:
-    """Tell a manifest's state (ingesting, complete, rebuild-failed) and why, if it is stuck."""
+    """Tell a manifest's state and why, if it is stuck or failed.
+
+    ingesting, complete, complete-with-errors, failed (every asset failed) or
+    rebuild-failed.
+    """
     if manifest.queue_error is not None:
         return INGESTING, f"Registering the assets at the DLCS stopped: {manifest.queue_error}"
     if any(b.status == INGESTING for b in batches):
         return INGESTING, manifest.rebuild_error
+    if not manifest.needs_rebuild and manifest.ingest_failed:
+        return FAILED, manifest.ingest_failed
     if not manifest.needs_rebuild:
+        # The batches' own counts say so even before their failed assets are read.
+        if any((b.errors or 0) > 0 for b in batches):
+            return COMPLETE_WITH_ERRORS, None
         return COMPLETE, None
     if manifest.rebuild_error:
         return REBUILD_FAILED, manifest.rebuild_error

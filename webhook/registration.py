@@ -236,8 +236,9 @@ class Registrar:
         # or failed to do is no longer this manifest's story.
         Manifest.update(document=registration.document, generation=Manifest.generation + 1,
                         needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
-                        rebuild_error=None, fingerprint=None, queued_assets=None,
-                        queue_error=None, queue_plan=None, updated_at=now).where(
+                        rebuild_error=None, ingest_failed=None, fingerprint=None,
+                        queued_assets=None, queue_error=None, queue_plan=None,
+                        updated_at=now).where(
             Manifest.id == manifest.id).execute()
         return Manifest.get_by_id(manifest.id), False
 

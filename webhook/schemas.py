@@ -318,12 +318,25 @@ class BatchStatusSchema(Schema):
     finished = UtcDateTime(allow_none=True)
 
 
+class FailedAssetSchema(Schema):
+    asset = fields.String(metadata={"description": "The DLCS asset, customer/space/id."})
+    canvas = fields.String(metadata={"description": "The canvasId it is painted on."})
+    error = fields.String(metadata={"description": "The DLCS's error text for its ingest."})
+
+
 class StatusSchema(Schema):
-    state = fields.String()
+    state = fields.String(metadata={"description": (
+        "ingesting, complete, complete-with-errors (published; some assets failed at the "
+        "DLCS), failed (every asset failed: nothing published; error says why) or "
+        "rebuild-failed.")})
     batches = fields.List(fields.Nested(BatchStatusSchema))
     last_processed = UtcDateTime(data_key="lastProcessed", allow_none=True)
     error = fields.String(allow_none=True)
     missing_assets = fields.List(fields.String(), data_key="missingAssets")
+    failed_assets = fields.List(fields.Nested(FailedAssetSchema), data_key="failedAssets",
+                                metadata={"description": (
+                                    "Painted resources whose asset the DLCS failed to ingest, "
+                                    "read from the API once their batch finished with errors.")})
 
 
 class DeliverySchema(Schema):
@@ -334,6 +347,8 @@ class DeliverySchema(Schema):
     manifest = fields.String(allow_none=True)
     outcome = fields.String()
     error = fields.String(allow_none=True)
+    failed_assets = fields.Integer(data_key="failedAssets", allow_none=True, metadata={
+        "description": "How many of the batch's assets failed, when the notification says any."})
 
 
 class DeliveryQuerySchema(Schema):
