@@ -1,6 +1,6 @@
-"""The asset side of the fake DLCS API: which assets exist, their manifests and errors.
+"""The stand-in DLCS API's assets: which exist, their manifests and their ingest errors.
 
-``FakeDlcs`` (``tests/fake_dlcs.py``) routes these calls here:
+:class:`webhook.devdlcs.DevDlcs` routes these calls here:
 
 - ``POST /customers/{c}/allImages`` (which of these assets exist),
 - ``PATCH /customers/{c}/allImages`` (add/remove/replace a manifest id in their
@@ -11,7 +11,8 @@
 and asks it for the canvases of the ``manifest-query`` named query. Requests are
 validated as the DLCS validates them (duplicates, another customer's assets, at
 most 500 ids, only the ``manifests`` field) so a client that passes here would
-pass there; documents have the shapes of ``tests/samples/dlcs-*.json``.
+pass there; documents have the shapes of ``tests/samples/assets-*.json`` and
+``batch-assets-page-*.json``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+
 #: The DLCS API's MaxImageListSize: most ids in one allImages request.
 MAX_IMAGE_LIST = 500
 #: The DLCS API's PageSize default and the largest pageSize it honours.
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 500
-_PUBLIC_HOST = "https://dlcs.test"
 
 
 @dataclass
@@ -43,10 +44,11 @@ class _Record:
     created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 
 
-class FakeAssets:
-    """Every asset the fake DLCS holds, by ``"{customer}/{space}/{id}"``."""
+class AssetStore:
+    """Every asset the stand-in DLCS holds, by ``"{customer}/{space}/{id}"``."""
 
-    def __init__(self) -> None:
+    def __init__(self, public_host: str) -> None:
+        self.public_host = public_host  # of the image services the Images name
         self._lock = threading.Lock()
         self._records: dict[str, _Record] = {}
         self._batches: dict[tuple[int, int], list[str]] = {}
@@ -58,7 +60,7 @@ class FakeAssets:
 
     def add(self, customer: int, assets: Iterable, canvases: Iterable[bytes],
             batch_id: int | None = None) -> None:
-        """Hold these assets (FakeAsset values) with their named-query canvases."""
+        """Hold these assets (``Asset`` values) with their named-query canvases."""
         with self._lock:
             ids = []
             for asset, canvas in zip(assets, canvases):
@@ -111,7 +113,7 @@ class FakeAssets:
         with self._lock:
             found = [self._records[key] for key in ids if key in self._records]
             return 200, _collection(f"{root}/customers/{customer}/allImages",
-                                    [_image(record, root) for record in found])
+                                    [_image(record, root, self.public_host) for record in found])
 
     def patch(self, customer: int, document: object, root: str) -> tuple[int, bytes]:
         """Answer ``PATCH /customers/{c}/allImages``: change the assets' ``manifests``."""
@@ -137,7 +139,7 @@ class FakeAssets:
                 else:
                     record.manifests = list(value)
             return 200, _collection(f"{root}/customers/{customer}/allImages",
-                                    [_image(record, root) for record in found])
+                                    [_image(record, root, self.public_host) for record in found])
 
     def batch_page(self, customer: int, batch_id: int, query: Mapping[str, list[str]],
                    root: str) -> tuple[int, bytes]:
@@ -148,7 +150,7 @@ class FakeAssets:
                 return 404, _error("Batch not found")
             page, size = _paging(query)
             records = [self._records[key] for key in ids]
-            members = [_image(record, root)
+            members = [_image(record, root, self.public_host)
                        for record in records[(page - 1) * size:page * size]]
         base = f"{root}/customers/{customer}/queue/batches/{batch_id}/assets"
         return 200, _collection(base, members, total=len(records), page=page, size=size)
@@ -184,10 +186,10 @@ def _paging(query: Mapping[str, list[str]]) -> tuple[int, int]:
 
 
 def _utc(moment: dt.datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as the DLCS writes dates
 
 
-def _image(record: _Record, root: str) -> dict:
+def _image(record: _Record, root: str, public_host: str) -> dict:
     """The DLCS API's Hydra Image for an asset (null fields left out, as the DLCS does)."""
     path = f"{record.customer}/{record.space}/{record.model_id}"
     at = f"{root}/customers/{record.customer}/spaces/{record.space}/images/{record.model_id}"
@@ -197,8 +199,8 @@ def _image(record: _Record, root: str) -> dict:
         "@type": "vocab:Image",
         "id": record.model_id,
         "space": record.space,
-        "imageService": f"{_PUBLIC_HOST}/iiif-img/{path}",
-        "thumbnailImageService": f"{_PUBLIC_HOST}/thumbs/{path}",
+        "imageService": f"{public_host}/iiif-img/{path}",
+        "thumbnailImageService": f"{public_host}/thumbs/{path}",
         "created": _utc(record.created),
         "origin": f"https://origin.test/{record.model_id}.jpg",
         "maxUnauthorised": -1,
