@@ -44,3 +44,23 @@ class BatchCompletion:
     superseded: bool
     submitted: dt.datetime  # aware, UTC
     finished: dt.datetime   # aware, UTC
+
+
+#: What ``status`` and the manifest listing call a manifest's state.
+MANIFEST_STATES = ("ingesting", "complete", "rebuild-failed")
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestKey:
+    """Where a page of manifests stops: manifests sort by customer, then id."""
+
+    customer: int
+    slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryKey:
+    """Where a page of the delivery log stops: deliveries sort newest first."""
+
+    received_at: dt.datetime  # naive UTC, as stored
+    id: int                   # the row id breaks ties between equal times

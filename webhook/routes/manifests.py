@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from marshmallow import ValidationError
 
+from webhook import listing
 from webhook.errors import NotFound, PayloadError, QueueRejected
+from webhook.listing_schemas import ManifestListQuerySchema, ManifestListSchema
 from webhook.routes.auth import admin_required
 from webhook.routes.problems import invalid_body, problem
 from webhook.routes.webhooks import outcome_response
@@ -18,6 +21,8 @@ IIIF_CONTENT_TYPE = 'application/ld+json;profile="http://iiif.io/api/presentatio
 MAX_REGISTRATION_BYTES = 64 * 1024 * 1024
 _ID = re.compile(MANIFEST_ID)
 _STATUS = StatusSchema()
+_LIST_QUERY = ManifestListQuerySchema()
+_LIST = ManifestListSchema()
 
 
 def _service():
@@ -54,6 +59,26 @@ def register(customer: int, manifest_id: str):
     response.status_code = status_code
     response.headers["Location"] = _public_url(customer, manifest_id)
     return response
+
+
+@bp.get("/<int:customer>/manifests")
+@admin_required
+def collection(customer: int):
+    if not 1 <= customer <= 2**31 - 1:
+        raise NotFound("Customers are numbers from 1 to 2147483647.")
+    try:
+        query = _LIST_QUERY.load(request.args.to_dict())
+    except ValidationError as exc:
+        return problem(400, "invalid-query", "Invalid query", "The query parameters are invalid.",
+                       errors=exc.messages)
+    after = query["page"]
+    if after is not None and after.customer != customer:
+        return problem(400, "invalid-query", "Invalid query", "The query parameters are invalid.",
+                       errors={"page": ["This page token belongs to another customer's list."]})
+    page = listing.list_manifests(
+        now=_service().clock(), customer=customer, limit=query["limit"], after=after,
+        states=None if query["state"] is None else (query["state"],))
+    return jsonify(_LIST.dump(page))
 
 
 @bp.get("/<int:customer>/manifests/<manifest_id>")
