@@ -34,8 +34,9 @@ def _operations(spec: dict) -> set[tuple[str, str]]:
 
 
 def _routes(app) -> set[tuple[str, str]]:
+    # The operator console is pages for people (tests/test_console.py), not the API.
     return {(openapi_path(rule.rule), method) for rule in app.url_map.iter_rules()
-            if rule.endpoint != "static"
+            if rule.endpoint != "static" and not rule.endpoint.startswith("console.")
             for method in (rule.methods or set()) - IMPLICIT_METHODS}
 
 
