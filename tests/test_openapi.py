@@ -33,10 +33,14 @@ def _operations(spec: dict) -> set[tuple[str, str]]:
             for method in item if method != "parameters"}
 
 
-def _routes(app) -> set[tuple[str, str]]:
+def _api_rules(app) -> list:
     # The operator console is pages for people (tests/test_console.py), not the API.
-    return {(openapi_path(rule.rule), method) for rule in app.url_map.iter_rules()
-            if rule.endpoint != "static" and not rule.endpoint.startswith("console.")
+    return [rule for rule in app.url_map.iter_rules()
+            if rule.endpoint != "static" and not rule.endpoint.startswith("console.")]
+
+
+def _routes(app) -> set[tuple[str, str]]:
+    return {(openapi_path(rule.rule), method) for rule in _api_rules(app)
             for method in (rule.methods or set()) - IMPLICIT_METHODS}
 
 
@@ -88,13 +92,11 @@ def test_every_url_rule_is_described(app, spec):
     assert not missing, f"URL rules with no description in webhook/openapi.py: {sorted(missing)}"
     stale = _operations(spec) - _routes(app)
     assert not stale, f"described operations the app does not serve: {sorted(stale)}"
-    assert {rule.endpoint for rule in app.url_map.iter_rules()} - {"static"} <= set(OPERATIONS)
+    assert {rule.endpoint for rule in _api_rules(app)} <= set(OPERATIONS)
 
 
 def test_every_path_parameter_is_described(app, spec):
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+    for rule in _api_rules(app):
         item = spec["paths"][openapi_path(rule.rule)]
         described = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
         assert described == set(rule.arguments), rule.rule
