@@ -2,7 +2,7 @@
 
 import pytest
 
-from webhook.config import Settings
+from webhook.config import Settings, parse_storage_url
 from webhook.errors import ConfigError
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -11,7 +11,7 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 def test_defaults_serve_on_embedded_storage():
     settings = Settings.from_env({})
     assert settings.database_url == "sqlite:///var/webhook.db"
-    assert settings.storage_url == "file://var/manifests"
+    assert settings.storage == parse_storage_url("file://var/manifests")
     assert settings.public_base_url == "http://localhost:8000"
     assert settings.webhook_keys == ()
     assert settings.webhook_tolerance_seconds == 300

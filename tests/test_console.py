@@ -181,11 +181,11 @@ def test_the_session_cookie_is_secure_over_https(client):
 
 
 def test_a_session_ends_after_its_lifetime(app, console):
-    service = app.extensions["webhook.service"]
-    start = service.clock()
-    service.clock = lambda: start + dt.timedelta(seconds=SESSION_SECONDS - 120)
+    reading = app.extensions["webhook.services"].reading  # the console's clock
+    start = reading.clock()
+    reading.clock = lambda: start + dt.timedelta(seconds=SESSION_SECONDS - 120)
     assert console.get("/console/manifests").status_code == 200
-    service.clock = lambda: start + dt.timedelta(seconds=SESSION_SECONDS + 1)
+    reading.clock = lambda: start + dt.timedelta(seconds=SESSION_SECONDS + 1)
     assert console.get("/console/manifests").status_code == 401
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from webhook.config import Settings
-from webhook.service import Service
 
 CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 VARIABLES = ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
@@ -46,7 +45,7 @@ def test_the_worker_timeout_outlasts_the_rebuild_lease(monkeypatch, dlcs_timeout
     # out would cut rebuilds short. "" is the default, as for the service.
     conf = load(monkeypatch, DLCS_TIMEOUT_SECONDS=dlcs_timeout)
     settings = Settings.from_env({"DLCS_TIMEOUT_SECONDS": dlcs_timeout})
-    lease = Service(settings, dlcs=None, store=None).lease.total_seconds()
+    lease = settings.rebuild_lease_seconds
     assert conf["timeout"] >= lease + 30
 
 
@@ -54,4 +53,4 @@ def test_the_worker_timeout_outlasts_the_rebuild_lease(monkeypatch, dlcs_timeout
 def test_the_worker_timeout_outlasts_a_configured_lease(monkeypatch, lease):
     conf = load(monkeypatch, DLCS_TIMEOUT_SECONDS="5", REBUILD_LEASE_SECONDS=lease)
     settings = Settings.from_env({"DLCS_TIMEOUT_SECONDS": "5", "REBUILD_LEASE_SECONDS": lease})
-    assert conf["timeout"] >= Service(settings, dlcs=None, store=None).lease.total_seconds() + 30
+    assert conf["timeout"] >= settings.rebuild_lease_seconds + 30

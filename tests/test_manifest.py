@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.iiif import assert_valid_iiif
+from tests.building import Published, build_manifest
 from webhook.domain import PaintedResource
 from webhook.errors import BuildError
-from webhook.manifest import (PRESENTATION_3, BuildResult, RowUpdate, asset_id_from_canvas_id,
-                              build_document, build_manifest, serialise, slim_canvas,
+from webhook.manifest import (PRESENTATION_3, RowUpdate, asset_id_from_canvas_id,
+                              build_document, serialise, slim_canvas,
                               write_manifest)
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -129,7 +130,7 @@ def all_returned(rows: list[PaintedResource]) -> dict:
     return named_query(*(canvas(asset) for asset in assets if asset != "gone"))
 
 
-def build(rows, answer: dict | None = None, registered: dict = REGISTERED) -> BuildResult:
+def build(rows, answer: dict | None = None, registered: dict = REGISTERED) -> Published:
     """Build with the test defaults; every manifest built is checked against the schema."""
     result = build_manifest(registered, rows, all_returned(rows) if answer is None else answer,
                             base_url=BASE, customer=2, manifest_id="m")
@@ -143,7 +144,7 @@ def annotations(canvas_doc: dict) -> list[dict]:
     return canvas_doc["items"][0]["items"]
 
 
-def only_body(result: BuildResult) -> dict:
+def only_body(result: Published) -> dict:
     """The body of a one-canvas, one-annotation manifest."""
     [canvas_doc] = result.document["items"]
     [annotation] = annotations(canvas_doc)

@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 # module; drop it from this import once tests/conftest.py provides it, or the
 # session would start a second server for this module.
 from tests.servers import free_port
+from webhook.config import parse_storage_url
 from webhook.errors import StorageError
 from webhook.storage import (
     FileStore,
@@ -207,7 +208,7 @@ def test_s3_object_keeps_a_given_content_type(s3, bucket):
 
 
 def test_open_store_uses_aws_endpoint_url_from_the_environment(s3, bucket):
-    store = open_store(f"s3://{bucket}/a/b")
+    store = open_store(parse_storage_url(f"s3://{bucket}/a/b"))
     store.put("7/manifests/m1", DOCUMENT)
 
     assert s3.get_object(Bucket=bucket, Key="a/b/7/manifests/m1")["Body"].read() == DOCUMENT
@@ -241,7 +242,7 @@ def test_refused_endpoint_is_a_quick_storage_error(aws_env, monkeypatch, closed_
 def test_default_client_gives_up_on_a_refused_endpoint_within_seconds(aws_env, monkeypatch, closed_port):
     # Three attempts with jittered backoff sleep at most ~3 s in all.
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
-    store = open_store("s3://some-bucket")
+    store = open_store(parse_storage_url("s3://some-bucket"))
 
     started = time.monotonic()
     with pytest.raises(StorageError):
@@ -372,7 +373,7 @@ def test_file_store_get_of_a_document_it_cannot_read_is_a_storage_error(tmp_path
 def test_open_store_accepts(monkeypatch, tmp_path, url, kind, description):
     monkeypatch.chdir(tmp_path)
 
-    store = open_store(url)
+    store = open_store(parse_storage_url(url))
 
     assert type(store) is kind
     assert store.describe() == description.format(cwd=tmp_path)
@@ -400,7 +401,7 @@ def test_open_store_accepts(monkeypatch, tmp_path, url, kind, description):
 ])
 def test_open_store_rejects(url, message):
     with pytest.raises(ValueError, match=message):
-        open_store(url)
+        parse_storage_url(url)
 
 
 @pytest.mark.parametrize("url", [
@@ -410,7 +411,7 @@ def test_open_store_rejects(url, message):
 ])
 def test_open_store_never_repeats_what_may_be_a_credential(url):
     with pytest.raises(ValueError) as caught:
-        open_store(url)
+        parse_storage_url(url)
     assert SECRET not in str(caught.value)
 
 
@@ -420,8 +421,8 @@ def test_open_store_does_no_io(tmp_path, monkeypatch):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
 
-    open_store("s3://bucket-1/a")
-    open_store(f"file://{tmp_path}/not/yet")
+    open_store(parse_storage_url("s3://bucket-1/a"))
+    open_store(parse_storage_url(f"file://{tmp_path}/not/yet"))
 
     assert not (tmp_path / "not").exists()
 

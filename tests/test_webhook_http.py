@@ -24,8 +24,9 @@ from tests.conftest import ADMIN_TOKEN, ORCHESTRATOR, SECRET, sample, signed_hea
 from webhook import create_app, db
 from webhook.models import (COMPLETED, INGESTING, Batch, CanvasPainting, Delivery,
                             Manifest)
-from webhook.routes.problems import PROBLEM_TYPE
-from webhook.signature import parse_secret, sign
+from webhook.routes.http import PROBLEM_TYPE
+from webhook.config import parse_secret
+from webhook.signature import sign
 
 URL = "/webhooks/batch-completed"
 MANIFEST = "/2/manifests/letters"

@@ -19,7 +19,8 @@ from flask.cli import AppGroup, with_appcontext
 
 from webhook import db
 from webhook.errors import WebhookError
-from webhook.schemas import StatusSchema
+from webhook.schemas import OutcomeSchema, StatusSchema
+from webhook.service import Services
 from webhook.signature import sign
 
 db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")
@@ -32,8 +33,8 @@ def init_app(app: Flask) -> None:
         app.cli.add_command(command)
 
 
-def _service():
-    return current_app.extensions["webhook.service"]
+def _services() -> Services:
+    return current_app.extensions["webhook.services"]
 
 
 def _fail(exc: WebhookError) -> click.ClickException:
@@ -68,7 +69,7 @@ def db_version():
 def status(customer: int, manifest_id: str):
     """Print a manifest's state, batches and last rebuild as JSON."""
     try:
-        state = _service().status(customer, manifest_id)
+        state = _services().reading.status(customer, manifest_id)
     except WebhookError as exc:
         raise _fail(exc) from exc
     click.echo(json.dumps(StatusSchema().dump(state), indent=2))
@@ -81,11 +82,10 @@ def status(customer: int, manifest_id: str):
 def rebuild(customer: int, manifest_id: str):
     """Rebuild and store a manifest now from what the DLCS returns."""
     try:
-        outcome = _service().rebuild_now(customer, manifest_id)
+        outcome = _services().rebuild.rebuild_now(customer, manifest_id)
     except WebhookError as exc:
         raise _fail(exc) from exc
-    click.echo(json.dumps({"outcome": outcome.outcome, "batch": outcome.batch,
-                           "manifest": outcome.manifest}))
+    click.echo(json.dumps(OutcomeSchema().dump(outcome)))
 
 
 class Duration(click.ParamType):
@@ -109,17 +109,17 @@ class Duration(click.ParamType):
 @with_appcontext
 def reconcile(older_than: dt.timedelta):
     """Complete batches the DLCS finished but never notified; one line per manifest."""
-    service = _service()
+    services = _services()
     failures = 0
-    for customer, slug in service.stale_manifests(older_than):
+    for customer, slug in services.reading.stale_manifests(older_than):
         try:
-            outcome, completed = service.reconcile(customer, slug)
+            reconciled = services.intake.reconcile(customer, slug)
         except WebhookError as exc:
             failures += 1
             click.echo(f"{customer}/{slug}: failed: {type(exc).__name__}: {exc}")
             continue
-        done = ",".join(map(str, completed)) or "none"
-        click.echo(f"{customer}/{slug}: completed {done} -> {outcome.outcome}")
+        done = ",".join(map(str, reconciled.completed)) or "none"
+        click.echo(f"{customer}/{slug}: completed {done} -> {reconciled.outcome.outcome}")
     if failures:
         raise SystemExit(1)
 

@@ -3,20 +3,28 @@
 ``Settings.from_env(os.environ)`` turns the variables named in the contract into
 typed values, or raises ``ConfigError`` naming the first variable that is wrong.
 Secrets are kept out of ``repr`` so a logged Settings never leaks them.
+
+This module sits on the bottom floor beside ``errors``: it parses values
+(webhook secrets, ``STORAGE_URL``) into what the modules above take, so
+nothing here imports them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
 from webhook.errors import ConfigError
-from webhook.signature import parse_secret
-from webhook.sns import SIGNATURE_VERSIONS
-from webhook.storage import open_store
+
+SECRET_PREFIX = "whsec_"
+# The SNS signature versions the service can verify (SHA1withRSA, SHA256withRSA).
+SNS_SIGNATURE_VERSIONS = ("1", "2")
 
 DEFAULTS = {
     "DATABASE_URL": "sqlite:///var/webhook.db",
@@ -30,6 +38,7 @@ DEFAULTS = {
     "METRICS": "on",
 }
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _NAMED_QUERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SNS_TOPIC = re.compile(r"^arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}$")
 
@@ -39,7 +48,8 @@ class Settings:
     """Everything the service is configured with, validated."""
 
     database_url: str = field(default=DEFAULTS["DATABASE_URL"], repr=False)
-    storage_url: str = DEFAULTS["STORAGE_URL"]
+    storage: "StorageLocation" = field(
+        default_factory=lambda: parse_storage_url(DEFAULTS["STORAGE_URL"]))
     public_base_url: str = DEFAULTS["PUBLIC_BASE_URL"]
     webhook_keys: tuple[bytes, ...] = field(default=(), repr=False)
     webhook_tolerance_seconds: int = 300
@@ -53,7 +63,7 @@ class Settings:
     # None: derived from the DLCS timeout (see rebuild_lease_seconds).
     rebuild_lease: int | None = None
     sns_topic_arns: tuple[str, ...] = ()
-    sns_signature_versions: tuple[str, ...] = SIGNATURE_VERSIONS
+    sns_signature_versions: tuple[str, ...] = SNS_SIGNATURE_VERSIONS
     metrics_enabled: bool = True
     metrics_token: str | None = field(default=None, repr=False)
     # Set (by gunicorn.conf.py) when several worker processes share the metrics.
@@ -81,7 +91,7 @@ class Settings:
             raise ConfigError(missing, "DLCS_API_KEY and DLCS_API_SECRET must be set together")
         return cls(
             database_url=_database_url(env["DATABASE_URL"]),
-            storage_url=_storage_url(env["STORAGE_URL"]),
+            storage=_storage(env["STORAGE_URL"]),
             public_base_url=_http_url("PUBLIC_BASE_URL", env["PUBLIC_BASE_URL"]),
             webhook_keys=_secrets(env.get("WEBHOOK_SECRETS", "")),
             webhook_tolerance_seconds=_int("WEBHOOK_TOLERANCE_SECONDS",
@@ -124,13 +134,11 @@ def _database_url(value: str) -> str:
     raise ConfigError("DATABASE_URL", "expected a sqlite:/// or postgresql:// URL")
 
 
-def _storage_url(value: str) -> str:
-    # One parser for STORAGE_URL: the store's own (it does no I/O).
+def _storage(value: str) -> "StorageLocation":
     try:
-        open_store(value)
+        return parse_storage_url(value)
     except ValueError as exc:
         raise ConfigError("STORAGE_URL", str(exc)) from None
-    return value
 
 
 def _http_url(name: str, value: str) -> str:
@@ -190,9 +198,10 @@ def _topics(value: str) -> tuple[str, ...]:
 
 def _signature_versions(value: str) -> tuple[str, ...]:
     versions = tuple(dict.fromkeys(value.split()))
-    if not versions or not set(versions) <= set(SIGNATURE_VERSIONS):
+    if not versions or not set(versions) <= set(SNS_SIGNATURE_VERSIONS):
         raise ConfigError("SNS_SIGNATURE_VERSIONS",
-                          f"expected one or more of {' '.join(SIGNATURE_VERSIONS)}, got {value!r}")
+                          f"expected one or more of {' '.join(SNS_SIGNATURE_VERSIONS)}, "
+                          f"got {value!r}")
     return versions
 
 
@@ -218,3 +227,92 @@ def _directory(name: str, value: str | None) -> str | None:
     if not os.path.isdir(value):
         raise ConfigError(name, f"{value!r} is not a directory")
     return value
+
+
+def parse_secret(value: str) -> bytes:
+    """Decode a ``whsec_<base64>`` secret into HMAC key bytes.
+
+    Raises ``ValueError`` whose message describes the problem but never
+    contains the value itself.
+
+    The ``whsec_`` prefix is required. The Standard Webhooks libraries also
+    accept a bare base64 secret, but the contract defines ``WEBHOOK_SECRETS``
+    as ``whsec_<base64>`` values, and almost any short password is itself valid
+    base64: accepting bare values would silently turn a pasted-in wrong value
+    (an API key, a password) into a working key instead of stopping start-up.
+    """
+    if not isinstance(value, str):
+        raise TypeError("a webhook secret must be a str")
+    if not value.startswith(SECRET_PREFIX):
+        raise ValueError(f"a webhook secret must start with {SECRET_PREFIX!r}")
+    encoded = value[len(SECRET_PREFIX):]
+    try:
+        # Standard alphabet with padding; validate=True rejects anything else
+        # (URL-safe characters, spaces, missing padding) instead of skipping it.
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        # `from None`: keep the library's exception (and its context) out of
+        # tracebacks that might end up in a log next to the value.
+        raise ValueError(
+            f"a webhook secret is not valid standard base64 after {SECRET_PREFIX!r}"
+        ) from None
+    if not key:
+        raise ValueError(f"a webhook secret has an empty key after {SECRET_PREFIX!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    """Where published manifests are kept: a local directory, or an S3 bucket and prefix."""
+
+    scheme: str                   # "file" or "s3"
+    directory: Path | None = None  # file: as given (relative to the working directory)
+    bucket: str | None = None      # s3
+    prefix: str = ""               # s3: no leading or trailing slash
+
+
+def parse_storage_url(url: str) -> StorageLocation:
+    """Parse ``STORAGE_URL``: ``file://DIR`` or ``s3://bucket[/prefix]``.
+
+    Raises ValueError with a message fit for an operator (it never repeats
+    what could be a credential); no I/O happens here.
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("expected file://DIR or s3://bucket[/prefix] (no '://' found)")
+    scheme = scheme.lower()  # URL schemes are case-insensitive (RFC 3986)
+    if scheme == "file":
+        # Everything after "file://" is the directory, verbatim: "file://var/x"
+        # is relative to the working directory, "file:///srv/x" absolute.
+        if not rest:
+            raise ValueError("file:// needs a directory, e.g. file://var/manifests")
+        return StorageLocation("file", directory=Path(rest))
+    if scheme == "s3":
+        return _s3_location(rest)
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        raise ValueError("expected file://DIR or s3://bucket[/prefix]")
+    raise ValueError(f"unsupported scheme {scheme!r}: expected file://DIR or s3://bucket[/prefix]")
+
+
+def _s3_location(rest: str) -> StorageLocation:
+    bucket, _, prefix = rest.partition("/")
+    if "@" in bucket or ":" in bucket:
+        raise ValueError(
+            "s3:// URL must not carry credentials or a port; use AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL")
+    if "?" in rest or "#" in rest:
+        raise ValueError(
+            "s3:// URL takes no query or fragment; region and endpoint come from "
+            "AWS_DEFAULT_REGION and AWS_ENDPOINT_URL")
+    if not bucket:
+        raise ValueError("s3:// needs a bucket name, e.g. s3://my-bucket/manifests")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(
+            f"invalid S3 bucket name {bucket!r}: 3-63 lowercase letters, digits, "
+            "dots and hyphens, starting and ending with a letter or digit")
+    prefix = prefix.strip("/")
+    if prefix and ("\\" in prefix or "\0" in prefix
+                   or any(part in ("", ".", "..") for part in prefix.split("/"))):
+        raise ValueError(f"invalid S3 prefix {prefix!r}: no empty, '.' or '..' segments")
+    return StorageLocation("s3", bucket=bucket, prefix=prefix)

@@ -26,18 +26,9 @@ from requests.auth import HTTPBasicAuth
 from urllib3.util.retry import Retry
 
 from webhook import metrics
-from webhook.errors import DlcsError
-
-__all__ = [
-    "BatchState",
-    "DlcsClient",
-    "DlcsError",
-    "MAX_RESPONSE_BYTES",
-    "NamedQueryAnswer",
-    "NamedQueryNotFound",
-    "QueuePartiallyFailed",
-    "make_session",
-]
+from webhook.capped import read_capped
+from webhook.domain import BatchState
+from webhook.errors import DlcsError, NamedQueryNotFound, QueuePartiallyFailed
 
 log = logging.getLogger("webhook.dlcs")
 
@@ -49,45 +40,12 @@ _HYDRA_CONTEXT = "http://www.w3.org/ns/hydra/context.jsonld"
 _DESCRIPTION_LIMIT = 500  # characters of a DLCS description surfaced in a message
 
 
-class NamedQueryNotFound(DlcsError):
-    """The named query matched no asset (or its name is unknown): the DLCS answered 404."""
-
-
-class QueuePartiallyFailed(DlcsError):
-    """A queue request failed after earlier chunks were queued.
-
-    ``queued`` holds the batches the DLCS created before the failure and
-    ``assets_queued`` how many of the submitted assets they hold (always the
-    leading ones), so the caller can record those batches and resubmit
-    ``assets[assets_queued:]``.
-    """
-
-    def __init__(self, message: str, *, queued: Sequence[BatchState], assets_queued: int,
-                 status: int | None = None, description: str | None = None):
-        super().__init__(message, status=status, description=description)
-        self.queued = tuple(queued)
-        self.assets_queued = assets_queued
-
-
 @dataclass(frozen=True, slots=True)
 class NamedQueryAnswer:
     """The Orchestrator's answer to a named query."""
 
     document: dict  # the parsed IIIF manifest
     size: int       # bytes of the response body
-
-
-@dataclass(frozen=True, slots=True)
-class BatchState:
-    """A DLCS API Batch: how far the ingest of one batch has got."""
-
-    batch_id: int
-    count: int
-    completed: int
-    errors: int
-    superseded: bool
-    submitted: datetime | None  # aware, UTC
-    finished: datetime | None   # aware, UTC; None while the batch is running
 
 
 def make_session(retries: int = 2, backoff: float = 0.5, *,
@@ -269,7 +227,7 @@ class DlcsClient:
             with response:
                 outcome = response.status_code
                 try:
-                    body = _read_capped(response, self._max_response_bytes)
+                    body = read_capped(response, self._max_response_bytes)
                 except requests.RequestException as exc:
                     failure = "read"
                     raise DlcsError(f"{what}: reading the DLCS answer failed "
@@ -298,27 +256,6 @@ def _base_url(url: str | None, name: str) -> str | None:
     if "@" in urlsplit(url).netloc:
         raise ValueError(f"{name} must not contain credentials; pass credentials instead")
     return url.rstrip("/")
-
-
-def _read_capped(response: requests.Response, limit: int) -> bytearray | None:
-    """Read the whole body, or return None as soon as it exceeds ``limit`` bytes."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    # One buffer, sized once when the length of an uncompressed body is
-    # known: a list of chunks joined at the end, or a buffer grown as chunks
-    # arrive (each growth may copy it), would briefly hold a large answer twice.
-    known = declared.isdigit() and not response.headers.get("Content-Encoding")
-    body = bytearray(int(declared) if known else 0)
-    filled = 0
-    for chunk in response.iter_content(chunk_size=64 * 1024):
-        end = filled + len(chunk)
-        if end > limit:
-            return None
-        body[filled:end] = chunk
-        filled = end
-    del body[filled:]
-    return body
 
 
 def _require_status(what: str, status: int, body: bytes, *accepted: int) -> None:

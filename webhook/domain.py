@@ -46,8 +46,56 @@ class BatchCompletion:
     finished: dt.datetime   # aware, UTC
 
 
+@dataclass(frozen=True, slots=True)
+class BatchState:
+    """A DLCS API Batch: how far the ingest of one batch has got."""
+
+    batch_id: int
+    count: int
+    completed: int
+    errors: int
+    superseded: bool
+    submitted: dt.datetime | None  # aware, UTC
+    finished: dt.datetime | None   # aware, UTC; None while the batch is running
+
+
+# The largest value of the database's integer columns (customers, batch counts,
+# canvas orders) and of the DLCS's own ints.
+MAX_INT32 = 2**31 - 1
+
+# Body limits: a notification is a few hundred bytes, a registration of
+# thousands of painted resources a few MB.
+MAX_NOTIFICATION_BYTES = 64 * 1024
+MAX_REGISTRATION_BYTES = 64 * 1024 * 1024
+
+# What processing a delivery came to: the webhook's answer and the delivery log's
+# ``outcome`` column. The query schema, the OpenAPI document and the service share these.
+IGNORED = "ignored"
+BATCH_COMPLETED = "batch-completed"
+MANIFEST_COMPLETED = "manifest-completed"
+DUPLICATE = "duplicate"
+UNPROCESSABLE = "unprocessable"
+FAILED = "failed"            # the rebuild is pending: a redelivery or replay resumes it
+WEBHOOK_OUTCOMES = (IGNORED, BATCH_COMPLETED, MANIFEST_COMPLETED, DUPLICATE)
+DELIVERY_OUTCOMES = (*WEBHOOK_OUTCOMES, UNPROCESSABLE, FAILED)
+# A delivery with one of these outcomes has nothing left to do.
+FINISHED = frozenset(WEBHOOK_OUTCOMES)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What processing a delivery (or a rebuild) came to, as the webhook answers it."""
+
+    outcome: str
+    batch: int | None
+    manifest: str | None
+
+
 #: What ``status`` and the manifest listing call a manifest's state.
 MANIFEST_STATES = ("ingesting", "complete", "rebuild-failed")
+# Rows per page of a listing, unless the query asks for fewer or more (up to the most).
+PAGE_DEFAULT = 50
+PAGE_MOST = 200
 
 
 @dataclass(frozen=True, slots=True)

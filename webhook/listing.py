@@ -7,9 +7,9 @@ manifests is three statements whatever its size: the manifests (their state
 worked out in SQL, so that a state filter pages correctly), then the page's
 batches, then its canvas counts. A page of deliveries is one.
 
-A manifest's state follows the rules of ``Service.status`` (``_STATE`` below
-writes them in SQL); ``tests/test_listing.py`` checks that both agree for
-every state.
+A manifest's state follows the rules of ``reading.state_of`` (``_state``
+below writes them in SQL, so that the database can filter on it);
+``tests/test_listing.py`` checks that both agree for every state.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from dataclasses import dataclass
 
 from peewee import SQL, Case, fn
 
-from webhook.domain import DeliveryKey, ManifestKey
+from webhook.domain import PAGE_DEFAULT, PAGE_MOST, DeliveryKey, ManifestKey
 from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
 INTERRUPTED = "The rebuild was interrupted before it finished."
 
 
@@ -107,7 +105,7 @@ class DeliveryPage:
 
 
 def _state(now: dt.datetime) -> Case:
-    """The manifest's state in SQL, rule for rule as ``Service._state`` decides it."""
+    """The manifest's state in SQL, rule for rule as ``reading.state_of`` decides it."""
     batch = Batch.alias("ingesting_batch")
     ingesting = fn.EXISTS(batch.select(SQL("1")).where(
         (batch.manifest == Manifest.id) & (batch.status == INGESTING)))
@@ -122,7 +120,7 @@ def _state(now: dt.datetime) -> Case:
 
 
 def list_manifests(*, now: dt.datetime, customer: int | None = None,
-                   states: Collection[str] | None = None, limit: int = DEFAULT_LIMIT,
+                   states: Collection[str] | None = None, limit: int = PAGE_DEFAULT,
                    after: ManifestKey | None = None) -> ManifestPage:
     """Return a page of manifests (of one customer, or all) sorted by customer and id.
 
@@ -130,8 +128,8 @@ def list_manifests(*, now: dt.datetime, customer: int | None = None,
     behind a previous page's ``next``. ``now`` decides whether a rebuild's
     claim has expired (an interrupted rebuild).
     """
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be 1 to {MAX_LIMIT}")
+    if not 1 <= limit <= PAGE_MOST:
+        raise ValueError(f"limit must be 1 to {PAGE_MOST}")
     state = _state(now)
     query = Manifest.select(Manifest.id, Manifest.customer, Manifest.slug, Manifest.document,
                             Manifest.queue_error, Manifest.rebuild_error,
@@ -224,10 +222,10 @@ def _label(document: dict | None) -> str | None:
 
 
 def list_deliveries(*, batch: int | None = None, outcome: str | None = None,
-                    limit: int = DEFAULT_LIMIT, after: DeliveryKey | None = None) -> DeliveryPage:
+                    limit: int = PAGE_DEFAULT, after: DeliveryKey | None = None) -> DeliveryPage:
     """Return a page of the delivery log, most recent first, in one statement."""
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be 1 to {MAX_LIMIT}")
+    if not 1 <= limit <= PAGE_MOST:
+        raise ValueError(f"limit must be 1 to {PAGE_MOST}")
     query = Delivery.select(Delivery.id, Delivery.delivery_id, Delivery.transport,
                             Delivery.received_at, Delivery.batch, Delivery.manifest,
                             Delivery.outcome, Delivery.error, Delivery.attempts)

@@ -16,10 +16,9 @@ import re
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from webhook.domain import MANIFEST_STATES, DeliveryKey, ManifestKey
-from webhook.listing import DEFAULT_LIMIT, MAX_LIMIT
-from webhook.schemas import (MANIFEST_ID, MAX_INT32, MAX_INT64, DeliveryQuerySchema,
-                             UtcDateTime)
+from webhook.domain import (MANIFEST_STATES, MAX_INT32, PAGE_DEFAULT, PAGE_MOST, DeliveryKey,
+                            ManifestKey)
+from webhook.schemas import MANIFEST_ID, MAX_INT64, DeliveryQuerySchema, UtcDateTime
 
 MAX_TOKEN_LENGTH = 400
 _SLUG = re.compile(MANIFEST_ID)
@@ -85,8 +84,8 @@ class PageToken(fields.String):
 
 
 def _limit() -> fields.Integer:
-    return fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT),
-                          metadata={"description": f"Rows per page, at most {MAX_LIMIT}."})
+    return fields.Integer(load_default=PAGE_DEFAULT, validate=validate.Range(1, PAGE_MOST),
+                          metadata={"description": f"Rows per page, at most {PAGE_MOST}."})
 
 
 class ManifestListQuerySchema(Schema):

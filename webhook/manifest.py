@@ -1,8 +1,8 @@
 """The pure build of a published IIIF Presentation 3 manifest (spec section 4).
 
-``build_manifest`` turns the registered manifest, its painted resources and the
+``build_document`` turns the registered manifest, its painted resources and the
 DLCS named-query answer into the published document plus what the build learned
-about each painted resource. It does no I/O and never mutates its inputs. The
+about each painted resource; ``write_manifest`` writes it as JSON. It does no I/O and never mutates its inputs. The
 inputs are JSON values as ``json.loads`` makes them (dicts, lists and atoms).
 
 The output shares with the inputs every subtree it publishes unchanged (image
@@ -71,16 +71,6 @@ class RowUpdate:
 
 
 @dataclass(frozen=True, slots=True)
-class BuildResult:
-    """The published manifest, its canonical bytes and the per-row findings."""
-
-    document: dict
-    body: bytes
-    row_updates: tuple[RowUpdate | None, ...]
-    missing_assets: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Built:
     """The published manifest not yet serialised, and the per-row findings."""
 
@@ -89,20 +79,10 @@ class Built:
     missing_assets: tuple[str, ...]
 
 
-def build_manifest(registered: dict, painted: Sequence[PaintedResource],
-                   named_query: dict, *, base_url: str, customer: int,
-                   manifest_id: str) -> BuildResult:
-    """Build the published manifest from the registration and the named-query answer."""
-    built = build_document(registered, painted, named_query, base_url=base_url,
-                           customer=customer, manifest_id=manifest_id)
-    return BuildResult(document=built.document, body=encode_manifest(built.document),
-                       row_updates=built.row_updates, missing_assets=built.missing_assets)
-
-
 def build_document(registered: dict, painted: Sequence[PaintedResource],
                    named_query: dict, *, base_url: str, customer: int,
                    manifest_id: str) -> Built:
-    """Build the published manifest as ``build_manifest`` does, but do not serialise it.
+    """Build the published manifest from the registration and the named-query answer.
 
     Serialising needs only the document, so a caller can let go of a large
     named-query answer first (``write_manifest`` then writes the JSON).

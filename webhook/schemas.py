@@ -13,17 +13,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from marshmallow import (EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, post_load,
-                         validate, validates_schema)
+from marshmallow import (EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, post_dump,
+                         post_load, validate, validates_schema)
 
-from webhook.domain import BatchCompletion, PaintedResource
-from webhook.errors import PayloadError
+from webhook.domain import DELIVERY_OUTCOMES, MAX_INT32, BatchCompletion, PaintedResource
+from webhook.errors import InvalidRequest, PayloadError
 
 MANIFEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Every recorded delivery id (webhook-id, SNS MessageId, reconcile-...) is printable ASCII.
 DELIVERY_ID = r"^[!-~]{1,256}$"
 MAX_INT64 = 2**63 - 1
-MAX_INT32 = 2**31 - 1  # batch counts live in 32-bit columns (int in the DLCS too)
 # Properties of a registration that the service owns; the rest is kept verbatim.
 SERVICE_OWNED = ("id", "@context", "items", "paintedResources", "batches")
 
@@ -90,14 +89,14 @@ _CURRENT = CurrentNotificationSchema()
 _OLD = OldNotificationSchema()
 
 
-def parse_json_object(raw: bytes) -> dict:
-    """Decode a JSON object from raw bytes or raise PayloadError."""
+def parse_json_object(raw: bytes, error: type[PayloadError] = PayloadError) -> dict:
+    """Decode a JSON object from raw bytes or raise ``error`` (a PayloadError)."""
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise PayloadError("The body is not valid JSON.") from exc
+        raise error("The body is not valid JSON.") from exc
     if not isinstance(value, dict):
-        raise PayloadError("The body must be a JSON object.")
+        raise error("The body must be a JSON object.")
     return value
 
 
@@ -138,9 +137,9 @@ class CanvasPaintingSchema(Schema):
                               validate=validate.Regexp(MANIFEST_ID,
                                                        error="Must match {regex}."))
     canvas_order = fields.Integer(data_key="canvasOrder", strict=True, required=True,
-                                  validate=validate.Range(0, 2**31 - 1))
+                                  validate=validate.Range(0, MAX_INT32))
     choice_order = fields.Integer(data_key="choiceOrder", strict=True, load_default=None,
-                                  allow_none=True, validate=validate.Range(1, 2**31 - 1))
+                                  allow_none=True, validate=validate.Range(1, MAX_INT32))
     label = LanguageMap(load_default=None, allow_none=True)
     canvas_label = LanguageMap(data_key="canvasLabel", load_default=None, allow_none=True)
     # No control characters: PostgreSQL text cannot hold NUL, and a fragment has none.
@@ -148,9 +147,9 @@ class CanvasPaintingSchema(Schema):
         validate.Length(1, 1000),
         validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Must not contain control characters.")])
     static_width = fields.Integer(data_key="staticWidth", strict=True, load_default=None,
-                                  allow_none=True, validate=validate.Range(1, 2**31 - 1))
+                                  allow_none=True, validate=validate.Range(1, MAX_INT32))
     static_height = fields.Integer(data_key="staticHeight", strict=True, load_default=None,
-                                   allow_none=True, validate=validate.Range(1, 2**31 - 1))
+                                   allow_none=True, validate=validate.Range(1, MAX_INT32))
 
 
 class AssetSchema(Schema):
@@ -160,7 +159,7 @@ class AssetSchema(Schema):
 
     id = fields.String(required=True, validate=validate.Regexp(
         r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$", error="Must be a DLCS asset id (no '/')."))
-    space = fields.Integer(strict=True, required=True, validate=validate.Range(0, 2**31 - 1))
+    space = fields.Integer(strict=True, required=True, validate=validate.Range(0, MAX_INT32))
 
 
 class PaintedResourceSchema(Schema):
@@ -221,18 +220,18 @@ def _default_canvas_id(customer: int, manifest_id: str, canvas_order: int) -> st
 
 
 def parse_registration(raw: bytes, customer: int, manifest_id: str) -> Registration:
-    """Load a manifest registration, raising PayloadError with field messages."""
-    data = parse_json_object(raw)
+    """Load a manifest registration, raising InvalidRequest with field messages."""
+    data = parse_json_object(raw, InvalidRequest)
     try:
         # "\ud800" is a valid JSON escape but no text: nothing could store or publish it.
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise PayloadError("The body contains a \\u escape that is not valid Unicode "
+        raise InvalidRequest("The body contains a \\u escape that is not valid Unicode "
                            "(a lone surrogate).") from None
     try:
         loaded = RegistrationSchema().load(data)
     except ValidationError as exc:
-        raise PayloadError("The manifest registration is invalid.", exc.messages) from None
+        raise InvalidRequest("The manifest registration is invalid.", exc.messages) from None
     rows = loaded["painted_resources"]
     canvas_ids = _canvas_ids(rows, customer, manifest_id)
     painted, assets = [], []
@@ -261,7 +260,7 @@ def _canvas_ids(rows: list[dict], customer: int, manifest_id: str) -> list[str]:
         if given is None:
             continue
         if by_order.setdefault(order, given) != given:
-            raise PayloadError("The manifest registration is invalid.", {"paintedResources": {
+            raise InvalidRequest("The manifest registration is invalid.", {"paintedResources": {
                 index: {"canvasPainting": {"canvasId": [
                     "Rows sharing a canvasOrder must share their canvasId."]}}}})
     return [row["canvas_painting"]["canvas_id"]
@@ -325,8 +324,7 @@ class DeliveryQuerySchema(Schema):
     # Not strict: query parameters are always strings.
     batch = fields.Integer(load_default=None, validate=validate.Range(1, MAX_INT64))
     outcome = fields.String(load_default=None, validate=validate.OneOf(
-        ["ignored", "batch-completed", "manifest-completed", "duplicate", "unprocessable",
-         "failed"]))
+        DELIVERY_OUTCOMES))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
 
@@ -411,10 +409,15 @@ class IngestingManifestSchema(Schema):
     class Meta:
         unknown = INCLUDE  # the registration's own properties are kept verbatim
 
-    context = fields.String(data_key="@context", required=True)
+    context = fields.String(data_key="@context", attribute="@context", required=True)
     id = fields.String(required=True)
     type = fields.String(required=True)
     ingesting = fields.Nested(IngestingSummarySchema, required=True)
+
+    @post_dump(pass_original=True)
+    def _keep_registered_properties(self, dumped: dict, original: dict, **kwargs) -> dict:
+        # The registration's own properties pass through verbatim, in their order.
+        return {**original, **dumped}
 
 
 class PublishedManifestSchema(Schema):

@@ -22,13 +22,13 @@ from flask import (Blueprint, Flask, current_app, flash, redirect, render_templa
 from marshmallow import ValidationError
 
 from webhook import listing, logs
-from webhook.domain import MANIFEST_STATES
+from webhook.domain import DELIVERY_OUTCOMES, MANIFEST_STATES, MAX_INT32, PAGE_DEFAULT
 from webhook.errors import PayloadError, WebhookError
 from webhook.listing_schemas import (ConsoleManifestQuerySchema, DeliveryPageQuerySchema,
                                      encode_page)
 from webhook.routes import console_session as auth
-from webhook.routes.problems import problem
-from webhook.schemas import DELIVERY_ID, MANIFEST_ID, MAX_INT32
+from webhook.routes.http import problem, services, settings
+from webhook.schemas import DELIVERY_ID, MANIFEST_ID
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
@@ -40,7 +40,6 @@ _DELIVERY_ID = re.compile(DELIVERY_ID)
 _OPEN = frozenset({"console.home", "console.sign_in", "console.style"})
 # What a flashed message may hold: the session cookie must stay well under 4 KB.
 _MESSAGE_CHARS = 400
-OUTCOMES = DeliveryPageQuerySchema().fields["outcome"].validate.choices
 TABS = (("ingesting", "Ingesting"), ("complete", "Complete"), ("rebuild-failed", "Failed"),
         (None, "All"))
 HEADERS = {
@@ -59,12 +58,8 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-def _service():
-    return current_app.extensions["webhook.service"]
-
-
 def _now() -> dt.datetime:
-    return _service().clock()
+    return services().reading.clock()
 
 
 # ----------------------------------------------------------------- the guard
@@ -72,7 +67,7 @@ def _now() -> dt.datetime:
 
 @bp.before_request
 def _guard():
-    if current_app.extensions["webhook.settings"].admin_token is None:
+    if settings().admin_token is None:
         return problem(404, "console-disabled", "Console disabled",
                        "No ADMIN_TOKEN is configured, so the operator console is off.")
     if request.endpoint not in _OPEN and not auth.signed_in(_now()):
@@ -146,7 +141,7 @@ def home():
 
 @bp.post("/sign-in")
 def sign_in():
-    token = current_app.extensions["webhook.settings"].admin_token
+    token = settings().admin_token
     if not auth.token_matches(request.form.get("token", ""), token):
         logs.annotate(outcome="refused")
         return _sign_in_page(401, "That is not the admin token.", request.form.get("next"))
@@ -197,7 +192,7 @@ def manifests():
 
 def _limit(query: dict) -> int | None:
     """The page size to keep in the page's links: None for the default."""
-    return None if query["limit"] == listing.DEFAULT_LIMIT else query["limit"]
+    return None if query["limit"] == PAGE_DEFAULT else query["limit"]
 
 
 def _check_manifest(customer: int, slug: str):
@@ -214,8 +209,8 @@ def manifest(customer: int, slug: str):
     row = listing.manifest_row(customer, slug, now=_now())
     if row is None:
         return refuse(404, "not-found", "Not found", f"No manifest {customer}/{slug} is registered.")
-    status = _service().status(customer, slug)
-    base = current_app.extensions["webhook.settings"].public_base_url
+    status = services().reading.status(customer, slug)
+    base = settings().public_base_url
     return render_template("console/manifest.html", section="manifests", row=row,
                            status=status, public_url=f"{base}/{customer}/manifests/{slug}")
 
@@ -226,7 +221,7 @@ def rebuild(customer: int, slug: str):
     if refused:
         return refused
     try:
-        outcome = _service().rebuild_now(customer, slug)
+        outcome = services().rebuild.rebuild_now(customer, slug)
     except WebhookError as exc:
         _failed("Rebuild failed", exc)
     else:
@@ -241,10 +236,11 @@ def reconcile(customer: int, slug: str):
     if refused:
         return refused
     try:
-        outcome, completed = _service().reconcile(customer, slug)
+        reconciled = services().intake.reconcile(customer, slug)
     except WebhookError as exc:
         _failed("Reconcile failed", exc)
     else:
+        outcome, completed = reconciled.outcome, reconciled.completed
         logs.annotate(outcome=outcome.outcome, manifest=outcome.manifest)
         done = (f"completed batches {', '.join(map(str, completed))}" if completed
                 else "the DLCS reports no other batch finished")
@@ -274,7 +270,7 @@ def deliveries():
     filters = {"batch": query["batch"], "outcome": query["outcome"], "limit": _limit(query)}
     return render_template(
         "console/deliveries.html", section="deliveries", page=page, filters=filters,
-        outcomes=OUTCOMES, paged=query["page"] is not None, here=request.full_path.rstrip("?"),
+        outcomes=DELIVERY_OUTCOMES, paged=query["page"] is not None, here=request.full_path.rstrip("?"),
         next_token=encode_page(page.next) if page.next else None)
 
 
@@ -284,7 +280,7 @@ def replay(delivery_id: str):
     if not _DELIVERY_ID.fullmatch(delivery_id):
         return refuse(404, "not-found", "Not found", "No such delivery can exist.")
     try:
-        outcome = _service().replay(delivery_id)
+        outcome = services().intake.replay(delivery_id)
     except WebhookError as exc:
         _failed(f"Replay of {delivery_id} failed", exc)
     else:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, request
 from marshmallow import ValidationError
 
 from webhook.errors import NotFound
-from webhook.routes.auth import admin_required
-from webhook.routes.problems import problem
-from webhook.routes.webhooks import outcome_response
+from webhook.routes.http import admin_required, answer, outcome_answer, problem, services
 from webhook.schemas import DELIVERY_ID, DeliveryQuerySchema, DeliverySchema
 
 bp = Blueprint("deliveries", __name__)
@@ -27,8 +25,7 @@ def deliveries():
     except ValidationError as exc:
         return problem(400, "invalid-query", "Invalid query", "The query parameters are invalid.",
                        errors=exc.messages)
-    service = current_app.extensions["webhook.service"]
-    return jsonify(_ITEMS.dump(service.deliveries(**query)))
+    return answer(_ITEMS, services().reading.deliveries(**query))
 
 
 @bp.post("/deliveries/<path:delivery_id>/replay")
@@ -37,5 +34,4 @@ def replay(delivery_id: str):
     # No recorded id has other characters; PostgreSQL cannot even compare one with NUL.
     if not _DELIVERY_ID.fullmatch(delivery_id):
         raise NotFound(f"No delivery {delivery_id!r} is recorded.")
-    service = current_app.extensions["webhook.service"]
-    return outcome_response(service.replay(delivery_id))
+    return outcome_answer(services().intake.replay(delivery_id))

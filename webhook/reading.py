@@ -1,0 +1,140 @@
+"""The read side: a manifest's state, its public representation, the delivery log.
+
+Nothing here writes: these answer operators and viewers from the database and
+the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Callable
+
+from webhook.config import Settings
+from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest, utcnow
+from webhook.storage import ManifestStore, manifest_key
+
+PRESENTATION_CONTEXT = "http://iiif.io/api/presentation/3/context.json"
+COMPLETE = "complete"
+REBUILD_FAILED = "rebuild-failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A manifest's state, its batches and its last rebuild, as operators see them."""
+
+    state: str
+    batches: list[Batch]
+    last_processed: dt.datetime | None
+    error: str | None
+    missing_assets: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedDocument:
+    """The stored published manifest, as bytes with its ETag."""
+
+    body: bytes
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotModified:
+    """The client's cached copy is the published one."""
+
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotPublishedYet:
+    """Never published: the registration as it stands, with how far ingest has got."""
+
+    summary: dict
+
+
+class Reader:
+    """Answer questions about manifests and deliveries."""
+
+    def __init__(self, settings: Settings, store: ManifestStore,
+                 clock: Callable[[], dt.datetime] = utcnow):
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+
+    def status(self, customer: int, slug: str) -> Status:
+        """Describe a manifest's state, batches and last rebuild."""
+        manifest = Manifest.registered(customer, slug)
+        batches = Batch.of_manifest(manifest.id)
+        missing = []
+        if manifest.published_at is not None:
+            missing = [r.asset_id for r in CanvasPainting.select(CanvasPainting.asset_id).where(
+                (CanvasPainting.manifest == manifest.id) & CanvasPainting.ingesting)]
+        state, error = state_of(manifest, batches, self.clock())
+        return Status(state, batches, manifest.last_processed, error, missing)
+
+    def published(self, customer: int, slug: str, if_none_match: frozenset[str] = frozenset()
+                  ) -> PublishedDocument | NotModified | NotPublishedYet:
+        """Return the stored manifest, or the registration with its ingesting summary.
+
+        A revalidation whose tag matches the published one is answered from the
+        database alone, without reading the store.
+        """
+        manifest = Manifest.registered(customer, slug)
+        etag = manifest.published_etag
+        if etag is not None and (etag in if_none_match or "*" in if_none_match):
+            return NotModified(etag)
+        if etag is not None:
+            stored = self.store.get(manifest_key(customer, slug))
+            if stored is not None:
+                return PublishedDocument(stored.body, stored.etag)
+        return NotPublishedYet(self._ingesting_view(manifest))
+
+    def _ingesting_view(self, manifest: Manifest) -> dict:
+        batches = Batch.of_manifest(manifest.id)
+        total = CanvasPainting.select().where(CanvasPainting.manifest == manifest.id).count()
+        done = [b for b in batches if b.status == COMPLETED]
+        finished = sum((b.completed or 0) + (b.errors or 0) for b in done)
+        return {
+            "@context": PRESENTATION_CONTEXT,
+            "id": f"{self.settings.public_base_url}/{manifest.customer}/manifests/{manifest.slug}",
+            **manifest.document,
+            "ingesting": {"total": total, "finished": min(finished, total),
+                          "errors": sum(b.errors or 0 for b in done)},
+        }
+
+    def deliveries(self, batch: int | None, outcome: str | None, limit: int) -> list[Delivery]:
+        """List recorded deliveries, most recent first."""
+        query = Delivery.select(Delivery.delivery_id, Delivery.transport, Delivery.received_at,
+                                Delivery.batch, Delivery.manifest, Delivery.outcome,
+                                Delivery.error)
+        if batch is not None:
+            query = query.where(Delivery.batch == batch)
+        if outcome is not None:
+            query = query.where(Delivery.outcome == outcome)
+        return list(query.order_by(Delivery.received_at.desc(), Delivery.id.desc()).limit(limit))
+
+    def stale_manifests(self, older_than: dt.timedelta) -> list[tuple[int, str]]:
+        """List manifests with a batch ingesting for longer than ``older_than``."""
+        cutoff = self.clock() - older_than
+        query = (Manifest.select(Manifest.customer, Manifest.slug).join(Batch)
+                 .where((Batch.status == INGESTING)
+                        & (Batch.created_at.is_null() | (Batch.created_at < cutoff)))
+                 .distinct().order_by(Manifest.customer, Manifest.slug))
+        return [(m.customer, m.slug) for m in query]
+
+
+def state_of(manifest: Manifest, batches: list[Batch],
+             now: dt.datetime) -> tuple[str, str | None]:
+    """Tell a manifest's state (ingesting, complete, rebuild-failed) and why, if it is stuck."""
+    if manifest.queue_error is not None:
+        return INGESTING, f"Queueing at the DLCS stopped: {manifest.queue_error}"
+    if any(b.status == INGESTING for b in batches):
+        return INGESTING, manifest.rebuild_error
+    if not manifest.needs_rebuild:
+        return COMPLETE, None
+    if manifest.rebuild_error:
+        return REBUILD_FAILED, manifest.rebuild_error
+    lease = manifest.rebuild_lease_until
+    if lease is not None and lease < now:
+        return REBUILD_FAILED, "The rebuild was interrupted before it finished."
+    return INGESTING, None
