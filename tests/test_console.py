@@ -213,6 +213,14 @@ def test_signing_out_ends_the_session(console):
     assert console.get("/console/manifests").status_code == 401
 
 
+def test_the_api_has_no_session(client, admin, console):
+    for response in (client.get("/healthz"), client.get("/2/manifests", headers=admin),
+                     client.get("/deliveries", headers=admin)):
+        assert response.status_code == 200
+        assert "Set-Cookie" not in response.headers
+        assert "Cookie" not in response.headers.get("Vary", "")
+
+
 # ----------------------------------------------------------------- CSRF
 
 

@@ -52,8 +52,10 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         return self._serializer
 
     def open_session(self, app: Flask, request: Request):
-        if self._serializer is None:
-            return None  # no ADMIN_TOKEN: Flask's null session, and the console is off
+        # No ADMIN_TOKEN (the console is off), or a request outside the console (its
+        # cookie is never sent there): Flask's null session, which costs the API nothing.
+        if self._serializer is None or not request.path.startswith(COOKIE_PATH):
+            return None
         value = request.cookies.get(COOKIE_NAME)
         if not value:
             return self.session_class()
