@@ -318,7 +318,7 @@ def test_a_refused_replacement_leaves_the_registered_manifest_unchanged(client, 
     assert status_of(client, admin, other)["batches"] == [ingesting_batch(999)]
     view = client.get(other).get_json()
     assert view["label"] == {"en": ["Letters, 1890-1895"]}
-    assert view["ingesting"] == {"total": 2, "finished": 0, "errors": 0}
+    assert view["ingesting"] == {"state": "ingesting", "total": 2, "finished": 0, "errors": 0}
     assert Manifest.find(CUSTOMER, "other").generation == 1
 
 
@@ -340,7 +340,7 @@ def test_a_second_registration_replaces_the_first(client, admin):
     view = client.get(URL)
     assert view.status_code == 202
     assert view.get_json()["label"] == {"en": ["Letters, revised"]}
-    assert view.get_json()["ingesting"] == {"total": 1, "finished": 1, "errors": 0}
+    assert view.get_json()["ingesting"] == {"state": "ingesting", "total": 1, "finished": 1, "errors": 0}
     # Batch 1235 left the manifest with the first registration.
     dropped = deliver(client, notification(1235))
     assert dropped.get_json() == {"outcome": "ignored", "batch": 1235, "manifest": None}
@@ -418,13 +418,14 @@ def test_an_ingesting_manifest_answers_202_with_a_summary(client, admin):
     assert body["type"] == "Manifest"
     assert body["label"] == {"en": ["Letters, 1890-1895"]}
     assert body["summary"] == {"en": ["Two letters"]}
-    assert body["ingesting"] == {"total": 2, "finished": 0, "errors": 0}
+    assert body["ingesting"] == {"state": "ingesting", "total": 2, "finished": 0, "errors": 0}
     assert "paintedResources" not in body and "batches" not in body
+    assert "Retry-After" not in response.headers  # progressing: nothing to wait for
 
     deliver(client, notification(1234, count=1, completed=0, errors=1))
 
     body = client.get(URL).get_json()
-    assert body["ingesting"] == {"total": 2, "finished": 1, "errors": 1}
+    assert body["ingesting"] == {"state": "ingesting", "total": 2, "finished": 1, "errors": 1}
 
 
 def test_a_completed_manifest_is_published(client, admin):

@@ -2,7 +2,10 @@
 
 ``Settings.from_env(os.environ)`` turns the variables named in the contract into
 typed values, or raises ``ConfigError`` naming the first variable that is wrong.
-Secrets are kept out of ``repr`` so a logged Settings never leaks them.
+``ServerSettings.from_env(os.environ, settings)`` does the same for the
+``GUNICORN_*`` variables that ``gunicorn.conf.py`` applies, with the worker
+timeout derived from ``Settings``. Secrets are kept out of ``repr`` so a logged
+Settings never leaks them.
 
 This module sits on the bottom floor beside ``errors``: it parses values
 (webhook secrets, ``STORAGE_URL``) into what the modules above take, so
@@ -15,6 +18,7 @@ import base64
 import binascii
 import os
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -23,12 +27,21 @@ from urllib.parse import urlsplit
 from webhook.errors import ConfigError
 
 SECRET_PREFIX = "whsec_"
+# Standard Webhooks: a secret is 24 to 64 random bytes; shorter keys are refused,
+# new_secret() makes 32.
+MIN_SECRET_BYTES = 24
+NEW_SECRET_BYTES = 32
 # The SNS signature versions the service can verify (SHA1withRSA, SHA256withRSA).
 SNS_SIGNATURE_VERSIONS = ("1", "2")
 
+# The project's folder (where wsgi.py is). The embedded defaults live in its var/,
+# so the service and `flask --app DIR/wsgi.py` use the same files from any
+# working directory.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
 DEFAULTS = {
-    "DATABASE_URL": "sqlite:///var/webhook.db",
-    "STORAGE_URL": "file://var/manifests",
+    "DATABASE_URL": f"sqlite:///{PROJECT_DIR / 'var' / 'webhook.db'}",
+    "STORAGE_URL": f"file://{PROJECT_DIR / 'var' / 'manifests'}",
     "PUBLIC_BASE_URL": "http://localhost:8000",
     "WEBHOOK_TOLERANCE_SECONDS": "300",
     "DLCS_NAMED_QUERY": "batch-query",
@@ -37,6 +50,10 @@ DEFAULTS = {
     "SNS_SIGNATURE_VERSIONS": "1 2",
     "METRICS": "on",
 }
+
+# Left unset, these serve a single-host trial (local ids, SQLite, a local folder):
+# start-up and /readyz name the ones that were defaulted.
+DEVELOPMENT_DEFAULTS = ("PUBLIC_BASE_URL", "DATABASE_URL", "STORAGE_URL")
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _NAMED_QUERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -68,6 +85,18 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     # Set (by gunicorn.conf.py) when several worker processes share the metrics.
     metrics_multiprocess_dir: str | None = None
+    # The DEVELOPMENT_DEFAULTS variables that were left unset.
+    defaulted: tuple[str, ...] = ()
+
+    @property
+    def rebuild_budget_seconds(self) -> float:
+        """The longest a rebuild can take: the DLCS call with its retries, then storing.
+
+        The named query is tried 3 times with DLCS_TIMEOUT_SECONDS each and at
+        most 10 s of Retry-After between tries; storing takes at most about
+        30 s (S3: bounded connect and read timeouts and retries); the rest is margin.
+        """
+        return 4 * self.dlcs_timeout_seconds + 120
 
     @property
     def rebuild_lease_seconds(self) -> float:
@@ -79,7 +108,28 @@ class Settings:
         """
         if self.rebuild_lease is not None:
             return float(self.rebuild_lease)
-        return 4 * self.dlcs_timeout_seconds + 120
+        return self.rebuild_budget_seconds
+
+    @property
+    def worker_timeout_seconds(self) -> int:
+        """How long gunicorn lets a silent worker live: past any rebuild and any lease.
+
+        A worker killed before then would cut a rebuild short, even with one
+        thread (the sync worker's heartbeat waits for the request).
+        """
+        return int(max(self.rebuild_budget_seconds, self.rebuild_lease_seconds)) + 30
+
+    def disabled(self) -> dict[str, str]:
+        """Name each feature the configuration leaves off, with the variable that turns it on."""
+        switches = {
+            "webhook": ("WEBHOOK_SECRETS", bool(self.webhook_keys)),
+            "sns": ("SNS_TOPIC_ARNS", bool(self.sns_topic_arns)),
+            "admin": ("ADMIN_TOKEN", self.admin_token is not None),
+            "dlcs-orchestrator": ("DLCS_ORCHESTRATOR_URL", self.dlcs_orchestrator_url is not None),
+            "dlcs-api": ("DLCS_API_URL", self.dlcs_api_url is not None),
+            "metrics": ("METRICS", self.metrics_enabled),
+        }
+        return {feature: variable for feature, (variable, on) in switches.items() if not on}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
@@ -113,7 +163,46 @@ class Settings:
             metrics_token=_token("METRICS_TOKEN", env.get("METRICS_TOKEN")),
             metrics_multiprocess_dir=_directory("PROMETHEUS_MULTIPROC_DIR",
                                                 env.get("PROMETHEUS_MULTIPROC_DIR")),
+            defaulted=tuple(name for name in DEVELOPMENT_DEFAULTS if not environ.get(name)),
         )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What gunicorn.conf.py gives gunicorn, from the GUNICORN_* variables, validated."""
+
+    bind: str = "0.0.0.0:8000"
+    workers: int = 2
+    threads: int = 4
+    timeout: int = 270
+    graceful_timeout: int = 30
+    accesslog: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], settings: Settings) -> "ServerSettings":
+        """Read the GUNICORN_* variables; the timeout defaults to Settings.worker_timeout_seconds."""
+        env = {k: v for k, v in environ.items() if k.startswith("GUNICORN_") and v != ""}
+        return cls(
+            bind=_bind(env.get("GUNICORN_BIND", cls.bind)),
+            workers=_int("GUNICORN_WORKERS", env.get("GUNICORN_WORKERS", "2"), 1, 256),
+            threads=_int("GUNICORN_THREADS", env.get("GUNICORN_THREADS", "4"), 1, 1024),
+            timeout=_int("GUNICORN_TIMEOUT", env.get("GUNICORN_TIMEOUT",
+                                                     str(settings.worker_timeout_seconds)),
+                         1, 86_400),
+            graceful_timeout=_int("GUNICORN_GRACEFUL_TIMEOUT",
+                                  env.get("GUNICORN_GRACEFUL_TIMEOUT", "30"), 0, 86_400),
+            accesslog=env.get("GUNICORN_ACCESSLOG"),
+        )
+
+
+def _bind(value: str) -> str:
+    # gunicorn's own forms: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N.
+    if value.startswith(("unix:", "fd://")):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+        raise ConfigError("GUNICORN_BIND", f"expected HOST:PORT, unix:PATH or fd://N, got {value!r}")
+    return value
 
 
 def _database_url(value: str) -> str:
@@ -170,11 +259,16 @@ def _int(name: str, value: str, low: int, high: int) -> int:
 def _secrets(value: str) -> tuple[bytes, ...]:
     keys = []
     for position, secret in enumerate(value.split(), start=1):
+        # The messages name the position, never the secret itself.
         try:
-            keys.append(parse_secret(secret))
+            key = parse_secret(secret)
         except ValueError as exc:
-            # The message names the position, never the secret itself.
             raise ConfigError("WEBHOOK_SECRETS", f"secret #{position} is malformed: {exc}") from None
+        if len(key) < MIN_SECRET_BYTES:
+            raise ConfigError("WEBHOOK_SECRETS", (
+                f"secret #{position} is {len(key)} bytes; at least {MIN_SECRET_BYTES} are "
+                "needed (`flask --app wsgi secret` makes one)"))
+        keys.append(key)
     return tuple(keys)
 
 
@@ -259,6 +353,11 @@ def parse_secret(value: str) -> bytes:
     if not key:
         raise ValueError(f"a webhook secret has an empty key after {SECRET_PREFIX!r}")
     return key
+
+
+def new_secret() -> str:
+    """Return a fresh random ``whsec_<base64>`` secret of NEW_SECRET_BYTES bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(NEW_SECRET_BYTES)).decode("ascii")
 
 
 @dataclass(frozen=True)

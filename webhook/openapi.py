@@ -229,8 +229,11 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                     "headers": {"ETag": {"schema": {"type": "string"}, "required": True},
                                 "Access-Control-Allow-Origin": {"schema": {"type": "string"}}},
                     "content": {IIIF_MEDIA_TYPE: {"schema": schemas.PublishedManifestSchema}}},
-            "202": _json("Never completed yet: the registered manifest with an `ingesting` "
-                         "summary.", schemas.IngestingManifestSchema),
+            "202": {**_json("Never completed yet: the registered manifest with an `ingesting` "
+                            "summary whose `state` is `ingesting`, or `rebuild-failed` (with "
+                            "`reason` and a `Retry-After` header) when its first rebuild "
+                            "failed.", schemas.IngestingManifestSchema),
+                    "headers": {"Retry-After": _RETRY_AFTER}},
             "304": {"description": "The `If-None-Match` ETag is current.",
                     "headers": {"ETag": {"schema": {"type": "string"}}}},
             "404": "NotFound",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from webhook.config import Settings
+from webhook.errors import RebuildFailed
 from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest, utcnow
 from webhook.storage import ManifestStore, manifest_key
 
@@ -50,6 +51,8 @@ class NotPublishedYet:
     """Never published: the registration as it stands, with how far ingest has got."""
 
     summary: dict
+    # Set when the first rebuild failed: seconds before asking again is worth it.
+    retry_after: int | None = None
 
 
 class Reader:
@@ -87,19 +90,27 @@ class Reader:
             stored = self.store.get(manifest_key(customer, slug))
             if stored is not None:
                 return PublishedDocument(stored.body, stored.etag)
-        return NotPublishedYet(self._ingesting_view(manifest))
+        view = self._ingesting_view(manifest)
+        failed = view["ingesting"]["state"] == REBUILD_FAILED
+        return NotPublishedYet(view, RebuildFailed.retry_after_seconds if failed else None)
 
     def _ingesting_view(self, manifest: Manifest) -> dict:
         batches = Batch.of_manifest(manifest.id)
         total = CanvasPainting.select().where(CanvasPainting.manifest == manifest.id).count()
         done = [b for b in batches if b.status == COMPLETED]
         finished = sum((b.completed or 0) + (b.errors or 0) for b in done)
+        # A viewer must tell a manifest that is stuck from one making progress.
+        state, error = state_of(manifest, batches, self.clock())
+        summary = {"state": REBUILD_FAILED if state == REBUILD_FAILED else INGESTING,
+                   "total": total, "finished": min(finished, total),
+                   "errors": sum(b.errors or 0 for b in done)}
+        if state == REBUILD_FAILED:
+            summary["reason"] = error
         return {
             "@context": PRESENTATION_CONTEXT,
             "id": f"{self.settings.public_base_url}/{manifest.customer}/manifests/{manifest.slug}",
             **manifest.document,
-            "ingesting": {"total": total, "finished": min(finished, total),
-                          "errors": sum(b.errors or 0 for b in done)},
+            "ingesting": summary,
         }
 
     def deliveries(self, batch: int | None, outcome: str | None, limit: int) -> list[Delivery]:

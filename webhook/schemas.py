@@ -362,6 +362,13 @@ class ReadyChecksSchema(Schema):
 class ReadySchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     checks = fields.Nested(ReadyChecksSchema, required=True)
+    disabled = fields.Dict(keys=fields.String(), values=fields.String(), required=True, metadata={
+        "description": "Features the configuration leaves off (webhook, sns, admin, "
+                       "dlcs-orchestrator, dlcs-api, metrics), each with the variable that "
+                       "turns it on."})
+    defaulted = fields.List(fields.String(), required=True, metadata={
+        "description": "PUBLIC_BASE_URL, DATABASE_URL or STORAGE_URL when left to their "
+                       "single-host defaults."})
 
 
 class SnsAnswerSchema(Schema):
@@ -398,6 +405,12 @@ class SnsEnvelopeSchema(Schema):
 
 
 class IngestingSummarySchema(Schema):
+    state = fields.String(required=True, validate=validate.OneOf(["ingesting", "rebuild-failed"]),
+                          metadata={"description": "rebuild-failed: the batches completed but "
+                                    "the manifest could not be built or stored yet (see "
+                                    "`reason`); it is retried on a redelivery, a replay or a "
+                                    "rebuild."})
+    reason = fields.String(metadata={"description": "Why the rebuild failed."})
     total = fields.Integer(required=True)
     finished = fields.Integer(required=True)
     errors = fields.Integer(required=True)

@@ -85,7 +85,10 @@ def published(customer: int, manifest_id: str):
         response.headers["ETag"] = result.etag
         response.headers["Cache-Control"] = "no-cache"
         return _cors(response)
-    return _cors(answer(_INGESTING, result.summary, 202))
+    response = answer(_INGESTING, result.summary, 202)
+    if result.retry_after is not None:
+        response.headers["Retry-After"] = str(result.retry_after)
+    return _cors(response)
 
 
 @bp.get("/<int:customer>/manifests/<manifest_id>/status")
@@ -123,5 +126,5 @@ def _public_url(customer: int, manifest_id: str) -> str:
 
 def _cors(response: Response) -> Response:
     response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Access-Control-Expose-Headers"] = "ETag"
+    response.headers["Access-Control-Expose-Headers"] = "ETag, Retry-After"
     return response
