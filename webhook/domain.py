@@ -104,3 +104,28 @@ class Outcome:
     outcome: str
     batch: int | None
     manifest: str | None
+
+
+#: What ``status`` and the manifest listing call a manifest's state.
+# Why a manifest is stuck ingesting when registering its assets at the DLCS failed.
+QUEUEING_STOPPED = "Registering the assets at the DLCS stopped"
+MANIFEST_STATES = ("ingesting", "complete", "complete-with-errors", "failed", "rebuild-failed")
+# Rows per page of a listing, unless the query asks for fewer or more (up to the most).
+PAGE_DEFAULT = 50
+PAGE_MOST = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestKey:
+    """Where a page of manifests stops: manifests sort by customer, then id."""
+
+    customer: int
+    slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryKey:
+    """Where a page of the delivery log stops: deliveries sort newest first."""
+
+    received_at: dt.datetime  # naive UTC, as stored
+    id: int                   # the row id breaks ties between equal times

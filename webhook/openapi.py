@@ -15,7 +15,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
-from webhook import schemas, signature
+from webhook import listing_schemas, schemas, signature
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1"
@@ -43,6 +43,10 @@ SCHEMAS = {
     "BatchStatus": schemas.BatchStatusSchema,
     "FailedAsset": schemas.FailedAssetSchema,
     "Status": schemas.StatusSchema,
+    "BatchCounts": listing_schemas.BatchCountsSchema,
+    "AssetCounts": listing_schemas.AssetCountsSchema,
+    "ManifestSummary": listing_schemas.ManifestSummarySchema,
+    "ManifestList": listing_schemas.ManifestListSchema,
     "Delivery": schemas.DeliverySchema,
     "PublishedManifest": schemas.PublishedManifestSchema,
     "IngestingSummary": schemas.IngestingSummarySchema,
@@ -214,6 +218,18 @@ OPERATIONS: dict[str, dict[str, dict]] = {
             "422": _problem("The DLCS rejected the assets."),
             "503": "Unavailable",
         },
+    }},
+    "manifests.collection": {"get": {
+        "tags": ["manifests"], "security": _ADMIN,
+        "summary": "A customer's manifests with their state, batch progress and last rebuild.",
+        "description": "Sorted by id, a page at a time: pass the answer's `next` as `page` "
+                       "for the next page (`next` is null on the last). `state` is what "
+                       "`status` reports.",
+        "parameters": [{"in": "query", "schema": listing_schemas.ManifestListQuerySchema}],
+        "responses": {"200": _json("A page of manifests.", listing_schemas.ManifestListSchema),
+                      "400": _problem("Invalid `state`, `page` or `limit`; `errors` says "
+                                      "which."),
+                      "401": "Unauthorized", "404": "NotFound", "503": "Unavailable"},
     }},
     "manifests.published": {"get": {
         "tags": ["manifests"],

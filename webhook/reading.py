@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from webhook.config import Settings
+from webhook.domain import QUEUEING_STOPPED
 from webhook.errors import RebuildFailed
 from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest, utcnow
 from webhook.storage import ManifestStore, manifest_key
@@ -148,7 +149,7 @@ def state_of(manifest: Manifest, batches: list[Batch],
     rebuild-failed.
     """
     if manifest.queue_error is not None:
-        return INGESTING, f"Registering the assets at the DLCS stopped: {manifest.queue_error}"
+        return INGESTING, f"{QUEUEING_STOPPED}: {manifest.queue_error}"
     if any(b.status == INGESTING for b in batches):
         return INGESTING, manifest.rebuild_error
     if not manifest.needs_rebuild and manifest.ingest_failed:
