@@ -14,7 +14,7 @@ from tests.conftest import sample, signed_headers
 from webhook import create_app, db, maintenance
 from webhook.domain import DeliveryKey
 from webhook.models import Delivery, utcnow
-from webhook.paging import encode_cursor
+from webhook.listing_schemas import encode_page
 
 BASE = "https://presentation.example"
 LINK = re.compile(r'^<(?P<url>[^>]+)>; rel="next"$')
@@ -122,8 +122,8 @@ def test_the_last_page_has_no_link(client, admin):
 
 
 @pytest.mark.parametrize("cursor", [
-    "not a cursor", "abc", "a" * 201, "%00", "W1siZCJd",
-    encode_cursor(DeliveryKey(dt.datetime(2025, 1, 1), 0)),
+    "not a cursor", "abc", "a" * 401, "%00", "W1siZCJd",
+    encode_page(DeliveryKey(dt.datetime(2025, 1, 1), 0)),
     # Well-formed base64url JSON of the wrong shapes:
     "WyJtIiwxLCJsZXR0ZXJzIl0",        # ["m",1,"letters"] (a manifest page token)
     "eyJkIjoxfQ",                      # {"d":1}

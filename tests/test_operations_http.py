@@ -14,8 +14,11 @@ import json
 import pytest
 
 from tests.conftest import sample, signed_headers
-from tests.fake_dlcs import QUEUE, image_service_id, FakeAsset
+from tests.fake_dlcs import PATCH_ASSETS, QUEUE, FakeAsset, image_service_id
 from webhook import create_app, db
+from webhook.config import PROJECTIONS
+from webhook.domain import DlcsAsset
+from webhook.maintenance import finished as maintenance_finished
 from webhook.models import Batch, Manifest, utcnow
 
 URL = "/2/manifests/letters"
@@ -436,3 +439,68 @@ def test_delete_keeps_the_registration_when_the_store_fails(client, admin, setti
 def test_delete_of_an_unknown_manifest_is_404(client, admin):
     assert_problem(client.delete("/2/manifests/unknown", headers=admin), 404)
     assert_problem(client.delete("/2/manifests/not.an.id", headers=admin), 404)
+
+
+# ----------------------------------------------------------------- manifest projection
+
+
+@pytest.fixture
+def by_manifest(settings, fake_dlcs):
+    application = create_app(dataclasses.replace(
+        settings, dlcs_api_url=fake_dlcs.url, dlcs_orchestrator_url=fake_dlcs.url,
+        dlcs_projection="manifest", dlcs_named_query=PROJECTIONS["manifest"]))
+    yield application.test_client()
+    db.dispose()
+
+
+def test_requeue_by_manifest_queues_and_tags_what_the_dlcs_lacks(by_manifest, admin,
+                                                                 fake_dlcs):
+    client = by_manifest
+    fake_dlcs.add_batch(2, 500, [FOO])  # foo is in the DLCS already; bar is not
+    register(client, admin, [1234])     # a batch that never delivers bar
+    assert fake_dlcs.assets.manifests("2/5/foo") == ["letters"]
+
+    requeued = client.post(URL + "/requeue", headers=admin)
+
+    assert requeued.status_code == 202, requeued.get_json()
+    [fresh] = requeued.get_json()["batches"]
+    assert (requeued.get_json()["assets"], requeued.get_json()["dropped"]) == (1, [1234])
+    [queued] = fake_dlcs.requests(QUEUE)
+    assert [member["id"] for member in queued.body["member"]] == ["bar"]
+    assert fake_dlcs.assets.manifests("2/5/bar") == ["letters"]
+    assert notify(client, fresh).get_json()["outcome"] == "manifest-completed"
+    assert painted_services(client) == [image_service_id(2, FOO), image_service_id(2, BAR)]
+
+
+def test_delete_by_manifest_untags_every_asset_first(by_manifest, admin, fake_dlcs):
+    client = by_manifest
+    fake_dlcs.add_batch(2, 500, [FOO, BAR])
+    assert register(client, admin, [])["state"] == "complete"
+    assert fake_dlcs.assets.manifests("2/5/bar") == ["letters"]
+
+    fake_dlcs.fail_next(1, status=500, endpoint=PATCH_ASSETS)
+    failed = client.delete(URL, headers=admin)
+    assert_problem(failed, 503)
+    assert client.get(URL).status_code == 200  # nothing was deleted
+
+    assert client.delete(URL, headers=admin).status_code == 204
+    assert fake_dlcs.assets.manifests("2/5/foo") == []
+    assert fake_dlcs.assets.manifests("2/5/bar") == []
+    untagging = [call for call in fake_dlcs.requests(PATCH_ASSETS)
+                 if call.body["operation"] == "remove" and call.status == 200]
+    assert [m["id"] for call in untagging for m in call.body["member"]] == ["2/5/foo", "2/5/bar"]
+    assert client.get(URL).status_code == 404
+
+
+@pytest.mark.parametrize(("ingesting", "finished", "done"), [
+    (False, dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc), True),
+    (None, dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc), True),
+    (True, dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc), False),  # ingested again
+    (True, None, False),
+    (False, None, False),
+    (None, None, False),
+])
+def test_an_asset_is_finished_once_the_dlcs_is_done_with_it(ingesting, finished, done):
+    asset = DlcsAsset("2/5/foo", error=None, ingesting=ingesting, finished=finished,
+                      manifests=())
+    assert maintenance_finished(asset) is done

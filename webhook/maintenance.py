@@ -7,6 +7,9 @@
 - ``prune_deliveries``: forget deliveries older than the retention that
   nothing needs any more.
 
+With ``DLCS_PROJECTION=manifest`` the assets carry the manifest's id at the
+DLCS: requeue tags what it queues, and delete untags every asset first.
+
 Requeue and delete call the DLCS or the store between two transactions, so
 they hold the manifest's rebuild claim (see ``webhook.rebuild``) meanwhile:
 a rebuild, another requeue or a delete of the same manifest waits for it
@@ -24,7 +27,7 @@ from typing import Callable
 from webhook import db
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient
-from webhook.domain import (BATCH_DROPPED, MANIFEST_COMPLETED, REQUEUED, Outcome,
+from webhook.domain import (BATCH_DROPPED, MANIFEST_COMPLETED, REQUEUED, DlcsAsset, Outcome,
                             distinct_assets)
 from webhook.errors import (Conflict, DlcsError, NamedQueryNotFound, NotFound, QueueRejected,
                             RebuildInProgress)
@@ -79,10 +82,12 @@ class Maintenance:
     def requeue(self, customer: int, slug: str) -> Requeued:
         """Queue the manifest's unfinished assets again; the batches still ingesting are dropped.
 
-        Unfinished assets are the registered ones that no completed batch
+        Unfinished assets are the registered ones the manifest would not be
+        built with: with the batches projection, those no completed batch
         holds (the named query over the completed batches tells which it
-        does). When there are none, the batches still ingesting are only
-        dropped, and the manifest is rebuilt.
+        does); with the manifest projection, those the DLCS lacks or has not
+        finished ingesting. When there are none, the batches still ingesting
+        are only dropped, and the manifest is rebuilt.
         """
         with db.transaction():
             manifest = Manifest.lock(Manifest.registered(customer, slug).id)
@@ -101,11 +106,18 @@ class Maintenance:
             raise RebuildInProgress("Another request is rebuilding or changing this manifest; "
                                     "retry later.", None, manifest.key)
         try:
-            completed = [b.id for b in batches if b.status == COMPLETED]
-            found = self._assets_in(customer, completed)
+            if self._tagging:
+                found = self._finished_at_dlcs(customer, [a for a, _ in registered])
+            else:
+                completed = [b.id for b in batches if b.status == COMPLETED]
+                found = self._assets_in(customer, completed)
             members = distinct_assets(asset for asset_id, asset in registered
-                                       if asset_id not in found)
+                                      if asset_id not in found)
             states = self.dlcs.queue_assets(customer, members) if members else []
+            if self._tagging and members:
+                # Tagging adds an id at most once: assets tagged already are unchanged.
+                self.dlcs.tag_assets(customer, slug, [f"{customer}/{a['space']}/{a['id']}"
+                                                      for a in members])
         except BaseException as exc:
             self._release(manifest, token)
             if isinstance(exc, DlcsError) and exc.status in (400, 422):
@@ -118,6 +130,17 @@ class Maintenance:
             self.rebuilder.run(manifest.id, token, None)
             return Requeued(MANIFEST_COMPLETED, manifest.key, len(members), fresh, dropped)
         return Requeued(REQUEUED, manifest.key, len(members), fresh, dropped)
+
+    @property
+    def _tagging(self) -> bool:
+        return self.settings.dlcs_projection == "manifest"
+
+    def _finished_at_dlcs(self, customer: int, asset_ids: list[str]) -> set[str]:
+        """The ids of the assets the DLCS has and has finished ingesting (or failed to)."""
+        if not asset_ids:
+            return set()
+        return {asset.asset_id for asset in self.dlcs.find_assets(customer, asset_ids)
+                if finished(asset)}
 
     def _assets_in(self, customer: int, batch_ids: list[int]) -> set[str]:
         """The ids of the assets the named query finds in these batches."""
@@ -202,18 +225,22 @@ class Maintenance:
     def delete(self, customer: int, slug: str) -> None:
         """Remove a registration, its batches and its published document.
 
-        Later notifications of its batches are answered ``ignored``; deliveries
-        that waited for its rebuild are settled as ``ignored`` too.
+        With the manifest projection its assets are untagged first. Later
+        notifications of its batches are answered ``ignored``; deliveries that
+        waited for its rebuild are settled as ``ignored`` too.
         """
         with db.transaction():
             manifest = Manifest.lock(Manifest.registered(customer, slug).id)
             token = self.rebuilder.claim(manifest.id)
+            painted = CanvasPainting.asset_ids(manifest.id) if self._tagging else []
         if token is None:
             raise RebuildInProgress("Another request is rebuilding or changing this manifest; "
                                     "retry later.", None, manifest.key)
         try:
-            # The document first: if the store fails, the registration is still
-            # there to delete again, and nothing is left behind unreachable.
+            # The DLCS and the document first: if either fails, the registration is
+            # still there to delete again, and nothing is left behind unreachable.
+            if painted:
+                self.dlcs.untag_assets(customer, slug, painted)
             self.store.delete(manifest_key(customer, slug))
         except BaseException:
             self._release(manifest, token)
@@ -242,6 +269,11 @@ class Maintenance:
             deleted += count
             if count < PRUNE_CHUNK:
                 return Pruned(deleted, before)
+
+
+def finished(asset: DlcsAsset) -> bool:
+    """Tell whether the DLCS is done with an asset's ingest (successfully or not)."""
+    return asset.ingesting is not True and asset.finished is not None
 
 
 def _canvas_id_only(value: dict) -> dict:

@@ -15,7 +15,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
-from webhook import schemas, signature
+from webhook import listing_schemas, schemas, signature
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1"
@@ -43,7 +43,12 @@ SCHEMAS = {
     "PaintedResource": schemas.PaintedResourceSchema,
     "Registration": schemas.RegistrationSchema,
     "BatchStatus": schemas.BatchStatusSchema,
+    "FailedAsset": schemas.FailedAssetSchema,
     "Status": schemas.StatusSchema,
+    "BatchCounts": listing_schemas.BatchCountsSchema,
+    "AssetCounts": listing_schemas.AssetCountsSchema,
+    "ManifestSummary": listing_schemas.ManifestSummarySchema,
+    "ManifestList": listing_schemas.ManifestListSchema,
     "Delivery": schemas.DeliverySchema,
     "PublishedManifest": schemas.PublishedManifestSchema,
     "IngestingSummary": schemas.IngestingSummarySchema,
@@ -156,7 +161,11 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "description": "Verified on the raw bytes before any parsing; `Content-Type` is not "
                        "required. Outcomes: `ignored`, `batch-completed`, "
                        "`manifest-completed` (rebuilt and stored before the answer), "
-                       "`duplicate`.",
+                       "`manifest-failed` (every asset of the manifest failed at the DLCS: "
+                       "nothing to publish, nothing a redelivery would change), "
+                       "`duplicate`. A batch that finished with errors is completed at once; "
+                       "its failed assets are then read from the DLCS API (best effort: "
+                       "a reconcile reads what an outage kept).",
         "parameters": _SIGNATURE_HEADERS,
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "anyOf": [schemas.CurrentNotificationSchema, schemas.OldNotificationSchema]}}}},
@@ -194,12 +203,19 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "summary": "Register or replace a manifest.",
         "description": "Every property other than `id`, `@context`, `items`, "
                        "`paintedResources` and `batches` is kept verbatim in the published "
-                       "manifest. Without `batches`, the service queues the assets at the "
-                       "DLCS itself (needs `DLCS_API_URL`). With `If-Match`, the registration "
-                       "happens only if the manifest's current ETag (the `ETag` of this "
-                       "answer and of `status`) is among the tags, or the tag is `*` and the "
-                       "manifest exists: of two PUTs naming the same ETag, one succeeds and "
-                       "the other gets 412.",
+                       "manifest; of `items`, each canvas lends its `rendering` and "
+                       "`behavior` to the published canvas of the same id. Without "
+                       "`batches`, the service queues the assets at the DLCS itself (needs "
+                       "`DLCS_API_URL`). `\"batches\": []` says the assets are in the DLCS "
+                       "already: the manifest is built from it at once (`200`). With "
+                       "`DLCS_PROJECTION=manifest` the assets are tagged with the manifest's "
+                       "id, those the DLCS has are not queued again unless their painted "
+                       "resource says `\"reingest\": true`, and those a re-registration "
+                       "drops are untagged. With `If-Match`, the registration happens only "
+                       "if the manifest's current ETag (the `ETag` of this answer and of "
+                       "`status`) is among the tags, or the tag is `*` and the manifest "
+                       "exists: of two PUTs naming the same ETag, one succeeds and the other "
+                       "gets 412.",
         "parameters": [{"in": "header", "name": "If-Match", "required": False,
                         "description": "`*`, or the manifest's ETag(s) from `status` or an "
                                        "earlier PUT; weak tags never match.",
@@ -229,13 +245,27 @@ OPERATIONS: dict[str, dict[str, dict]] = {
     "manifests.delete_manifest": {"delete": {
         "tags": ["manifests"], "security": _ADMIN,
         "summary": "Remove the registration, its batches and the published document.",
-        "description": "Later notifications of its batches are answered `ignored`, and "
-                       "deliveries waiting for its rebuild are settled as `ignored`.",
+        "description": "With `DLCS_PROJECTION=manifest` its assets are untagged at the DLCS "
+                       "first. Later notifications of its batches are answered `ignored`, "
+                       "and deliveries waiting for its rebuild are settled as `ignored`.",
         "responses": {"204": {"description": "Deleted."},
                       "401": "Unauthorized", "404": "NotFound",
                       "503": {**RESPONSES["Unavailable"], "description":
-                              "The store failed (nothing was deleted), or another request "
-                              "is rebuilding or changing the manifest; retry later."}},
+                              "The DLCS or the store failed (the registration stays: delete "
+                              "again), or another request is rebuilding or changing the "
+                              "manifest; retry later."}},
+    }},
+    "manifests.collection": {"get": {
+        "tags": ["manifests"], "security": _ADMIN,
+        "summary": "A customer's manifests with their state, batch progress and last rebuild.",
+        "description": "Sorted by id, a page at a time: pass the answer's `next` as `page` "
+                       "for the next page (`next` is null on the last). `state` is what "
+                       "`status` reports.",
+        "parameters": [{"in": "query", "schema": listing_schemas.ManifestListQuerySchema}],
+        "responses": {"200": _json("A page of manifests.", listing_schemas.ManifestListSchema),
+                      "400": _problem("Invalid `state`, `page` or `limit`; `errors` says "
+                                      "which."),
+                      "401": "Unauthorized", "404": "NotFound", "503": "Unavailable"},
     }},
     "manifests.published": {"get": {
         "tags": ["manifests"],
@@ -288,8 +318,9 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "summary": "Queue the manifest's unfinished assets again, replacing the batches "
                    "still ingesting.",
         "description": "Unfinished assets are the registered ones that no completed batch "
-                       "holds. They are queued at the DLCS (needs `DLCS_API_URL`) in new "
-                       "batches; the batches still ingesting become `dropped`, and their "
+                       "holds (with `DLCS_PROJECTION=manifest`: that the DLCS lacks or has "
+                       "not finished ingesting; they are tagged once queued). They are "
+                       "queued at the DLCS (needs `DLCS_API_URL`) in new batches; the batches still ingesting become `dropped`, and their "
                        "later notifications are answered `ignored`. With nothing to queue, "
                        "they are only dropped and the manifest is rebuilt (200).",
         "responses": {
@@ -330,7 +361,7 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "description": "A page at a time: when more deliveries follow, the answer has a "
                        "`Link: <...>; rel=\"next\"` header whose URL (the same filters "
                        "and `cursor`) gives the next page.",
-        "parameters": [{"in": "query", "schema": schemas.DeliveryQuerySchema}],
+        "parameters": [{"in": "query", "schema": listing_schemas.DeliveryLogQuerySchema}],
         "responses": {"200": {"description": "The deliveries.",
                               "headers": {"Link": {
                                   "description": "`<URL>; rel=\"next\"` while more "

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from webhook.config import Settings
-from webhook.domain import SUPERSEDED, UNFINISHED, DeliveryKey
+from webhook.domain import QUEUEING_STOPPED, SUPERSEDED, UNFINISHED, DeliveryKey
 from webhook.errors import RebuildFailed
 from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest, utcnow
 from webhook.storage import ManifestStore, manifest_key
 
 PRESENTATION_CONTEXT = "http://iiif.io/api/presentation/3/context.json"
 COMPLETE = "complete"
+COMPLETE_WITH_ERRORS = "complete-with-errors"   # published; some assets failed at the DLCS
+FAILED = "failed"                               # every asset failed: nothing to publish
 REBUILD_FAILED = "rebuild-failed"
 
 
@@ -40,8 +42,9 @@ class Status:
     last_processed: dt.datetime | None
     error: str | None
     missing_assets: list[str]
+    failed_assets: list[dict]   # {"asset", "canvas", "error"} per painted resource
     stalled: list[StalledBatch]
-    etag: str                     # the registration's version (a PUT's If-Match)
+    etag: str                   # the registration's version (a PUT's If-Match)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +98,9 @@ class Reader:
                 (CanvasPainting.manifest == manifest.id) & CanvasPainting.ingesting)]
         now = self.clock()
         state, error = state_of(manifest, batches, now)
-        return Status(state, batches, manifest.last_processed, error, missing,
+        failed = [{"asset": row.asset_id, "canvas": row.canvas_id, "error": row.error}
+                  for row in CanvasPainting.failed(manifest.id)]
+        return Status(state, batches, manifest.last_processed, error, missing, failed,
                       stalled_batches(batches, now, self.settings.stalled_batch_seconds),
                       manifest.etag)
 
@@ -133,7 +138,8 @@ class Reader:
         return {
             "@context": PRESENTATION_CONTEXT,
             "id": f"{self.settings.public_base_url}/{manifest.customer}/manifests/{manifest.slug}",
-            **manifest.document,
+            # "items" holds only what registered canvases lend the build (rule 9).
+            **{key: value for key, value in manifest.document.items() if key != "items"},
             "ingesting": summary,
         }
 
@@ -147,7 +153,7 @@ class Reader:
         """
         query = Delivery.select(Delivery.id, Delivery.delivery_id, Delivery.transport,
                                 Delivery.received_at, Delivery.batch, Delivery.manifest,
-                                Delivery.outcome, Delivery.error)
+                                Delivery.outcome, Delivery.error, Delivery.failed_assets)
         if batch is not None:
             query = query.where(Delivery.batch == batch)
         if outcome is not None:
@@ -197,12 +203,21 @@ def stalled_batches(batches: list[Batch], now: dt.datetime,
 
 def state_of(manifest: Manifest, batches: list[Batch],
              now: dt.datetime) -> tuple[str, str | None]:
-    """Tell a manifest's state (ingesting, complete, rebuild-failed) and why, if it is stuck."""
+    """Tell a manifest's state and why, if it is stuck or failed.
+
+    ingesting, complete, complete-with-errors, failed (every asset failed) or
+    rebuild-failed.
+    """
     if manifest.queue_error is not None:
-        return INGESTING, f"Queueing at the DLCS stopped: {manifest.queue_error}"
+        return INGESTING, f"{QUEUEING_STOPPED}: {manifest.queue_error}"
     if any(b.status == INGESTING for b in batches):
         return INGESTING, manifest.rebuild_error
+    if not manifest.needs_rebuild and manifest.ingest_failed:
+        return FAILED, manifest.ingest_failed
     if not manifest.needs_rebuild:
+        # The batches' own counts say so even before their failed assets are read.
+        if any((b.errors or 0) > 0 for b in batches):
+            return COMPLETE_WITH_ERRORS, None
         return COMPLETE, None
     if manifest.rebuild_error:
         return REBUILD_FAILED, manifest.rebuild_error

@@ -19,7 +19,6 @@ from marshmallow import (EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, field
 from webhook.domain import (DELIVERY_OUTCOMES, MAX_INT32, MAX_INT64, SUPERSEDED,
                             UNFINISHED, BatchCompletion, PaintedResource)
 from webhook.errors import InvalidRequest, PayloadError
-from webhook.paging import Cursor
 
 MANIFEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Every recorded delivery id (webhook-id, SNS MessageId, reconcile-...) is printable ASCII.
@@ -170,6 +169,10 @@ class PaintedResourceSchema(Schema):
     canvas_painting = fields.Nested(CanvasPaintingSchema, data_key="canvasPainting",
                                     required=True)
     asset = fields.Nested(AssetSchema, required=True)
+    # With DLCS_PROJECTION=manifest an asset the DLCS has already is tagged, not
+    # queued again, unless this says so (the DLCS presentation API's field).
+    reingest = StrictBoolean(load_default=False, metadata={"description": (
+        "With DLCS_PROJECTION=manifest: queue the asset even if the DLCS has it.")})
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ class Registration:
     painted: tuple[PaintedResource, ...]
     assets: tuple[dict, ...]           # aligned with painted
     batches: tuple[int, ...] | None    # None: the service should queue the assets
+    reingest: tuple[bool, ...] = ()    # aligned with painted: queue even if it exists
 
 
 class RegistrationSchema(Schema):
@@ -247,9 +251,23 @@ def parse_registration(raw: bytes, customer: int, manifest_id: str) -> Registrat
         assets.append(dict(asset))
     document = {k: v for k, v in data.items() if k not in SERVICE_OWNED}
     document.setdefault("type", "Manifest")
+    lent = _lent_canvases(data.get("items"))
+    if lent:
+        document["items"] = lent
     batches = loaded["batches"]
     return Registration(document=document, painted=tuple(painted), assets=tuple(assets),
-                        batches=None if batches is None else tuple(batches))
+                        batches=None if batches is None else tuple(batches),
+                        reingest=tuple(row["reingest"] for row in rows))
+
+
+def _lent_canvases(items: object) -> list[dict]:
+    """Keep of the registered ``items`` what build rule 9 reads: id, rendering, behavior."""
+    if not isinstance(items, list):
+        return []
+    return [{key: canvas[key] for key in ("id", "rendering", "behavior") if key in canvas}
+            for canvas in items
+            if isinstance(canvas, dict) and isinstance(canvas.get("id"), str)
+            and ("rendering" in canvas or "behavior" in canvas)]
 
 
 def _canvas_ids(rows: list[dict], customer: int, manifest_id: str) -> list[str]:
@@ -302,6 +320,12 @@ class BatchStatusSchema(Schema):
     finished = UtcDateTime(allow_none=True)
 
 
+class FailedAssetSchema(Schema):
+    asset = fields.String(metadata={"description": "The DLCS asset, customer/space/id."})
+    canvas = fields.String(metadata={"description": "The canvasId it is painted on."})
+    error = fields.String(metadata={"description": "The DLCS's error text for its ingest."})
+
+
 class StalledBatchSchema(Schema):
     """A batch still ingesting that the DLCS superseded, or that has been for too long."""
 
@@ -317,11 +341,18 @@ class StalledBatchSchema(Schema):
 
 
 class StatusSchema(Schema):
-    state = fields.String()
+    state = fields.String(metadata={"description": (
+        "ingesting, complete, complete-with-errors (published; some assets failed at the "
+        "DLCS), failed (every asset failed: nothing published; error says why) or "
+        "rebuild-failed.")})
     batches = fields.List(fields.Nested(BatchStatusSchema))
     last_processed = UtcDateTime(data_key="lastProcessed", allow_none=True)
     error = fields.String(allow_none=True)
     missing_assets = fields.List(fields.String(), data_key="missingAssets")
+    failed_assets = fields.List(fields.Nested(FailedAssetSchema), data_key="failedAssets",
+                                metadata={"description": (
+                                    "Painted resources whose asset the DLCS failed to ingest, "
+                                    "read from the API once their batch finished with errors.")})
     stalled = fields.List(fields.Nested(StalledBatchSchema), metadata={
         "description": "Batches that need an operator: requeue the manifest, or drop them."})
     etag = fields.String(metadata={
@@ -337,6 +368,8 @@ class DeliverySchema(Schema):
     manifest = fields.String(allow_none=True)
     outcome = fields.String()
     error = fields.String(allow_none=True)
+    failed_assets = fields.Integer(data_key="failedAssets", allow_none=True, metadata={
+        "description": "How many of the batch's assets failed, when the notification says any."})
 
 
 class DeliveryQuerySchema(Schema):
@@ -348,9 +381,7 @@ class DeliveryQuerySchema(Schema):
     outcome = fields.String(load_default=None, validate=validate.OneOf(
         DELIVERY_OUTCOMES))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
-    cursor = Cursor(load_default=None, metadata={
-        "description": "Where the page starts: the `cursor` of the previous answer's "
-                       "`Link: <...>; rel=\"next\"` header. Absent: the most recent."})
+
 
 
 class ReconcileSchema(OutcomeSchema):

@@ -20,6 +20,7 @@ from typing import Callable
 
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient
+from webhook.failures import FailureReader
 from webhook.intake import Intake
 from webhook.maintenance import Maintenance
 from webhook.models import utcnow
@@ -44,7 +45,8 @@ def build_services(settings: Settings, dlcs: DlcsClient, store: ManifestStore,
                    clock: Callable[[], dt.datetime] = utcnow) -> Services:
     """Assemble the use cases, sharing one clock."""
     rebuild = Rebuilder(settings, dlcs, store, clock)
-    intake = Intake(dlcs, rebuild, clock, stalled_after=settings.stalled_batch_seconds)
+    intake = Intake(dlcs, rebuild, FailureReader(settings, dlcs, clock), clock,
+                    stalled_after=settings.stalled_batch_seconds)
     return Services(intake=intake,
                     registration=Registrar(settings, dlcs, intake, rebuild, clock),
                     rebuild=rebuild,

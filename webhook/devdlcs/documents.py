@@ -112,13 +112,12 @@ def named_query_canvas(customer: int, asset: Asset, number: int) -> dict:
     }
 
 
-def named_query_manifest(customer: int, query: str, batch_ids: list[int],
+def named_query_manifest(customer: int, query: str, argument: str,
                          canvases: list[bytes]) -> bytes:
-    """Return the named-query manifest over ``batch_ids`` holding pre-rendered ``canvases``."""
+    """Return the named-query manifest over ``argument`` (batch ids or a manifest id)."""
     head = json.dumps({
         "@context": PRESENTATION_3,
-        "id": f"{PUBLIC_HOST}/iiif-resource/v3/{customer}/{query}/"
-              + ",".join(map(str, sorted(batch_ids))),
+        "id": f"{PUBLIC_HOST}/iiif-resource/v3/{customer}/{query}/{argument}",
         "type": "Manifest",
         "label": {"en": [f"Generated from '{query}' named query"]},
         "metadata": [{"label": {"en": ["Title"]}, "value": {"en": ["Created by DLCS"]}}],

@@ -9,13 +9,13 @@ from flask import Blueprint, request
 from marshmallow import ValidationError
 
 from webhook.errors import NotFound
+from webhook.listing_schemas import DeliveryLogQuerySchema, encode_page
 from webhook.routes.http import (admin_required, answer, outcome_answer, problem, services,
                                  settings)
-from webhook.paging import encode_cursor
-from webhook.schemas import DELIVERY_ID, DeliveryQuerySchema, DeliverySchema
+from webhook.schemas import DELIVERY_ID, DeliverySchema
 
 bp = Blueprint("deliveries", __name__)
-_QUERY = DeliveryQuerySchema()
+_QUERY = DeliveryLogQuerySchema()
 _ITEMS = DeliverySchema(many=True)
 _DELIVERY_ID = re.compile(DELIVERY_ID)
 
@@ -34,7 +34,7 @@ def deliveries():
         # The answer stays a bare list, as before paging existed; the next page is
         # announced in a Link header (RFC 8288), carrying the same filters.
         following = {name: value for name, value in request.args.items() if name != "cursor"}
-        following["cursor"] = encode_cursor(page.next)
+        following["cursor"] = encode_page(page.next)
         url = f"{settings().public_base_url}/deliveries?{urlencode(following)}"
         response.headers["Link"] = f'<{url}>; rel="next"'
     return response

@@ -1,4 +1,5 @@
-"""Manifest endpoints: register, publish, status, rebuild, reconcile, requeue, drop, delete."""
+"""Manifest endpoints: list, register, publish, status, rebuild, reconcile, requeue, drop,
+delete."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import dataclasses
 import re
 
 from flask import Blueprint, Response, request
+from marshmallow import ValidationError
 
+from webhook import listing
 from webhook.domain import MANIFEST_COMPLETED, MAX_INT32, MAX_INT64, MAX_REGISTRATION_BYTES
 from webhook.errors import NotFound
+from webhook.listing_schemas import ManifestListQuerySchema, ManifestListSchema
 from webhook.reading import NotModified, PublishedDocument
 from webhook.registration import NOTHING_TO_INGEST
 from webhook.routes.http import (admin_required, answer, outcome_answer, problem, services,
@@ -24,6 +28,8 @@ _STATUS = StatusSchema()
 _INGESTING = IngestingManifestSchema()
 _RECONCILED = ReconcileSchema()
 _REQUEUED = RequeueSchema()
+_LIST_QUERY = ManifestListQuerySchema()
+_LIST = ManifestListSchema()
 
 
 def _check_id(customer: int, manifest_id: str) -> None:
@@ -33,6 +39,26 @@ def _check_id(customer: int, manifest_id: str) -> None:
         raise NotFound(f"Customers are numbers from 1 to {MAX_INT32}.")
     if not _ID.fullmatch(manifest_id):
         raise NotFound(f"Manifest ids match {MANIFEST_ID}.")
+
+
+@bp.get("/<int:customer>/manifests")
+@admin_required
+def collection(customer: int):
+    if not 1 <= customer <= MAX_INT32:
+        raise NotFound(f"Customers are numbers from 1 to {MAX_INT32}.")
+    try:
+        query = _LIST_QUERY.load(request.args.to_dict())
+    except ValidationError as exc:
+        return problem(400, "invalid-query", "Invalid query", "The query parameters are invalid.",
+                       errors=exc.messages)
+    after = query["page"]
+    if after is not None and after.customer != customer:
+        return problem(400, "invalid-query", "Invalid query", "The query parameters are invalid.",
+                       errors={"page": ["This page token belongs to another customer's list."]})
+    page = listing.list_manifests(
+        now=services().reading.clock(), customer=customer, limit=query["limit"], after=after,
+        states=None if query["state"] is None else (query["state"],))
+    return answer(_LIST, page)
 
 
 @bp.put("/<int:customer>/manifests/<manifest_id>")
