@@ -217,3 +217,27 @@ def test_a_pruned_delivery_sent_again_is_processed_afresh(app, client, admin):
     assert again.get_json()["outcome"] == "ignored"  # not "duplicate": it was forgotten
     assert log_ids(client, admin) == {"msg_once"}
     assert client.post("/deliveries/msg_pruned/replay", headers=admin).status_code == 404
+
+
+def test_a_delivery_that_vanishes_between_its_two_transactions_is_no_500(app, client, admin,
+                                                                         monkeypatch):
+    # A redelivery's first transaction finds its id recorded; before the second
+    # one reads the row, a prune may delete it. The lookup under the lock then
+    # finds nothing (as here, once), and the delivery is recorded again instead.
+    assert deliver(client, 777, "msg_raced").get_json()["outcome"] == "ignored"
+    real_lock = Delivery.lock.__func__
+    vanished = []
+
+    def lock_after_a_prune(cls, delivery_id):
+        if not vanished:
+            vanished.append(delivery_id)
+            return None
+        return real_lock(cls, delivery_id)
+
+    monkeypatch.setattr(Delivery, "lock", classmethod(lock_after_a_prune))
+
+    again = deliver(client, 777, "msg_raced")
+
+    assert again.status_code == 200, again.get_json()
+    assert again.get_json()["outcome"] == "duplicate" and vanished == ["msg_raced"]
+    assert log_ids(client, admin) == {"msg_raced"}
