@@ -11,8 +11,9 @@ and break it:
   that is not JSON), delay every named query, hold named queries until the
   test releases them, or answer a fixed document for some batches.
 
-Batches finish only when a test says so (``finish_batch``); nothing is sent to
-the service: the tests deliver completions themselves.
+Batches finish only when a test says so (``finish_batch``; ``supersede_batch``
+makes one that never will); nothing is sent to the service: the tests deliver
+completions themselves.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 from tests.servers import LOOPBACK
 from webhook.devdlcs import Asset, Call, DevDlcs, image_service_id  # noqa: F401 - re-exported
 from webhook.devdlcs.documents import PUBLIC_HOST, canvas_id, named_query_canvas  # noqa: F401
-from webhook.devdlcs.server import (BATCH, ENDPOINTS, NAMED_QUERY, QUEUE, ROUTES,  # noqa: F401
+from webhook.devdlcs.server import (BATCH, BATCH_ASSETS, ENDPOINTS,  # noqa: F401
+                                    FIND_ASSETS, NAMED_QUERY, PATCH_ASSETS, QUEUE, ROUTES,
                                     description, parse_ids)
 
 #: The tests' name for an asset the DLCS has ingested.

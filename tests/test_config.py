@@ -22,11 +22,14 @@ def test_defaults_serve_on_embedded_storage_in_the_project_folder():
     assert settings.webhook_keys == ()
     assert settings.webhook_tolerance_seconds == 300
     assert settings.admin_token is None
+    assert settings.dlcs_projection == "batches"
     assert settings.dlcs_named_query == "batch-query"
     assert settings.dlcs_timeout_seconds == 30
     assert settings.dlcs_max_batch_size == 100
     assert settings.dlcs_credentials is None
     assert settings.body_timeout_seconds == 10
+    assert settings.stalled_batch_seconds == 6 * 3600
+    assert settings.delivery_retention_days == 30
 
 
 def test_reads_every_variable():
@@ -40,16 +43,22 @@ def test_reads_every_variable():
         "DLCS_API_URL": "https://api.dlcs.example",
         "DLCS_ORCHESTRATOR_URL": "https://dlcs.example",
         "DLCS_API_KEY": "key", "DLCS_API_SECRET": "secret",
+        "DLCS_PROJECTION": "manifest",
         "DLCS_NAMED_QUERY": "my-query",
         "DLCS_TIMEOUT_SECONDS": "12",
         "BODY_TIMEOUT_SECONDS": "25",
         "DLCS_MAX_BATCH_SIZE": "250",
         "SNS_TOPIC_ARNS": "arn:aws:sns:eu-west-1:123456789012:dlcs-batch-completion",
+        "STALLED_BATCH_SECONDS": "3600",
+        "DELIVERY_RETENTION_DAYS": "90",
     })
+    assert settings.stalled_batch_seconds == 3600
+    assert settings.delivery_retention_days == 90
     assert settings.public_base_url == "https://iiif.example"  # trailing slash dropped
     assert len(settings.webhook_keys) == 2 and settings.webhook_keys[1] == b"second-secret-of-24-bytes"
     assert settings.webhook_tolerance_seconds == 60
     assert settings.dlcs_credentials == ("key", "secret")
+    assert (settings.dlcs_projection, settings.dlcs_named_query) == ("manifest", "my-query")
     assert settings.dlcs_timeout_seconds == 12.0
     assert settings.body_timeout_seconds == 25.0
     assert settings.dlcs_max_batch_size == 250
@@ -77,6 +86,9 @@ def test_reads_every_variable():
     ("DLCS_API_URL", "api.dlcs.example"),
     ("DLCS_ORCHESTRATOR_URL", "ftp://dlcs.example"),
     ("DLCS_NAMED_QUERY", "bad/name"),
+    ("DLCS_PROJECTION", "batch"),
+    ("DLCS_PROJECTION", "manifests"),
+    ("DLCS_PROJECTION", "batches manifest"),
     ("DLCS_TIMEOUT_SECONDS", "1.5"),
     ("DLCS_TIMEOUT_SECONDS", "0"),
     ("BODY_TIMEOUT_SECONDS", "0"),
@@ -87,12 +99,38 @@ def test_reads_every_variable():
     ("REBUILD_LEASE_SECONDS", "0"),
     ("REBUILD_LEASE_SECONDS", "2m"),
     ("SNS_TOPIC_ARNS", "not-an-arn"),
+    ("STALLED_BATCH_SECONDS", "59"),
+    ("STALLED_BATCH_SECONDS", "6h"),
+    ("DELIVERY_RETENTION_DAYS", "0"),
+    ("DELIVERY_RETENTION_DAYS", "30d"),
 ])
 def test_bad_value_names_the_variable(variable, value):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({variable: value})
     assert caught.value.variable == variable
     assert str(caught.value).startswith(f"{variable}: ")
+
+
+API_URL = {"DLCS_API_URL": "https://api.dlcs.example"}
+
+
+@pytest.mark.parametrize("environ, projection, query", [
+    ({"DLCS_PROJECTION": "batches"}, "batches", "batch-query"),
+    ({"DLCS_PROJECTION": "manifest"}, "manifest", "manifest-query"),
+    ({"DLCS_PROJECTION": " Manifest "}, "manifest", "manifest-query"),
+    ({"DLCS_PROJECTION": "manifest", "DLCS_NAMED_QUERY": "mq"}, "manifest", "mq"),
+    ({"DLCS_NAMED_QUERY": "bq"}, "batches", "bq"),
+])
+def test_the_projection_chooses_the_default_named_query(environ, projection, query):
+    settings = Settings.from_env({**API_URL, **environ})
+    assert (settings.dlcs_projection, settings.dlcs_named_query) == (projection, query)
+
+
+def test_the_manifest_projection_needs_the_api():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DLCS_PROJECTION": "manifest"})
+    assert caught.value.variable == "DLCS_PROJECTION"
+    assert "DLCS_API_URL" in str(caught.value)
 
 
 @pytest.mark.parametrize("environ, lease", [

@@ -44,18 +44,22 @@ DEFAULTS = {
     "STORAGE_URL": f"file://{PROJECT_DIR / 'var' / 'manifests'}",
     "PUBLIC_BASE_URL": "http://localhost:8000",
     "WEBHOOK_TOLERANCE_SECONDS": "300",
-    "DLCS_NAMED_QUERY": "batch-query",
+    "DLCS_PROJECTION": "batches",
     "DLCS_TIMEOUT_SECONDS": "30",
     "DLCS_MAX_BATCH_SIZE": "100",
     "SNS_SIGNATURE_VERSIONS": "1 2",
     "METRICS": "on",
     "BODY_TIMEOUT_SECONDS": "10",
+    "STALLED_BATCH_SECONDS": "21600",
+    "DELIVERY_RETENTION_DAYS": "30",
 }
 
 # Left unset, these serve a single-host trial (local ids, SQLite, a local folder):
 # start-up and /readyz name the ones that were defaulted.
 DEVELOPMENT_DEFAULTS = ("PUBLIC_BASE_URL", "DATABASE_URL", "STORAGE_URL")
 
+#: How the DLCS projects a manifest's assets, and the named query each uses by default.
+PROJECTIONS = {"batches": "batch-query", "manifest": "manifest-query"}
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _NAMED_QUERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SNS_TOPIC = re.compile(r"^arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}$")
@@ -75,7 +79,10 @@ class Settings:
     dlcs_api_url: str | None = None
     dlcs_orchestrator_url: str | None = None
     dlcs_credentials: tuple[str, str] | None = field(default=None, repr=False)
-    dlcs_named_query: str = DEFAULTS["DLCS_NAMED_QUERY"]
+    # "batches": the named query over the manifest's batch ids; "manifest": its
+    # assets carry the manifest id and the named query takes that id.
+    dlcs_projection: str = DEFAULTS["DLCS_PROJECTION"]
+    dlcs_named_query: str = PROJECTIONS[DEFAULTS["DLCS_PROJECTION"]]
     dlcs_timeout_seconds: float = 30.0
     dlcs_max_batch_size: int = 100
     # None: derived from the DLCS timeout (see rebuild_lease_seconds).
@@ -88,6 +95,10 @@ class Settings:
     metrics_multiprocess_dir: str | None = None
     # A request body not fully arrived this long after its headers is answered 408.
     body_timeout_seconds: float = 10.0
+    # A batch still ingesting this long after it was recorded is reported stalled.
+    stalled_batch_seconds: int = 21_600
+    # What `flask prune-deliveries` keeps by default.
+    delivery_retention_days: int = 30
     # The DEVELOPMENT_DEFAULTS variables that were left unset.
     defaulted: tuple[str, ...] = ()
 
@@ -142,6 +153,10 @@ class Settings:
         if (api_key is None) != (api_secret is None):
             missing = "DLCS_API_SECRET" if api_secret is None else "DLCS_API_KEY"
             raise ConfigError(missing, "DLCS_API_KEY and DLCS_API_SECRET must be set together")
+        projection = _projection(env["DLCS_PROJECTION"])
+        if projection == "manifest" and "DLCS_API_URL" not in env:
+            # The projection tags assets through the API; without it nothing is found.
+            raise ConfigError("DLCS_PROJECTION", "manifest needs DLCS_API_URL (and its key)")
         return cls(
             database_url=_database_url(env["DATABASE_URL"]),
             storage=_storage(env["STORAGE_URL"]),
@@ -154,7 +169,8 @@ class Settings:
             dlcs_orchestrator_url=_optional_http_url("DLCS_ORCHESTRATOR_URL",
                                                      env.get("DLCS_ORCHESTRATOR_URL")),
             dlcs_credentials=(api_key, api_secret) if api_key is not None else None,
-            dlcs_named_query=_named_query(env["DLCS_NAMED_QUERY"]),
+            dlcs_projection=projection,
+            dlcs_named_query=_named_query(env.get("DLCS_NAMED_QUERY", PROJECTIONS[projection])),
             dlcs_timeout_seconds=float(_int("DLCS_TIMEOUT_SECONDS",
                                             env["DLCS_TIMEOUT_SECONDS"], 1, 600)),
             dlcs_max_batch_size=_int("DLCS_MAX_BATCH_SIZE", env["DLCS_MAX_BATCH_SIZE"], 1, 10_000),
@@ -168,6 +184,10 @@ class Settings:
                                                 env.get("PROMETHEUS_MULTIPROC_DIR")),
             body_timeout_seconds=float(_int("BODY_TIMEOUT_SECONDS",
                                             env["BODY_TIMEOUT_SECONDS"], 1, 600)),
+            stalled_batch_seconds=_int("STALLED_BATCH_SECONDS", env["STALLED_BATCH_SECONDS"],
+                                       60, 365 * 86_400),
+            delivery_retention_days=_int("DELIVERY_RETENTION_DAYS",
+                                         env["DELIVERY_RETENTION_DAYS"], 1, 36_500),
             defaulted=tuple(name for name in DEVELOPMENT_DEFAULTS if not environ.get(name)),
         )
 
@@ -302,6 +322,14 @@ def _named_query(value: str) -> str:
     if not _NAMED_QUERY.fullmatch(value):
         raise ConfigError("DLCS_NAMED_QUERY", "expected a name of letters, digits, '_', '-' or '.'")
     return value
+
+
+def _projection(value: str) -> str:
+    projection = value.strip().lower()
+    if projection not in PROJECTIONS:
+        raise ConfigError("DLCS_PROJECTION",
+                          f"expected {' or '.join(PROJECTIONS)}, got {value!r}")
+    return projection
 
 
 def _topics(value: str) -> tuple[str, ...]:

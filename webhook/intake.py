@@ -15,6 +15,7 @@ transaction is undone and the delivery handled as a redelivery instead.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -23,10 +24,12 @@ from typing import Callable
 from webhook import db, metrics
 from webhook.dlcs import DlcsClient
 from webhook.domain import (BATCH_COMPLETED, DUPLICATE, FAILED, FINISHED, IGNORED,
-                            MANIFEST_COMPLETED, UNPROCESSABLE, BatchCompletion, BatchState,
-                            Outcome)
+                            MANIFEST_COMPLETED, MANIFEST_FAILED, UNPROCESSABLE, BatchCompletion,
+                            BatchState, Outcome)
 from webhook.errors import NotFound, PayloadError, RebuildFailed, RebuildInProgress
-from webhook.models import INGESTING, Batch, Delivery, Manifest, utcnow
+from webhook.failures import FailureReader
+from webhook.models import DROPPED, INGESTING, Batch, Delivery, Manifest, utcnow
+from webhook.reading import StalledBatch, stalled_batches
 from webhook.rebuild import Rebuilder
 from webhook.schemas import parse_notification
 
@@ -42,24 +45,31 @@ class _Step:
     rebuild_token: str | None = None      # set when this request holds the rebuild claim
     manifest_pk: int | None = None
     problem: PayloadError | None = None
+    # (manifest pk, customer, batch) of a batch that finished with errors: whose
+    # failed assets are read from the DLCS after commit.
+    failures: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Reconciled:
-    """What reconciling a manifest came to, and the batches it completed."""
+    """What reconciling a manifest came to, the batches it completed, and those stalled."""
 
     outcome: Outcome
     completed: list[int]
+    stalled: list[StalledBatch]
 
 
 class Intake:
     """Record authenticated completions and apply each exactly once."""
 
-    def __init__(self, dlcs: DlcsClient, rebuilder: Rebuilder,
-                 clock: Callable[[], dt.datetime] = utcnow):
+    def __init__(self, dlcs: DlcsClient, rebuilder: Rebuilder, failures: FailureReader,
+                 clock: Callable[[], dt.datetime] = utcnow, *, stalled_after: float = 21_600):
         self.dlcs = dlcs
         self.rebuilder = rebuilder
+        self.failures = failures
         self.clock = clock
+        # Seconds after which a batch still ingesting is reported stalled.
+        self.stalled_after = stalled_after
 
     def receive(self, delivery_id: str, transport: str, body: bytes) -> Outcome:
         """Record an authenticated delivery and process it exactly once."""
@@ -76,7 +86,9 @@ class Intake:
             raise NotFound(f"No delivery {delivery_id!r} is recorded.")
         completion = parse_notification(bytes(delivery.body))  # PayloadError: 422 again
         with db.transaction():
-            row = Delivery.select().where(Delivery.id == delivery.id).get()
+            row = Delivery.get_or_none(Delivery.id == delivery.id)
+            if row is None:  # pruned meanwhile
+                raise NotFound(f"No delivery {delivery_id!r} is recorded.")
             if row.outcome == FAILED:
                 step = self._resume(row)
             else:
@@ -84,13 +96,23 @@ class Intake:
         return self._after_commit(step)
 
     def reconcile(self, customer: int, slug: str) -> Reconciled:
-        """Complete the batches the DLCS reports finished, as their webhooks would have."""
+        """Complete the batches the DLCS reports finished, as their webhooks would have.
+
+        Batches the DLCS reports superseded are recorded so; with those
+        ingesting for longer than ``stalled_after``, they are reported stalled.
+        """
         manifest = Manifest.registered(customer, slug)
-        ingesting = [b.id for b in Batch.of_manifest(manifest.id) if b.status == INGESTING]
+        ingesting = [b for b in Batch.of_manifest(manifest.id) if b.status == INGESTING]
         outcome, completed = None, []
-        for batch_id in ingesting:
+        for batch in ingesting:
+            batch_id = batch.id
             state = self.dlcs.get_batch(customer, batch_id)
             if state.finished is None:
+                # A superseded batch never finishes: its assets were queued again
+                # elsewhere. It waits for an operator, who sees it in `stalled`.
+                if state.superseded and not batch.superseded:
+                    with db.transaction():
+                        Batch.mark_superseded(batch_id)
                 continue
             # One id per batch and registration: reconciling twice is a duplicate,
             # and a failed rebuild is resumed by the next reconcile.
@@ -98,12 +120,17 @@ class Intake:
             outcome = self._process(f"reconcile-{batch_id}-g{manifest.generation}", "reconcile",
                                     _notification_body(completion), completion, None)
             completed.append(batch_id)
+        # What an outage kept from earlier completions: their failed assets.
+        for batch in Batch.unchecked(manifest.id):
+            self.failures.read(manifest.id, customer, batch.id)
+        stalled = stalled_batches(Batch.of_manifest(manifest.id), self.clock(),
+                                  self.stalled_after)
         if outcome is None:
             manifest = Manifest.get_by_id(manifest.id)
             if manifest.needs_rebuild and not Batch.count_ingesting(manifest.id):
-                return Reconciled(self.rebuilder.rebuild_now(customer, slug), completed)
+                return Reconciled(self.rebuilder.rebuild_now(customer, slug), completed, stalled)
             outcome = Outcome(UNCHANGED, None, manifest.key)
-        return Reconciled(outcome, completed)
+        return Reconciled(outcome, completed, stalled)
 
     def apply_early_completions(self, manifest: Manifest, batch_ids: list[int]) -> None:
         """Apply completions that arrived (and were ignored) before the registration.
@@ -135,14 +162,7 @@ class Intake:
         """Record and apply one delivery; count it under what it came to."""
         counted = "error"
         try:
-            try:
-                with db.transaction():
-                    step = self._record_and_apply(delivery_id, transport, body, completion,
-                                                  problem)
-            except _AlreadyRecorded:
-                # Its id was recorded first: what this transaction did is undone.
-                with db.transaction():
-                    step = self._redelivered(delivery_id, problem)
+            step = self._record_or_redeliver(delivery_id, transport, body, completion, problem)
             outcome = self._after_commit(step)
             counted = outcome.outcome
             return outcome
@@ -155,12 +175,29 @@ class Intake:
         finally:
             metrics.delivery(transport, counted)
 
+    def _record_or_redeliver(self, delivery_id, transport, body, completion, problem) -> _Step:
+        """Record and apply a delivery, or handle it as a redelivery when its id is recorded."""
+        try:
+            with db.transaction():
+                return self._record_and_apply(delivery_id, transport, body, completion, problem)
+        except _AlreadyRecorded:
+            pass
+        try:
+            # Its id was recorded first: what this transaction did is undone.
+            with db.transaction():
+                return self._redelivered(delivery_id, problem)
+        except _Pruned:
+            # Pruned between the two transactions (it was old): record it afresh. Only
+            # old deliveries are pruned, so the fresh record cannot vanish the same way.
+            return self._record_or_redeliver(delivery_id, transport, body, completion, problem)
+
     def _record_and_apply(self, delivery_id, transport, body, completion, problem) -> _Step:
         # Not written yet: _set inserts the row once, with its outcome, as the
         # transaction's last write; one statement per delivery instead of two.
         delivery = Delivery(delivery_id=delivery_id, transport=transport,
                             received_at=self.clock(), body=body,
-                            batch=completion.batch_id if completion else None)
+                            batch=completion.batch_id if completion else None,
+                            failed_assets=(completion.errors or None) if completion else None)
         if problem is not None:
             self._set(delivery, UNPROCESSABLE, error=_problem_text(problem))
             return _Step(Outcome(UNPROCESSABLE, None, None), problem=problem)
@@ -169,11 +206,15 @@ class Intake:
     def _redelivered(self, delivery_id: str, problem: PayloadError | None) -> _Step:
         # Lock order: the manifest row before the delivery row, as a finishing
         # rebuild takes them; the other order deadlocks with it on PostgreSQL.
-        seen = Delivery.get(Delivery.delivery_id == delivery_id)
+        seen = Delivery.get_or_none(Delivery.delivery_id == delivery_id)
+        if seen is None:
+            raise _Pruned(delivery_id)
         manifest = _manifest_named(seen.manifest)
         if manifest is not None:
             Manifest.lock(manifest.id)
         delivery = Delivery.lock(delivery_id)
+        if delivery is None:
+            raise _Pruned(delivery_id)
         Delivery.update(attempts=Delivery.attempts + 1).where(Delivery.id == delivery.id).execute()
         if delivery.outcome in FINISHED:
             return _Step(Outcome(DUPLICATE, delivery.batch, delivery.manifest))
@@ -190,6 +231,9 @@ class Intake:
             return _Step(Outcome(IGNORED, delivery.batch, None))
         manifest = Manifest.lock(manifest.id)
         outcome = Outcome(MANIFEST_COMPLETED, delivery.batch, manifest.key)
+        if not manifest.needs_rebuild and manifest.ingest_failed:
+            self._set(delivery, MANIFEST_FAILED, error=manifest.ingest_failed)
+            return _Step(Outcome(MANIFEST_FAILED, delivery.batch, manifest.key))
         if not manifest.needs_rebuild:
             # Someone else finished the rebuild this delivery was waiting for.
             self._set(delivery, MANIFEST_COMPLETED)
@@ -216,26 +260,38 @@ class Intake:
                 self._set(delivery, IGNORED, batch=batch_id,
                           error="the batch was re-registered while this delivery was processed")
                 return _Step(Outcome(IGNORED, batch_id, None))
+            if batch.status == DROPPED:
+                self._set(delivery, IGNORED, batch=batch_id,
+                          error=f"the batch was dropped from manifest {manifest.key}")
+                return _Step(Outcome(IGNORED, batch_id, None))
+        failures = ((manifest.id, manifest.customer, batch_id)
+                    if first_completion and completion.errors else None)
         if ingesting == 0 and (first_completion or manifest.needs_rebuild):
             token = self.rebuilder.claim(manifest.id, mark=True)
             self._set(delivery, FAILED, batch=batch_id, manifest=manifest.key,
                       error=REBUILD_PENDING)
-            return _Step(Outcome(MANIFEST_COMPLETED, batch_id, manifest.key), token, manifest.id)
+            return _Step(Outcome(MANIFEST_COMPLETED, batch_id, manifest.key), token, manifest.id,
+                         failures=failures)
         outcome = BATCH_COMPLETED if first_completion else DUPLICATE
         if replay and not first_completion:
             return _Step(Outcome(DUPLICATE, batch_id, manifest.key))
         self._set(delivery, outcome, batch=batch_id, manifest=manifest.key)
-        return _Step(Outcome(outcome, batch_id, manifest.key))
+        return _Step(Outcome(outcome, batch_id, manifest.key), failures=failures)
 
     def _after_commit(self, step: _Step) -> Outcome:
         if step.problem is not None:
             raise step.problem
+        if step.failures is not None:
+            # Best effort, before the rebuild so the manifest's state names them;
+            # a reconcile reads them if this cannot.
+            self.failures.read(*step.failures)
         if step.manifest_pk is None:
             return step.outcome
         if step.rebuild_token is None:
             raise RebuildInProgress("Another request is rebuilding this manifest; retry later.",
                                     step.outcome.batch, step.outcome.manifest)
-        self.rebuilder.run(step.manifest_pk, step.rebuild_token, step.outcome.batch)
+        if not self.rebuilder.run(step.manifest_pk, step.rebuild_token, step.outcome.batch):
+            return dataclasses.replace(step.outcome, outcome=MANIFEST_FAILED)
         return step.outcome
 
     def _set(self, delivery: Delivery, outcome: str, error: str | None = None, *,
@@ -250,12 +306,17 @@ class Intake:
         if delivery.id is not None:
             Delivery.settle(delivery.delivery_id, outcome, error, self.clock(), batch, manifest)
         elif not Delivery.record(delivery.delivery_id, delivery.transport, delivery.received_at,
-                                 self.clock(), delivery.body, batch, manifest, outcome, error):
+                                 self.clock(), delivery.body, batch, manifest, outcome, error,
+                                 delivery.failed_assets):
             raise _AlreadyRecorded(delivery.delivery_id)
 
 
 class _AlreadyRecorded(Exception):
     """A delivery's id is recorded already (a redelivery, or a concurrent duplicate)."""
+
+
+class _Pruned(Exception):
+    """A delivery found recorded was pruned before it could be read again."""
 
 
 def _manifest_named(key: str | None) -> Manifest | None:

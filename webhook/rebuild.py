@@ -29,11 +29,11 @@ import peewee
 from webhook import cpu, db, logs, metrics
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient
-from webhook.domain import MANIFEST_COMPLETED, Outcome
-from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, RebuildFailed,
-                            RebuildInProgress, UpstreamError, WebhookError)
+from webhook.domain import MANIFEST_COMPLETED, MANIFEST_FAILED, Outcome, PaintedResource
+from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, NamedQueryNotFound,
+                            RebuildFailed, RebuildInProgress, UpstreamError, WebhookError)
 from webhook.manifest import build_document, slim_canvas, write_manifest
-from webhook.models import Batch, CanvasPainting, Delivery, Manifest, utcnow
+from webhook.models import COMPLETED, DROPPED, Batch, CanvasPainting, Delivery, Manifest, utcnow
 from webhook.storage import ManifestStore, manifest_key
 
 log = logging.getLogger("webhook.rebuild")
@@ -68,12 +68,14 @@ class Rebuilder:
         if token is None:
             raise RebuildInProgress("Another request is rebuilding this manifest; retry later.",
                                     None, manifest.key)
-        self.run(manifest.id, token, None)
-        return Outcome(MANIFEST_COMPLETED, None, manifest.key)
+        published = self.run(manifest.id, token, None)
+        return Outcome(MANIFEST_COMPLETED if published else MANIFEST_FAILED, None, manifest.key)
 
-    def run(self, manifest_pk: int, token: str, batch: int | None) -> None:
+    def run(self, manifest_pk: int, token: str, batch: int | None) -> bool:
         """Build and store the manifest while holding the claim ``token``.
 
+        Returns True once published, False when the DLCS has none of the
+        manifest's assets (recorded as the manifest's failure, not retried).
         Raises RebuildFailed (the failure recorded, the claim released) when
         any step fails or the claim was lost to a re-registration.
         """
@@ -81,6 +83,10 @@ class Rebuilder:
         with RebuildReport(manifest.key, batch) as report:
             try:
                 etag, changes = self._build_and_store(manifest, report)
+            except NothingIngested as exc:
+                report.nothing_ingested = True
+                self._record_nothing(manifest, token, str(exc), batch)
+                return False
             except Exception as exc:  # noqa: BLE001 - every failure must release the claim
                 message = _failure_text(exc)
                 if not isinstance(exc, (UpstreamError, BuildError)):
@@ -100,6 +106,7 @@ class Rebuilder:
                 except Exception:  # noqa: BLE001 - the lease will expire instead
                     log.warning("could not release the rebuild claim of %s", manifest.key)
                 raise RebuildFailed(message, batch, manifest.key) from exc
+        return True
 
     def _build_and_store(self, manifest: Manifest,
                          report: RebuildReport) -> tuple[str, list[tuple]]:
@@ -111,15 +118,24 @@ class Rebuilder:
             with _collector_paused():
                 try:
                     painted, findings = CanvasPainting.for_rebuild(manifest.id)
-                    batch_ids = [b.id for b in Batch.of_manifest(manifest.id)]
+                    registered = Batch.of_manifest(manifest.id)
+                    # A dropped batch leaves the projection: built from the others.
+                    batches = [b for b in registered if b.status != DROPPED]
+                    batch_ids = [b.id for b in batches]
                 except (peewee.OperationalError, peewee.InterfaceError) as exc:
                     # An outage, not a bug: no traceback, and the rebuild is retried.
                     raise DatabaseUnavailable(
                         f"database unavailable: {type(exc).__name__}") from exc
                 with report.stage("named_query"):
-                    answer = (self.dlcs.named_query(manifest.customer, batch_ids,
-                                                    object_hook=slim_canvas).document
-                              if batch_ids else EMPTY_ANSWER)
+                    try:
+                        answer = self._project(manifest, batch_ids, painted,
+                                               named_batches=bool(registered))
+                    except NamedQueryNotFound as exc:
+                        # A 404 also answers an unknown query name: only batches that
+                        # say every asset failed make it the manifest's final failure.
+                        if not (painted and _all_failed(batches)):
+                            raise
+                        raise NothingIngested(_nothing_reason(batches)) from exc
                 with report.stage("build"):
                     # Off the gevent hub: the worker's other requests go on meanwhile.
                     built = cpu.run(build_document, manifest.document, painted, answer,
@@ -129,12 +145,37 @@ class Rebuilder:
                     cpu.run(write_manifest, built.document, spool)
                     report.canvases = len(built.document.get("items", ()))
                     report.missing_assets = len(built.missing_assets)
+                    if (painted and _all_failed(batches) and len(built.missing_assets)
+                            == len({row.asset_id for row in painted})):
+                        raise NothingIngested(_nothing_reason(batches))
                     changes = _row_changes(findings, built.row_updates)
                     # Gone before the collector resumes, or its first pass would walk it all.
                     del built
             with report.stage("store"):
                 etag = self.store.put(manifest_key(manifest.customer, manifest.slug), spool)
         return etag, changes
+
+    def _project(self, manifest: Manifest, batch_ids: list[int],
+                 painted: list[PaintedResource], *, named_batches: bool) -> dict:
+        """Ask the DLCS's named query for the manifest's assets, as DLCS_PROJECTION says.
+
+        ``named_batches`` tells a registration that named batches (all of them
+        dropped, when ``batch_ids`` is empty) from one with ``"batches": []``.
+        """
+        customer = manifest.customer
+        if self.settings.dlcs_projection == "manifest":
+            if not painted:
+                return EMPTY_ANSWER
+            return self.dlcs.manifest_query(customer, manifest.slug,
+                                            object_hook=slim_canvas).document
+        if not batch_ids and painted and not named_batches:
+            # Registered with "batches": []: the assets are in the DLCS already, in
+            # batches of their own, which the DLCS names for each of them.
+            found = self.dlcs.find_assets(customer, [row.asset_id for row in painted])
+            batch_ids = sorted({asset.batch for asset in found if asset.batch is not None})
+        if not batch_ids:
+            return EMPTY_ANSWER
+        return self.dlcs.named_query(customer, batch_ids, object_hook=slim_canvas).document
 
     def _finish(self, manifest: Manifest, token: str, batch: int | None, etag: str,
                 changes: list[tuple]) -> None:
@@ -148,11 +189,41 @@ class Rebuilder:
             CanvasPainting.record_findings(changes, now)
             Delivery.complete_pending(manifest.key, now)
 
+    def _record_nothing(self, manifest: Manifest, token: str, reason: str,
+                        batch: int | None) -> None:
+        """Record that the manifest could not be built at all; settle who waited for it."""
+        with db.transaction():
+            now = self.clock()
+            if not Manifest.finish_failed(manifest.id, token, reason, now):
+                raise RebuildFailed("The manifest was re-registered during the rebuild; "
+                                    "its new registration will be rebuilt.",
+                                    batch, manifest.key)
+            Delivery.fail_pending(manifest.key, reason, now)
+
     def _record_failure(self, manifest: Manifest, token: str, message: str) -> None:
         now = self.clock()
         with db.transaction():
             Manifest.fail_rebuild(manifest.id, token, message, now)
             Delivery.explain_pending(manifest.key, message, now)
+
+
+class NothingIngested(Exception):
+    """The DLCS has none of the manifest's assets: every one failed, or never was ingested."""
+
+
+def _all_failed(batches: list[Batch]) -> bool:
+    """Tell whether the manifest's batches all finished without ingesting a single asset."""
+    return bool(batches) and all(
+        batch.status == COMPLETED and not batch.completed and (batch.errors or 0) > 0
+        for batch in batches)
+
+
+def _nothing_reason(batches: list[Batch]) -> str:
+    errors = sum(batch.errors or 0 for batch in batches)
+    where = f"{len(batches)} batch" + ("es" if len(batches) != 1 else "")
+    return (f"Every asset failed at the DLCS ({errors} errors in {where}), so "
+            f"there is nothing to publish; failedAssets says why. Register the manifest "
+            f"again, or rebuild it once the assets are in the DLCS.")
 
 
 class RebuildReport:
@@ -168,6 +239,7 @@ class RebuildReport:
         self.batch = batch
         self.canvases: int | None = None
         self.missing_assets: int | None = None
+        self.nothing_ingested = False
         self._stages: dict[str, float] = {}
         self._running: str | None = None
         self._started = 0.0
@@ -194,6 +266,10 @@ class RebuildReport:
         fields.update({f"{name}_ms": round(spent * 1000, 1)
                        for name, spent in self._stages.items()})
         fields["duration_ms"] = round(seconds * 1000, 1)
+        if exc is None and self.nothing_ingested:
+            metrics.rebuild("failed", seconds, "named_query")
+            logs.event(log, logging.WARNING, "rebuild", outcome="manifest-failed", **fields)
+            return
         if exc is None:
             metrics.rebuild("published", seconds)
             logs.event(log, logging.INFO, "rebuild", outcome="published", **fields)

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from marshmallow import (EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, post_dump,
                          post_load, validate, validates_schema)
 
-from webhook.domain import DELIVERY_OUTCOMES, MAX_INT32, BatchCompletion, PaintedResource
+from webhook.domain import (DELIVERY_OUTCOMES, MAX_INT32, MAX_INT64, SUPERSEDED,
+                            UNFINISHED, BatchCompletion, PaintedResource)
 from webhook.errors import InvalidRequest, PayloadError
 
 MANIFEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Every recorded delivery id (webhook-id, SNS MessageId, reconcile-...) is printable ASCII.
 DELIVERY_ID = r"^[!-~]{1,256}$"
-MAX_INT64 = 2**63 - 1
 # Properties of a registration that the service owns; the rest is kept verbatim.
 SERVICE_OWNED = ("id", "@context", "items", "paintedResources", "batches")
 
@@ -169,6 +169,10 @@ class PaintedResourceSchema(Schema):
     canvas_painting = fields.Nested(CanvasPaintingSchema, data_key="canvasPainting",
                                     required=True)
     asset = fields.Nested(AssetSchema, required=True)
+    # With DLCS_PROJECTION=manifest an asset the DLCS has already is tagged, not
+    # queued again, unless this says so (the DLCS presentation API's field).
+    reingest = StrictBoolean(load_default=False, metadata={"description": (
+        "With DLCS_PROJECTION=manifest: queue the asset even if the DLCS has it.")})
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,7 @@ class Registration:
     painted: tuple[PaintedResource, ...]
     assets: tuple[dict, ...]           # aligned with painted
     batches: tuple[int, ...] | None    # None: the service should queue the assets
+    reingest: tuple[bool, ...] = ()    # aligned with painted: queue even if it exists
 
 
 class RegistrationSchema(Schema):
@@ -246,9 +251,23 @@ def parse_registration(raw: bytes, customer: int, manifest_id: str) -> Registrat
         assets.append(dict(asset))
     document = {k: v for k, v in data.items() if k not in SERVICE_OWNED}
     document.setdefault("type", "Manifest")
+    lent = _lent_canvases(data.get("items"))
+    if lent:
+        document["items"] = lent
     batches = loaded["batches"]
     return Registration(document=document, painted=tuple(painted), assets=tuple(assets),
-                        batches=None if batches is None else tuple(batches))
+                        batches=None if batches is None else tuple(batches),
+                        reingest=tuple(row["reingest"] for row in rows))
+
+
+def _lent_canvases(items: object) -> list[dict]:
+    """Keep of the registered ``items`` what build rule 9 reads: id, rendering, behavior."""
+    if not isinstance(items, list):
+        return []
+    return [{key: canvas[key] for key in ("id", "rendering", "behavior") if key in canvas}
+            for canvas in items
+            if isinstance(canvas, dict) and isinstance(canvas.get("id"), str)
+            and ("rendering" in canvas or "behavior" in canvas)]
 
 
 def _canvas_ids(rows: list[dict], customer: int, manifest_id: str) -> list[str]:
@@ -291,7 +310,9 @@ class OutcomeSchema(Schema):
 
 class BatchStatusSchema(Schema):
     id = fields.Integer()
-    status = fields.String()
+    status = fields.String(metadata={
+        "description": "`ingesting`, `completed`, or `dropped` (by an operator: the manifest "
+                       "does not wait for it, and its notification is ignored)."})
     count = fields.Integer(allow_none=True)
     completed = fields.Integer(allow_none=True)
     errors = fields.Integer(allow_none=True)
@@ -299,12 +320,44 @@ class BatchStatusSchema(Schema):
     finished = UtcDateTime(allow_none=True)
 
 
+class FailedAssetSchema(Schema):
+    asset = fields.String(metadata={"description": "The DLCS asset, customer/space/id."})
+    canvas = fields.String(metadata={"description": "The canvasId it is painted on."})
+    error = fields.String(metadata={"description": "The DLCS's error text for its ingest."})
+
+
+class StalledBatchSchema(Schema):
+    """A batch still ingesting that the DLCS superseded, or that has been for too long."""
+
+    batch = fields.Integer(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf([SUPERSEDED, UNFINISHED]),
+                           metadata={"description": "`superseded`: the DLCS says it will never "
+                                                    "finish; `unfinished`: still ingesting "
+                                                    "after STALLED_BATCH_SECONDS."})
+    age = fields.Integer(required=True, metadata={
+        "description": "Seconds since the batch was recorded."})
+    since = UtcDateTime(allow_none=True, required=True, metadata={
+        "description": "When the batch was recorded."})
+
+
 class StatusSchema(Schema):
-    state = fields.String()
+    state = fields.String(metadata={"description": (
+        "ingesting, complete, complete-with-errors (published; some assets failed at the "
+        "DLCS), failed (every asset failed: nothing published; error says why) or "
+        "rebuild-failed.")})
     batches = fields.List(fields.Nested(BatchStatusSchema))
     last_processed = UtcDateTime(data_key="lastProcessed", allow_none=True)
     error = fields.String(allow_none=True)
     missing_assets = fields.List(fields.String(), data_key="missingAssets")
+    failed_assets = fields.List(fields.Nested(FailedAssetSchema), data_key="failedAssets",
+                                metadata={"description": (
+                                    "Painted resources whose asset the DLCS failed to ingest, "
+                                    "read from the API once their batch finished with errors.")})
+    stalled = fields.List(fields.Nested(StalledBatchSchema), metadata={
+        "description": "Batches that need an operator: requeue the manifest, or drop them."})
+    etag = fields.String(metadata={
+        "description": "The registration's ETag (also the `ETag` header): what a PUT's "
+                       "`If-Match` names. Not the published document's ETag."})
 
 
 class DeliverySchema(Schema):
@@ -315,6 +368,8 @@ class DeliverySchema(Schema):
     manifest = fields.String(allow_none=True)
     outcome = fields.String()
     error = fields.String(allow_none=True)
+    failed_assets = fields.Integer(data_key="failedAssets", allow_none=True, metadata={
+        "description": "How many of the batch's assets failed, when the notification says any."})
 
 
 class DeliveryQuerySchema(Schema):
@@ -328,9 +383,27 @@ class DeliveryQuerySchema(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
 
+
 class ReconcileSchema(OutcomeSchema):
     completed = fields.List(fields.Integer(), required=True, metadata={
         "description": "The batches this request completed from the DLCS's answer."})
+    stalled = fields.List(fields.Nested(StalledBatchSchema), required=True, metadata={
+        "description": "Batches still ingesting that the DLCS superseded or that are older "
+                       "than STALLED_BATCH_SECONDS."})
+
+
+class RequeueSchema(Schema):
+    """What requeueing a manifest's unfinished assets came to."""
+
+    outcome = fields.String(required=True, metadata={
+        "description": "`requeued`, or `manifest-completed` when nothing was left to ingest "
+                       "and the manifest was rebuilt."})
+    manifest = fields.String(required=True)
+    assets = fields.Integer(required=True, metadata={"description": "Assets queued again."})
+    batches = fields.List(fields.Integer(), required=True, metadata={
+        "description": "The batches the DLCS created for them, now ingesting."})
+    dropped = fields.List(fields.Integer(), required=True, metadata={
+        "description": "The unfinished batches they replace, now `dropped`."})
 
 
 class ProblemSchema(Schema):

@@ -129,6 +129,10 @@ class ManifestStore(Protocol):
         """Open the document stored under ``key`` for reading in blocks, or return None."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove the document stored under ``key``; nothing there is no error."""
+        ...
+
     def check(self) -> None:
         """Raise StorageError unless the store can be used right now."""
         ...
@@ -263,6 +267,17 @@ class FileStore:
             file.close()
             raise StorageError(f"cannot read {key} in {self.describe()}: {exc.strerror or exc}") from exc
         return StoredStream(etag, length, file)
+    @_measured("delete")
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing stored there, as S3 answers a delete of an absent key
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key} in {self.describe()}: "
+                               f"{exc.strerror or exc}") from exc
+        _fsync_directory(path.parent)
 
     @_measured("check")
     def check(self) -> None:
@@ -426,6 +441,12 @@ class S3Store:
             if _error_code(exc) in ("NoSuchKey", "PreconditionFailed", "412"):
                 return None
             raise
+    @_measured("delete")
+    def delete(self, key: str) -> None:
+        object_key = self.object_key(key)
+        with _storage_errors(f"cannot delete {key} from {self.describe()}"):
+            # S3 answers 204 whether or not the object was there.
+            self.client.delete_object(Bucket=self.bucket, Key=object_key)
 
     @_measured("check")
     def check(self) -> None:

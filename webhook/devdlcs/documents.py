@@ -112,13 +112,12 @@ def named_query_canvas(customer: int, asset: Asset, number: int) -> dict:
     }
 
 
-def named_query_manifest(customer: int, query: str, batch_ids: list[int],
+def named_query_manifest(customer: int, query: str, argument: str,
                          canvases: list[bytes]) -> bytes:
-    """Return the named-query manifest over ``batch_ids`` holding pre-rendered ``canvases``."""
+    """Return the named-query manifest over ``argument`` (batch ids or a manifest id)."""
     head = json.dumps({
         "@context": PRESENTATION_3,
-        "id": f"{PUBLIC_HOST}/iiif-resource/v3/{customer}/{query}/"
-              + ",".join(map(str, sorted(batch_ids))),
+        "id": f"{PUBLIC_HOST}/iiif-resource/v3/{customer}/{query}/{argument}",
         "type": "Manifest",
         "label": {"en": [f"Generated from '{query}' named query"]},
         "metadata": [{"label": {"en": ["Title"]}, "value": {"en": ["Created by DLCS"]}}],
@@ -133,7 +132,8 @@ def utc(moment: dt.datetime | None) -> str | None:
 
 
 def batch_document(api_url: str, customer: int, batch_id: int, count: int, errors: int,
-                   submitted: dt.datetime, finished: dt.datetime | None) -> bytes:
+                   submitted: dt.datetime, finished: dt.datetime | None, *,
+                   superseded: bool = False) -> bytes:
     """Return the API's Batch resource: counts are 0 until the batch has finished."""
     document = {
         "@context": f"{PUBLIC_HOST}/contexts/Batch.jsonld",
@@ -143,7 +143,7 @@ def batch_document(api_url: str, customer: int, batch_id: int, count: int, error
         "count": count,
         "completed": count - errors if finished else 0,
         "errors": errors if finished else 0,
-        "superseded": False,
+        "superseded": superseded,
     }
     if finished is not None:
         document["finished"] = utc(finished)

@@ -1,15 +1,19 @@
 """The stand-in DLCS over HTTP: named query, queue, batches, and signed completions sent back.
 
-:class:`DevDlcs` serves, from a daemon thread, the three DLCS calls the service
+:class:`DevDlcs` serves, from a daemon thread, the DLCS calls the service
 makes:
 
 - the Orchestrator's named query, ``GET /iiif-resource/v3/{customer}/{query}/{ids}``:
   a manifest of the canvases of the assets in those batches, in a shuffled
-  order (the DLCS promises none);
+  order (the DLCS promises none); with the ``manifest-query`` name, of the
+  assets tagged with that manifest id;
 - the API's queue, ``POST /customers/{c}/queue``: a Hydra Collection of assets
   becomes a new batch (``201`` with the Batch resource);
 - a batch, ``GET /customers/{c}/queue/batches/{id}``: finished once its
-  ingest time has passed.
+  ingest time has passed;
+- the API's assets (``webhook.devdlcs.assets``): which exist (``POST
+  /customers/{c}/allImages``), tagging them with a manifest id (``PATCH``), and
+  a batch's assets with their errors (``GET .../batches/{id}/assets``).
 
 With ``ingest_seconds`` every queued batch finishes that long after it was
 queued, and with a :class:`CompletionSender` it is then announced to the
@@ -36,7 +40,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from webhook.devdlcs.documents import (Asset, batch_document, named_query_canvas,
+from webhook.devdlcs.assets import AssetStore
+from webhook.devdlcs.documents import (PUBLIC_HOST, Asset, batch_document, named_query_canvas,
                                        named_query_manifest, signed_completion)
 
 log = logging.getLogger("webhook.devdlcs")
@@ -44,12 +49,18 @@ log = logging.getLogger("webhook.devdlcs")
 NAMED_QUERY = "named-query"
 QUEUE = "queue"
 BATCH = "batch"
-ENDPOINTS = (NAMED_QUERY, QUEUE, BATCH)
+FIND_ASSETS = "find-assets"
+PATCH_ASSETS = "patch-assets"
+BATCH_ASSETS = "batch-assets"
+ENDPOINTS = (NAMED_QUERY, QUEUE, BATCH, FIND_ASSETS, PATCH_ASSETS, BATCH_ASSETS)
 
 ROUTES = {
     ("GET", NAMED_QUERY): re.compile(r"^/iiif-resource/v3/([^/]+)/([^/]+)/([^/]+)$"),
     ("POST", QUEUE): re.compile(r"^/customers/([^/]+)/queue$"),
     ("GET", BATCH): re.compile(r"^/customers/([^/]+)/queue/batches/([^/]+)$"),
+    ("POST", FIND_ASSETS): re.compile(r"^/customers/([0-9]+)/allImages$"),
+    ("PATCH", PATCH_ASSETS): re.compile(r"^/customers/([0-9]+)/allImages$"),
+    ("GET", BATCH_ASSETS): re.compile(r"^/customers/([0-9]+)/queue/batches/([0-9]+)/assets$"),
 }
 
 
@@ -63,6 +74,7 @@ class Call:
     query: dict[str, list[str]]
     authorization: str | None
     status: int = 0
+    body: object = None   # the parsed JSON body of a POST or PATCH, when it is JSON
 
 
 @dataclass
@@ -75,6 +87,7 @@ class _Batch:
     errors: int = 0
     finished: dt.datetime | None = None
     finish_at: float | None = None   # time.monotonic() when it reports itself finished
+    superseded: bool = False         # it will never finish: its assets went elsewhere
 
 
 def _now() -> dt.datetime:
@@ -87,6 +100,13 @@ def parse_ids(raw: str) -> frozenset[int] | None:
     if not all(part.isdigit() for part in parts):
         return None
     return frozenset(int(part) for part in parts)
+
+
+def _json_or_none(raw: bytes) -> object:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def description(text: str) -> bytes:
@@ -131,10 +151,14 @@ class CompletionSender:
 class DevDlcs:
     """A stand-in DLCS Orchestrator and API; use as a context manager or start()/stop()."""
 
-    def __init__(self, *, named_query: str = "batch-query", host: str = "127.0.0.1",
+    def __init__(self, *, named_query: str = "batch-query",
+                 manifest_query: str = "manifest-query", host: str = "127.0.0.1",
                  port: int = 0, seed: int = 0, first_batch_id: int = 90_000,
                  ingest_seconds: float | None = None, sender: CompletionSender | None = None):
         self.named_query = named_query
+        self.manifest_query = manifest_query
+        #: The API's record of every asset: existence, manifests, errors.
+        self.assets = AssetStore(PUBLIC_HOST)
         self.errors: list[BaseException] = []
         self._address = (host, port)
         self._ingest_seconds = ingest_seconds
@@ -195,22 +219,45 @@ class DevDlcs:
                 canvases.append(json.dumps(canvas, separators=(",", ":")).encode())
             self._batches[(customer, batch_id)] = _Batch(customer, batch_id, assets, canvases,
                                                          _now())
+        self.assets.add(customer, assets, canvases, batch_id)
+        return assets
+
+    def add_assets(self, customer: int, assets: Iterable[Asset | tuple[int, str]]) -> list[Asset]:
+        """Hold assets ingested before, in no batch of the stand-in's: they exist, untagged."""
+        assets = [a if isinstance(a, Asset) else Asset(*a) for a in assets]
+        with self._lock:
+            canvases = []
+            for asset in assets:
+                self._canvas_numbers[customer] += 1
+                canvas = named_query_canvas(customer, asset, self._canvas_numbers[customer])
+                canvases.append(json.dumps(canvas, separators=(",", ":")).encode())
+        self.assets.add(customer, assets, canvases)
         return assets
 
     def finish_batch(self, customer: int, batch_id: int, *, errors: int = 0,
-                     after: float = 0.0) -> None:
+                     after: float = 0.0, failed: dict[str, str] | None = None) -> None:
         """Make a batch report itself finished, now or ``after`` seconds from now.
 
-        With a sender, its completion is then posted to the service.
+        ``failed`` maps asset ids (``"{c}/{s}/{id}"``) to their error text: they
+        count as errors, show the text among the batch's assets and leave the
+        named queries. With a sender, the completion is then posted to the service.
         """
+        if failed:
+            self.assets.fail(failed)
         with self._lock:
             batch = self._batches[(customer, batch_id)]
-            batch.errors = errors
+            batch.errors = max(errors, len(failed or ()))
             batch.finish_at = time.monotonic() + after
         if self._sender is not None:
             timer = threading.Timer(after, self._announce, (customer, batch_id))
             timer.daemon = True
             timer.start()
+
+    def supersede_batch(self, customer: int, batch_id: int) -> None:
+        """Make a batch report itself superseded, as the DLCS does when its assets are
+        queued again in another batch: it stays unfinished, and no completion is sent."""
+        with self._lock:
+            self._batches[(customer, batch_id)].superseded = True
 
     def _announce(self, customer: int, batch_id: int) -> None:
         with self._lock:
@@ -232,6 +279,8 @@ class DevDlcs:
         return None
 
     def answer_named_query(self, customer: str, name: str, ids: str) -> tuple[int, bytes]:
+        if name == self.manifest_query and customer.isdigit():
+            return self.manifest_query_document(int(customer), ids)
         parsed = parse_ids(ids)
         if not customer.isdigit() or parsed is None:
             return 400, description(f"cannot parse {ids!r}")
@@ -241,14 +290,26 @@ class DevDlcs:
 
     def named_query_document(self, customer: int, ids: frozenset[int]) -> tuple[int, bytes]:
         """The named query's answer over exactly these batches of ``customer``."""
+        failed = self.assets.failed()
         with self._lock:
             canvases = [canvas for batch_id in sorted(ids)
                         if (batch := self._batches.get((customer, batch_id)))
-                        for canvas in batch.canvases]
+                        for asset, canvas in zip(batch.assets, batch.canvases)
+                        if not failed or asset.asset_id(customer) not in failed]
             self._random.shuffle(canvases)
         if not canvases:
             return 404, b""
-        return 200, named_query_manifest(customer, self.named_query, sorted(ids), canvases)
+        return 200, named_query_manifest(customer, self.named_query,
+                                         ",".join(map(str, sorted(ids))), canvases)
+
+    def manifest_query_document(self, customer: int, manifest_id: str) -> tuple[int, bytes]:
+        """The ``manifest-query`` answer: the assets tagged with ``manifest_id``, not failed."""
+        canvases = self.assets.tagged(customer, manifest_id)
+        with self._lock:
+            self._random.shuffle(canvases)
+        if not canvases:
+            return 404, b""
+        return 200, named_query_manifest(customer, self.manifest_query, manifest_id, canvases)
 
     def answer_queue(self, customer: str, raw: bytes) -> tuple[int, bytes]:
         if not customer.isdigit():
@@ -275,6 +336,17 @@ class DevDlcs:
         log.info("queued batch %s: %s assets of customer %s", batch_id, len(assets), customer)
         return 201, self.answer_batch(customer, str(batch_id))[1]
 
+    def answer_assets(self, endpoint: str, customer: str, document: object,
+                      batch_id: str | None = None,
+                      query: dict[str, list[str]] | None = None) -> tuple[int, bytes]:
+        """Answer the asset calls: which exist, (un)tagging, a batch's assets."""
+        if endpoint == BATCH_ASSETS:
+            return self.assets.batch_page(int(customer), int(batch_id), query or {}, self.url)
+        if document is None:
+            return 400, description("the body is not JSON")
+        act = self.assets.lookup if endpoint == FIND_ASSETS else self.assets.patch
+        return act(int(customer), document, self.url)
+
     def answer_batch(self, customer: str, batch_id: str) -> tuple[int, bytes]:
         if not (customer.isdigit() and batch_id.isdigit()):
             return 404, b""
@@ -284,7 +356,7 @@ class DevDlcs:
                 return 404, b""
             return 200, batch_document(self.url, batch.customer, batch.batch_id,
                                        len(batch.assets), batch.errors, batch.submitted,
-                                       batch.finished)
+                                       batch.finished, superseded=batch.superseded)
 
 
 class _Server(ThreadingHTTPServer):
@@ -318,6 +390,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         self._dispatch("POST")
 
+    def do_PATCH(self):  # noqa: N802
+        self._dispatch("PATCH")
+
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
@@ -327,6 +402,8 @@ class _Handler(BaseHTTPRequestHandler):
                                ("other", None))
         call = Call(endpoint, method, parts.path, parse_qs(parts.query),
                     self.headers.get("Authorization"))
+        if method in ("POST", "PATCH"):
+            call.body = _json_or_none(raw)
         early = self.dlcs.before(call)
         if early is not None:
             return self._answer(call, *early)
@@ -336,6 +413,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(call, *self.dlcs.answer_queue(match.group(1), raw))
         if endpoint == BATCH:
             return self._answer(call, *self.dlcs.answer_batch(*match.groups()))
+        if endpoint in (FIND_ASSETS, PATCH_ASSETS, BATCH_ASSETS):
+            return self._answer(call, *self.dlcs.answer_assets(
+                endpoint, match.group(1), call.body, *match.groups()[1:], query=call.query))
         self._answer(call, 404, b"")
 
     def _answer(self, call: Call, status: int, body: bytes,
