@@ -37,32 +37,50 @@ sys.path.insert(0, str(ROOT))
 import boto3  # noqa: E402
 import requests  # noqa: E402
 
+from tests.fake_dlcs import FakeDlcs, image_assets  # noqa: E402
 from tests.servers import AWS, LOOPBACK, start_gunicorn, start_moto_server  # noqa: E402
 from webhook import create_app, db  # noqa: E402
-from webhook.config import Settings  # noqa: E402
+from webhook.config import Settings, parse_secret  # noqa: E402
+from webhook.signature import sign  # noqa: E402
 from webhook.storage import S3Store, manifest_key  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"
-SAMPLE = ROOT / "tests" / "samples" / "registration-2-assets.json"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 MAX_READERS = 64
 
 
 def publish(database_url: str, storage_url: str, store, size: int) -> int:
     """Publish a small manifest, store a document of ``size`` bytes in its place; return its size."""
-    app = create_app(Settings.from_env({"DATABASE_URL": database_url, "STORAGE_URL": storage_url,
-                                        "ADMIN_TOKEN": ADMIN_TOKEN}), store=store)
-    try:
-        client = app.test_client()
-        registration = {**json.loads(SAMPLE.read_text()), "batches": []}
-        answer = client.put("/2/manifests/large", json=registration,
-                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-        assert answer.status_code == 200, answer.data
-        published = json.loads(client.get("/2/manifests/large").data)
-        document = json.dumps({**published, "summary": {"en": ["x" * size]}}).encode()
-        app.extensions["webhook.store"].put(manifest_key(2, "large"), document)
-        return len(document)
-    finally:
-        db.dispose()
+    with FakeDlcs() as dlcs:
+        assets = dlcs.add_batch(2, 1234, image_assets("large", 2))
+        app = create_app(Settings.from_env({
+            "DATABASE_URL": database_url, "STORAGE_URL": storage_url, "ADMIN_TOKEN": ADMIN_TOKEN,
+            "WEBHOOK_SECRETS": SECRET, "DLCS_ORCHESTRATOR_URL": dlcs.url}), store=store)
+        try:
+            client = app.test_client()
+            registration = {"type": "Manifest", "label": {"en": ["Large"]}, "batches": [1234],
+                            "paintedResources": [
+                                {"canvasPainting": {"canvasOrder": n},
+                                 "asset": {"id": asset.id, "space": asset.space}}
+                                for n, asset in enumerate(assets)]}
+            answer = client.put("/2/manifests/large", json=registration,
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            assert answer.status_code == 202, answer.data
+            completion = json.dumps({"id": 1234, "customer": 2, "count": 2, "completed": 2,
+                                     "errors": 0, "superseded": False,
+                                     "submitted": "2025-02-20T12:28:01Z",
+                                     "finished": "2025-02-20T12:30:15Z"}).encode()
+            msg_id, timestamp = f"msg_{uuid.uuid4().hex}", int(time.time())
+            answer = client.post("/webhooks/batch-completed", data=completion, headers={
+                "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign(parse_secret(SECRET), msg_id, timestamp, completion)})
+            assert answer.json["outcome"] == "manifest-completed", answer.data
+            published = json.loads(client.get("/2/manifests/large").data)
+            document = json.dumps({**published, "summary": {"en": ["x" * size]}}).encode()
+            app.extensions["webhook.store"].put(manifest_key(2, "large"), document)
+            return len(document)
+        finally:
+            db.dispose()
 
 
 def workers_of(master: int) -> list[int]:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, sample
+from tests.conftest import ADMIN_TOKEN, SECRET, sample, signed_headers
+from tests.fake_dlcs import FakeDlcs, image_assets
 from tests.servers import AWS, LOOPBACK
 from tests.test_end_to_end import running_service, service_environment
 from webhook import create_app, db
@@ -36,20 +37,31 @@ def publish_large_manifest(database_url: str, storage_url: str, store=None) -> i
     thousands of assets; the registration (and its row) stays small either way,
     which writing the document straight to the store keeps true here.
     """
-    app = create_app(Settings.from_env({"DATABASE_URL": database_url, "STORAGE_URL": storage_url,
-                                        "ADMIN_TOKEN": ADMIN_TOKEN}), store=store)
-    try:
-        registration = {**json.loads(sample("registration-2-assets.json")), "batches": []}
-        client = app.test_client()
-        answer = client.put("/2/manifests/large", json=registration,
-                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-        assert answer.status_code == 200
-        published = json.loads(client.get("/2/manifests/large").data)
-        document = json.dumps({**published, "summary": {"en": ["x" * SIZE]}}).encode()
-        app.extensions["webhook.store"].put(manifest_key(2, "large"), document)
-        return len(document)
-    finally:
-        db.dispose()
+    with FakeDlcs() as dlcs:
+        assets = dlcs.add_batch(2, 1234, image_assets("large", 2))
+        app = create_app(Settings.from_env({
+            "DATABASE_URL": database_url, "STORAGE_URL": storage_url, "ADMIN_TOKEN": ADMIN_TOKEN,
+            "WEBHOOK_SECRETS": SECRET, "DLCS_ORCHESTRATOR_URL": dlcs.url}), store=store)
+        try:
+            client = app.test_client()
+            registration = {"type": "Manifest", "label": {"en": ["Large"]}, "batches": [1234],
+                            "paintedResources": [
+                                {"canvasPainting": {"canvasOrder": n},
+                                 "asset": {"id": asset.id, "space": asset.space}}
+                                for n, asset in enumerate(assets)]}
+            assert client.put("/2/manifests/large", json=registration, headers={
+                "Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 202
+            completion = json.dumps({**json.loads(sample("notification-current.json")),
+                                     "id": 1234}).encode()
+            answer = client.post("/webhooks/batch-completed", data=completion,
+                                 headers=signed_headers(completion))
+            assert answer.json["outcome"] == "manifest-completed"
+            published = json.loads(client.get("/2/manifests/large").data)
+            document = json.dumps({**published, "summary": {"en": ["x" * SIZE]}}).encode()
+            app.extensions["webhook.store"].put(manifest_key(2, "large"), document)
+            return len(document)
+        finally:
+            db.dispose()
 
 
 def worker_pid(master: int) -> int:
