@@ -8,6 +8,7 @@ pure builder in ``manifest`` consumes them.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 
@@ -59,6 +60,23 @@ class BatchState:
     finished: dt.datetime | None   # aware, UTC; None while the batch is running
 
 
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When a piece of work must be over: ``seconds`` after it began, at ``at`` (monotonic)."""
+
+    at: float
+    seconds: float
+
+    @classmethod
+    def after(cls, seconds: float) -> "Deadline":
+        """A deadline ``seconds`` from now."""
+        return cls(time.monotonic() + seconds, seconds)
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (negative once it has passed)."""
+        return self.at - time.monotonic()
+
+
 # The largest value of the database's integer columns (customers, batch counts,
 # canvas orders) and of the DLCS's own ints.
 MAX_INT32 = 2**31 - 1
@@ -67,6 +85,10 @@ MAX_INT32 = 2**31 - 1
 # thousands of painted resources a few MB.
 MAX_NOTIFICATION_BYTES = 64 * 1024
 MAX_REGISTRATION_BYTES = 64 * 1024 * 1024
+# Deepest nesting of arrays and objects accepted in a body: a registration is
+# about 6 levels deep and a published manifest a dozen; deeper bodies are faults
+# or attacks, and make the steps after parsing recurse past Python's limit.
+MAX_JSON_DEPTH = 64
 
 # What processing a delivery came to: the webhook's answer and the delivery log's
 # ``outcome`` column. The query schema, the OpenAPI document and the service share these.
