@@ -16,6 +16,7 @@ import operator
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import quote, urlsplit
@@ -23,12 +24,16 @@ from urllib.parse import quote, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
+from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NewConnectionError,
+                                ReadTimeoutError, ResponseError)
+from urllib3.util import Timeout
 from urllib3.util.retry import Retry
 
 from webhook import metrics
 from webhook.capped import read_capped
-from webhook.domain import BatchState
+from webhook.domain import BatchState, Deadline
 from webhook.errors import DlcsError, NamedQueryNotFound, QueuePartiallyFailed
+from webhook.json_limits import JsonTooDeep, NonFiniteNumber, loads_finite
 
 log = logging.getLogger("webhook.dlcs")
 
@@ -39,6 +44,14 @@ MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 _HYDRA_CONTEXT = "http://www.w3.org/ns/hydra/context.jsonld"
 _DESCRIPTION_LIMIT = 500  # characters of a DLCS description surfaced in a message
 
+#: Least time a retry must have left before the call's deadline (after its
+#: backoff) to be worth starting; with less it would only be cut short.
+MIN_RETRY_SECONDS = 1.0
+
+# The deadline of the DLCS call under way in this thread, for the retry policy:
+# one Retry object serves every call of the session, so it is told this way.
+_CALL_DEADLINE: ContextVar[Deadline | None] = ContextVar("dlcs_call_deadline", default=None)
+
 
 @dataclass(frozen=True, slots=True)
 class NamedQueryAnswer:
@@ -48,10 +61,54 @@ class NamedQueryAnswer:
     size: int       # bytes of the response body
 
 
+class _DeadlineRetry(Retry):
+    """The retry policy, except that no retry starts too close to the call's deadline.
+
+    A call without a deadline retries as ``Retry`` does. With one, a retry
+    starts only if, after its backoff (or the DLCS's ``Retry-After``), at least
+    ``MIN_RETRY_SECONDS`` remain; otherwise the last error is raised (or, for
+    a status, the last response returned) as when retries run out.
+    """
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None,
+                  _stacktrace=None):
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        deadline = _CALL_DEADLINE.get()
+        if deadline is None:
+            return retry
+        wait = retry.get_backoff_time()
+        if response is not None and retry.respect_retry_after_header:
+            wait = retry.get_retry_after(response) or wait
+        if deadline.remaining() - wait < MIN_RETRY_SECONDS:
+            raise MaxRetryError(_pool, url, error or ResponseError(
+                f"no time left for a retry before the deadline ({response and response.status})"))
+        return retry
+
+
+class _DeadlineTimeout(Timeout):
+    """Connect and read timeouts that each attempt cuts to the time left before a deadline.
+
+    urllib3 clones the timeout at the start of every attempt (retries
+    included), so no attempt can wait past the deadline for a connection or
+    for a byte; the deadline for the whole answer is kept by ``read_capped``.
+    """
+
+    def __init__(self, timeout: float, deadline: Deadline):
+        super().__init__(connect=timeout, read=timeout)
+        self._limit = timeout
+        self._deadline = deadline
+
+    def clone(self) -> Timeout:
+        # Never zero or less: urllib3 would take that as "do not wait at all"
+        # (non-blocking) or refuse it.
+        left = max(self._deadline.remaining(), 0.01)
+        return Timeout(connect=min(self._limit, left), read=min(self._limit, left))
+
+
 def make_session(retries: int = 2, backoff: float = 0.5, *,
                  max_retry_after: int = 10) -> requests.Session:
     """Build the session every DLCS call goes through, with its retry policy."""
-    retry = Retry(
+    retry = _DeadlineRetry(
         total=retries,
         # A connect error means the request never reached the server, so even
         # the (non-idempotent) queue POST is safe to send again.
@@ -115,11 +172,13 @@ class DlcsClient:
             self._session.close()
 
     def named_query(self, customer: int, batch_ids: Sequence[int], *,
-                    object_hook: Callable[[dict], object] | None = None) -> NamedQueryAnswer:
+                    object_hook: Callable[[dict], object] | None = None,
+                    deadline: Deadline | None = None) -> NamedQueryAnswer:
         """Fetch the named-query manifest of every asset in the given batches.
 
         ``object_hook`` is given to ``json.loads`` as the answer is parsed (to
-        keep only what the caller reads of a large answer).
+        keep only what the caller reads of a large answer). With a ``deadline``
+        the whole call (its retries, and reading the answer) ends by then.
         """
         base = self._require(self._orchestrator_url, "DLCS_ORCHESTRATOR_URL")
         ids = ",".join(str(operator.index(batch_id)) for batch_id in batch_ids)
@@ -132,7 +191,7 @@ class DlcsClient:
         url = (f"{base}/iiif-resource/v3/{customer}/{query}/{ids}"
                f"?cacheBust={uuid.uuid4().hex}")
         what = f"named query {self._named_query}/{ids} of customer {customer}"
-        status, body = self._exchange("GET", url, what, call="named_query")
+        status, body = self._exchange("GET", url, what, call="named_query", deadline=deadline)
         if status == 404:
             raise NamedQueryNotFound(
                 f"{what}: no assets matched (the DLCS answered 404)", status=404)
@@ -201,34 +260,43 @@ class DlcsClient:
             raise DlcsError(f"{variable} is not configured")
         return url
 
-    def _exchange(self, method: str, url: str, what: str, *,
-                  json_body: object = None, call: str = "other") -> tuple[int, bytearray]:
+    def _exchange(self, method: str, url: str, what: str, *, json_body: object = None,
+                  call: str = "other", deadline: Deadline | None = None
+                  ) -> tuple[int, bytearray]:
         """Send one request and read its body; return the status and the bytes.
 
         Every DLCS call passes here, so here it is timed and its failures
-        counted, under ``call`` (named_query, get_batch, queue).
+        counted, under ``call`` (named_query, get_batch, queue). With a
+        ``deadline``, every attempt and the reading of the answer end by then.
         """
         started = time.perf_counter()
         outcome: object = "error"
         failure: str | None = None
+        timeout = self._timeout if deadline is None else _DeadlineTimeout(self._timeout, deadline)
+        reset = _CALL_DEADLINE.set(deadline)
         try:
             try:
                 response = self._session.request(
                     method, url, json=json_body, auth=self._auth,
-                    timeout=self._timeout, allow_redirects=False, stream=True)
-            except requests.Timeout as exc:
-                outcome, failure = type(exc).__name__, "timeout"
-                raise DlcsError(f"{what}: the DLCS did not answer within "
-                                f"{self._timeout:g} s") from exc
+                    timeout=timeout, allow_redirects=False, stream=True)
             except requests.RequestException as exc:
+                if _timed_out(exc):
+                    outcome, failure = type(exc).__name__, "timeout"
+                    raise DlcsError(f"{what}: the DLCS did not answer within "
+                                    f"{self._waited(deadline):g} s") from exc
                 outcome, failure = type(exc).__name__, "unreachable"
                 raise DlcsError(f"{what}: the DLCS could not be reached "
                                 f"({type(exc).__name__})") from exc
             with response:
                 outcome = response.status_code
                 try:
-                    body = read_capped(response, self._max_response_bytes)
+                    body = read_capped(response, self._max_response_bytes, deadline)
                 except requests.RequestException as exc:
+                    if _timed_out(exc):
+                        failure = "timeout"
+                        raise DlcsError(f"{what}: the DLCS did not answer within "
+                                        f"{self._waited(deadline):g} s (its answer was "
+                                        "still arriving)", status=response.status_code) from exc
                     failure = "read"
                     raise DlcsError(f"{what}: reading the DLCS answer failed "
                                     f"({type(exc).__name__})",
@@ -240,11 +308,36 @@ class DlcsClient:
                                     status=response.status_code)
                 return response.status_code, body
         finally:
+            _CALL_DEADLINE.reset(reset)
             elapsed = time.perf_counter() - started
             log.debug("%s %s -> %s in %.0f ms", method, url, outcome, elapsed * 1000)
             if failure is None and not (isinstance(outcome, int) and 200 <= outcome < 300):
                 failure = f"status-{outcome}" if isinstance(outcome, int) else "error"
             metrics.dlcs_call(call, elapsed, failure)
+
+
+    def _waited(self, deadline: Deadline | None) -> float:
+        """The limit a timed-out call ran into: its deadline once that has passed, else the timeout."""
+        if deadline is not None and deadline.remaining() < self._timeout:
+            return deadline.seconds
+        return self._timeout
+
+
+def _timed_out(exc: requests.RequestException) -> bool:
+    """Tell whether a failure was a timeout, including one that ended urllib3's retries.
+
+    urllib3 reports retries that ran out on read timeouts as MaxRetryError,
+    which requests turns into a ConnectionError: a DLCS that hung is not one
+    that "could not be reached".
+    """
+    if isinstance(exc, requests.Timeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    # urllib3's NewConnectionError (refused, unresolvable) derives from ConnectTimeoutError.
+    return (isinstance(reason, (ReadTimeoutError, ConnectTimeoutError, TimeoutError))
+            and not isinstance(reason, NewConnectionError))
 
 
 def _base_url(url: str | None, name: str) -> str | None:
@@ -279,8 +372,8 @@ def _require_status(what: str, status: int, body: bytes, *accepted: int) -> None
 def _description(body: bytes) -> str | None:
     """Return the DLCS's ``description`` of an error, if the body has one."""
     try:
-        document = json.loads(body)
-    except ValueError:
+        document = loads_finite(body)
+    except ValueError:  # not JSON, NaN, or nested too deeply: no description then
         return None
     if isinstance(document, dict) and isinstance(document.get("description"), str):
         description = document["description"].strip()
@@ -301,7 +394,12 @@ def _json_text(what: str, body: bytes | bytearray) -> str:
 def _parse_json(what: str, body: str | bytes | bytearray,
                 object_hook: Callable[[dict], object] | None = None) -> object:
     try:
-        return json.loads(body, object_hook=object_hook)
+        return loads_finite(body, object_hook=object_hook)
+    except NonFiniteNumber as exc:
+        raise DlcsError(f"{what}: the DLCS answer holds {exc.constant}, which is not "
+                        "a JSON number") from None
+    except JsonTooDeep:
+        raise DlcsError(f"{what}: the DLCS answer is nested too deeply to read") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise DlcsError(f"{what}: the DLCS answer is not JSON") from exc
 
