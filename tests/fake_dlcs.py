@@ -15,7 +15,7 @@ It counts named-query calls per ``(customer, ids)`` under a lock, so tests can
 assert that a manifest was rebuilt exactly once, optionally insists on HTTP
 Basic credentials, and can be told to misbehave: fail the next N calls (a
 status, a delay, a body that is not JSON), delay every named query, or hold
-named queries until the test releases them.
+named queries until the test releases them, all at once or one by one.
 
 Canvas bodies are rendered once, when a batch is registered, so a named query
 over 50,000 assets costs the fake a shuffle and a join, not a JSON encoding:
@@ -105,6 +105,7 @@ class Call:
     query: dict[str, list[str]]
     authorization: str | None
     status: int = 0
+    gate: threading.Event | None = None  # set by hold_each: the call waits for it
 
 
 @dataclass
@@ -221,6 +222,10 @@ class FakeDlcs:
         self._state = _State()
         self._released = threading.Event()
         self._released.set()
+        # The endpoint whose calls are held one by one (hold_each), and their gates
+        # in order of arrival.
+        self._gated: str | None = None
+        self._gates: list[threading.Event] = []
         self._next_batch_id = first_batch_id
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -247,7 +252,7 @@ class FakeDlcs:
 
     def stop(self) -> None:
         """Stop serving and close the socket; safe to call twice."""
-        self._released.set()
+        self.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -298,8 +303,38 @@ class FakeDlcs:
         self._released.clear()
 
     def release(self) -> None:
-        """Let held named queries answer."""
+        """Let held named queries answer (those held one by one too), and stop holding."""
         self._released.set()
+        with self._lock:
+            self._gated = None
+            for gate in self._gates:
+                gate.set()
+
+    def hold_each(self, endpoint: str = NAMED_QUERY) -> None:
+        """Make each call to ``endpoint`` from now on wait (up to HOLD_LIMIT_SECONDS) for ``release_call``.
+
+        A held call computes its answer once released, from the batches as they
+        are then: a test can change them between releases.
+        """
+        if endpoint not in (NAMED_QUERY, QUEUE):
+            raise ValueError("named queries and queue requests can be held")
+        with self._lock:
+            self._gated = endpoint
+            self._gates = []
+
+    def release_call(self, number: int, timeout: float = 10.0) -> None:
+        """Let the ``number``-th call held since ``hold_each`` answer (0 is the first).
+
+        Waits up to ``timeout`` s for that call to arrive.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(self._gates) <= number:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"named query #{number} did not arrive in {timeout} s")
+                self._changed.wait(left)
+            self._gates[number].set()
 
     def finish_batch(self, customer: int, batch_id: int, *, errors: int = 0,
                      after: float = 0.0) -> None:
@@ -333,6 +368,16 @@ class FakeDlcs:
         with self._lock:
             return [c for c in self._state.calls if endpoint is None or c.endpoint == endpoint]
 
+    def wait_for_calls(self, endpoint: str, count: int, timeout: float = 10.0) -> None:
+        """Block until at least ``count`` calls to ``endpoint`` arrived; raise TimeoutError."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while sum(1 for call in self._state.calls if call.endpoint == endpoint) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"fewer than {count} {endpoint} calls after {timeout} s")
+                self._changed.wait(left)
+
     def wait_for_named_queries(self, count: int, timeout: float = 10.0) -> None:
         """Block until at least ``count`` named queries arrived; raise TimeoutError."""
         deadline = time.monotonic() + timeout
@@ -350,7 +395,10 @@ class FakeDlcs:
             self._state.calls.append(call)
             if key is not None:
                 self._state.named_query_calls[key] += 1
-                self._changed.notify_all()
+            if self._gated == call.endpoint:
+                call.gate = threading.Event()
+                self._gates.append(call.gate)
+            self._changed.notify_all()
             faults = self._state.faults[call.endpoint]
             return faults.popleft() if faults else None
 
@@ -479,6 +527,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self._misbehave(call, fault, auth):
                 return
             fake._released.wait(HOLD_LIMIT_SECONDS)
+            if call.gate is not None:
+                call.gate.wait(HOLD_LIMIT_SECONDS)
             if fake.delay:
                 time.sleep(fake.delay)
             parsed = _parse_ids(ids)
@@ -492,6 +542,8 @@ class _Handler(BaseHTTPRequestHandler):
             call = Call(QUEUE, method, parts.path, query, auth)
             if self._misbehave(call, fake._record(call), auth):
                 return
+            if call.gate is not None:
+                call.gate.wait(HOLD_LIMIT_SECONDS)
             if not match.group(1).isdigit():
                 return self._answer(call, 404, b"")
             try:

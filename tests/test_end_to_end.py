@@ -226,6 +226,18 @@ def assert_no_tracebacks(server: GunicornServer) -> None:
     assert "Traceback" not in log and "unhandled error" not in log, log[-5000:]
 
 
+def published_object(s3, bucket: str, manifest_key: str) -> dict:
+    """Get the one object stored for a manifest: ``{manifest_key}.{version}.json``.
+
+    Each rebuild stores a version of its own, publishes it in the database and
+    deletes the one it replaced: one is left, and GET serves it.
+    """
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"{manifest_key}.")
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    assert len(keys) == 1, keys
+    return s3.get_object(Bucket=bucket, Key=keys[0])
+
+
 # ---------------------------------------------------------------- fixtures
 
 @dataclass
@@ -241,8 +253,9 @@ class Running:
     sent: dict[str, str] = field(default_factory=dict)  # webhook-id -> outcome answered
 
     def object(self, plan: Plan) -> dict:
-        return self.s3.get_object(Bucket=self.bucket,
-                                  Key=f"{self.prefix}/{plan.customer}/manifests/{plan.slug}")
+        """The manifest's one stored document (each rebuild deletes the one it replaces)."""
+        return published_object(self.s3, self.bucket,
+                                f"{self.prefix}/{plan.customer}/manifests/{plan.slug}")
 
     def complete(self, plan: Plan, batch_id: int, msg_id: str | None = None,
                  **kwargs) -> requests.Response:
@@ -372,7 +385,7 @@ def test_the_worked_example_is_published(service):
     document = published.json()
     assert document == json.loads(sample("published-2-assets.json"))
     assert_valid_iiif(document)
-    stored = service.s3.get_object(Bucket=service.bucket, Key="published/2/manifests/letters")
+    stored = published_object(service.s3, service.bucket, "published/2/manifests/letters")
     assert stored["ContentType"] == "application/ld+json"
     assert stored["Body"].read() == published.content
     assert_no_tracebacks(service.server)

@@ -12,9 +12,11 @@ from typing import Callable
 
 from webhook.config import Settings
 from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest, utcnow
-from webhook.storage import ManifestStore, manifest_key
+from webhook.storage import ManifestStore, published_key
 
 PRESENTATION_CONTEXT = "http://iiif.io/api/presentation/3/context.json"
+# How many times a GET reads the manifest's row when rebuilds keep replacing its document.
+_LOOKS = 3
 COMPLETE = "complete"
 REBUILD_FAILED = "rebuild-failed"
 
@@ -77,16 +79,25 @@ class Reader:
         """Return the stored manifest, or the registration with its ingesting summary.
 
         A revalidation whose tag matches the published one is answered from the
-        database alone, without reading the store.
+        database alone, without reading the store. The document served is the
+        one stored at the key the database records with that tag.
         """
         manifest = Manifest.registered(customer, slug)
-        etag = manifest.published_etag
-        if etag is not None and (etag in if_none_match or "*" in if_none_match):
-            return NotModified(etag)
-        if etag is not None:
-            stored = self.store.get(manifest_key(customer, slug))
+        for _ in range(_LOOKS):
+            etag = manifest.published_etag
+            if etag is None:
+                break
+            if etag in if_none_match or "*" in if_none_match:
+                return NotModified(etag)
+            key = manifest.published_key
+            stored = self.store.get(published_key(customer, slug, key))
             if stored is not None:
                 return PublishedDocument(stored.body, stored.etag)
+            # A rebuild that finished since the row was read deletes the
+            # document it replaced: read the row again for the new one.
+            manifest = Manifest.registered(customer, slug)
+            if manifest.published_key == key:
+                break
         return NotPublishedYet(self._ingesting_view(manifest))
 
     def _ingesting_view(self, manifest: Manifest) -> dict:
