@@ -139,6 +139,12 @@ def state_of(manifest: Manifest, batches: list[Batch],
     """Tell a manifest's state (ingesting, complete, rebuild-failed) and why, if it is stuck."""
     if manifest.queue_error is not None:
         return INGESTING, f"Queueing at the DLCS stopped: {manifest.queue_error}"
+    if manifest.queueing_until is not None:
+        # A request is queueing the assets: nothing is recorded as ingesting yet.
+        if manifest.queueing_until < now:
+            return INGESTING, ("Queueing at the DLCS was interrupted; the same registration "
+                               "again resumes it.")
+        return INGESTING, None
     if any(b.status == INGESTING for b in batches):
         return INGESTING, manifest.rebuild_error
     if not manifest.needs_rebuild:

@@ -74,31 +74,40 @@ class Registrar:
                             registration: Registration) -> Registered:
         """Register a manifest and queue its assets at the DLCS ourselves.
 
-        The registration is stored before the DLCS is called and every batch the
-        DLCS creates is recorded, even when a later chunk fails; an identical PUT
-        then resumes where queueing stopped instead of queueing twice.
+        The registration is stored, and the queueing claimed (``queueing_until``),
+        before the DLCS is called; every batch the DLCS creates is recorded, even
+        when a later chunk fails. An identical PUT meanwhile finds the claim and
+        queues nothing; after a failure, or once the claim has run out (a worker
+        that died), an identical PUT resumes where queueing stopped.
         """
         if not self.settings.dlcs_api_url:
             raise InvalidRequest("The manifest registration is invalid.", {"batches": [
                 "Required: DLCS_API_URL is not configured, so the service cannot queue "
                 "the assets itself."]})
         fingerprint = _fingerprint(registration)
+        members = _queue_members(registration.assets)
         with db.transaction():
-            manifest = Manifest.find(customer, slug)
-            manifest = Manifest.lock(manifest.id) if manifest is not None else None
-            if manifest is not None and manifest.fingerprint == fingerprint:
-                if manifest.queue_error is None:
-                    # The same registration again: its assets are queued already.
+            # Insert-and-catch: of two PUTs of a new manifest, the second waits for
+            # the first's row (PostgreSQL's unique index, SQLite's write lock) and
+            # then sees its claim, instead of replacing it and queueing again.
+            manifest, created = self._insert_or_lock(customer, slug, registration)
+            now = self.clock()
+            if not created and manifest.fingerprint == fingerprint:
+                # The same registration again: queued, being queued, or to resume.
+                if manifest.queueing_until is None and manifest.queue_error is None:
+                    return self._queued_already(manifest)
+                if manifest.queueing_until is not None and manifest.queueing_until >= now:
                     return self._queued_already(manifest)
                 start = manifest.queued_assets or 0
             else:
-                manifest, _ = self._upsert_manifest(customer, slug, registration)
+                if not created:
+                    manifest = self._replace_manifest(manifest, registration)
                 self._replace_batches(manifest, customer, ())
                 self._replace_paintings(manifest, registration)
-                Manifest.update(fingerprint=fingerprint, queued_assets=0, queue_error=None).where(
-                    Manifest.id == manifest.id).execute()
                 start = 0
-        members = _queue_members(registration.assets)
+            Manifest.update(fingerprint=fingerprint, queued_assets=start, queue_error=None,
+                            queueing_until=now + self._queueing_lease(len(members) - start)
+                            ).where(Manifest.id == manifest.id).execute()
         try:
             states = self.dlcs.queue_assets(customer, members[start:])
         except QueuePartiallyFailed as exc:
@@ -113,6 +122,12 @@ class Registrar:
             return Registered(NOTHING_TO_INGEST, manifest)
         return self._queued_already(manifest)
 
+    def _queueing_lease(self, assets: int) -> dt.timedelta:
+        """How long queueing ``assets`` may take before an identical PUT takes it over."""
+        chunks = max(1, -(-assets // self.settings.dlcs_max_batch_size))
+        # Per chunk: a POST with its connection retries (3 connects) and one read.
+        return dt.timedelta(seconds=chunks * (4 * self.settings.dlcs_timeout_seconds + 10))
+
     def _queued_already(self, manifest: Manifest) -> Registered:
         manifest = Manifest.get_by_id(manifest.id)
         state, _ = state_of(manifest, Batch.of_manifest(manifest.id), self.clock())
@@ -120,39 +135,59 @@ class Registrar:
 
     def _record_queued(self, manifest: Manifest, states, queued: int,
                        error: str | None) -> str | None:
-        """Record the batches the DLCS created; claim the rebuild when nothing is left."""
+        """Record the batches the DLCS created; claim the rebuild when nothing is left.
+
+        Nothing is recorded when the manifest was registered anew while its
+        assets were being queued: those batches belong to no registration now.
+        """
         with db.transaction():
-            manifest = Manifest.lock(manifest.id)
+            current = Manifest.lock(manifest.id)
+            if current is None or current.generation != manifest.generation:
+                return None
             fresh = [s.batch_id for s in states]
             if fresh:
-                Batch.insert_many([{"id": i, "manifest": manifest.id,
-                                    "customer": manifest.customer, "status": INGESTING,
+                Batch.insert_many([{"id": i, "manifest": current.id,
+                                    "customer": current.customer, "status": INGESTING,
                                     "created_at": self.clock()} for i in fresh]).execute()
-                self.intake.apply_early_completions(manifest, fresh)
-            Manifest.update(queued_assets=queued, queue_error=error,
-                            updated_at=self.clock()).where(Manifest.id == manifest.id).execute()
-            if error is None and Batch.count_ingesting(manifest.id) == 0:
-                return self.rebuilder.claim(manifest.id, mark=True)
+                self.intake.apply_early_completions(current, fresh)
+            Manifest.update(queued_assets=queued, queue_error=error, queueing_until=None,
+                            updated_at=self.clock()).where(Manifest.id == current.id).execute()
+            if error is None and Batch.count_ingesting(current.id) == 0:
+                return self.rebuilder.claim(current.id, mark=True)
         return None
 
     def _upsert_manifest(self, customer: int, slug: str,
                          registration: Registration) -> tuple[Manifest, bool]:
         """Insert or replace the manifest's row; tell whether it was new."""
-        now = self.clock()
+        manifest, created = self._insert_or_lock(customer, slug, registration)
+        if not created:
+            manifest = self._replace_manifest(manifest, registration)
+        return manifest, created
+
+    def _insert_or_lock(self, customer: int, slug: str,
+                        registration: Registration) -> tuple[Manifest, bool]:
+        """Insert the manifest with this registration, or lock the one registered; tell which."""
         existing = Manifest.find(customer, slug)
         if existing is None:
+            now = self.clock()
             try:
                 with db.database.atomic():
                     return Manifest.create(customer=customer, slug=slug, updated_at=now,
                                            created_at=now, document=registration.document), True
             except peewee.IntegrityError:
                 existing = Manifest.find(customer, slug)  # registered concurrently
-        manifest = Manifest.lock(existing.id)
+        return Manifest.lock(existing.id), False
+
+    def _replace_manifest(self, manifest: Manifest, registration: Registration) -> Manifest:
+        """Replace a locked manifest's registration: a new generation, nothing claimed."""
+        # The queueing fields describe the registration replaced: an identical PUT
+        # of that one must not be taken for this one.
         Manifest.update(document=registration.document, generation=Manifest.generation + 1,
                         needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
-                        rebuild_error=None, updated_at=now).where(
+                        rebuild_error=None, fingerprint=None, queued_assets=None,
+                        queue_error=None, queueing_until=None, updated_at=self.clock()).where(
             Manifest.id == manifest.id).execute()
-        return Manifest.get_by_id(manifest.id), False
+        return Manifest.get_by_id(manifest.id)
 
     def _replace_batches(self, manifest: Manifest, customer: int, batch_ids: Iterable[int]):
         wanted = set(batch_ids)
