@@ -100,8 +100,10 @@ class Rebuilder:
                 with tempfile.TemporaryFile(prefix="manifest-") as spool:
                     changes = self._build(manifest, spool, deadline, report)
                     with report.stage("store"):
-                        stored = True  # from here on, the key may hold a document
                         etag = self.store.put(key, spool, deadline=deadline)
+                    # From here on a failure leaves a document nothing serves. (A put
+                    # that failed leaves none, unless only its answer was lost.)
+                    stored = True
                 superseded = self._finish(manifest, token, etag, key, changes)
             except Exception as exc:  # noqa: BLE001 - every failure must release the claim
                 raise self._failed(manifest, token, batch, key if stored else None,
