@@ -113,6 +113,6 @@ def test_send_completion_exits_non_zero_on_a_rejection(app):
 def test_commands_have_help(app):
     runner = app.test_cli_runner()
     for command in (["db", "upgrade"], ["db", "version"], ["status"], ["rebuild"],
-                    ["completion-curl"], ["send-completion"]):
+                    ["completion-curl"], ["send-completion"], ["secret"], ["dev-dlcs"]):
         result = runner.invoke(args=[*command, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output

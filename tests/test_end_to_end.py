@@ -292,7 +292,8 @@ def test_manifests_are_published_when_their_last_batch_completes(service):
              make_plan(8, "three-batches", {521: 1, 522: 2, 523: 3})]
     client = service.client
     ready = client.session.get(f"{client.url}/readyz", timeout=10)
-    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "storage": "ok"}}
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "storage": "ok"},
+                            "disabled": {"sns": "SNS_TOPIC_ARNS"}, "defaulted": []}
 
     for plan in plans:
         register_with_fake(service.fake, plan)
@@ -302,7 +303,7 @@ def test_manifests_are_published_when_their_last_batch_completes(service):
         assert client.status(plan)["state"] == "ingesting"
         pending = client.manifest(plan)
         assert pending.status_code == 202
-        assert pending.json()["ingesting"] == {"total": len(plan.assets), "finished": 0,
+        assert pending.json()["ingesting"] == {"state": "ingesting", "total": len(plan.assets), "finished": 0,
                                                "errors": 0}
 
     # Interleave the manifests' completions; the last of each completes its manifest.

@@ -33,9 +33,14 @@ def _operations(spec: dict) -> set[tuple[str, str]]:
             for method in item if method != "parameters"}
 
 
+def _api_rules(app) -> list:
+    # The operator console is pages for people (tests/test_console.py), not the API.
+    return [rule for rule in app.url_map.iter_rules()
+            if rule.endpoint != "static" and not rule.endpoint.startswith("console.")]
+
+
 def _routes(app) -> set[tuple[str, str]]:
-    return {(openapi_path(rule.rule), method) for rule in app.url_map.iter_rules()
-            if rule.endpoint != "static"
+    return {(openapi_path(rule.rule), method) for rule in _api_rules(app)
             for method in (rule.methods or set()) - IMPLICIT_METHODS}
 
 
@@ -87,13 +92,11 @@ def test_every_url_rule_is_described(app, spec):
     assert not missing, f"URL rules with no description in webhook/openapi.py: {sorted(missing)}"
     stale = _operations(spec) - _routes(app)
     assert not stale, f"described operations the app does not serve: {sorted(stale)}"
-    assert {rule.endpoint for rule in app.url_map.iter_rules()} - {"static"} <= set(OPERATIONS)
+    assert {rule.endpoint for rule in _api_rules(app)} <= set(OPERATIONS)
 
 
 def test_every_path_parameter_is_described(app, spec):
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+    for rule in _api_rules(app):
         item = spec["paths"][openapi_path(rule.rule)]
         described = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
         assert described == set(rule.arguments), rule.rule
@@ -120,6 +123,7 @@ def test_admin_operations_need_the_bearer_token(spec):
              for method, operation in item.items()
              if method != "parameters" and {"bearerAuth": []} in operation.get("security", [])}
     assert admin == {(MANIFEST_PATH, "put"), (MANIFEST_PATH + "/status", "get"),
+                     ("/{customer}/manifests", "get"),
                      (MANIFEST_PATH + "/rebuild", "post"), (MANIFEST_PATH + "/reconcile", "post"),
                      ("/deliveries", "get"), ("/deliveries/{delivery_id}/replay", "post")}
     for path, method in admin:
@@ -238,6 +242,25 @@ def test_delivery_log_answers_match_the_document(client, admin, spec):
                           replayed)["outcome"] == "ignored"
     check_response(spec, "POST", "/deliveries/{delivery_id}/replay",
                    client.post("/deliveries/unknown/replay", headers=admin))  # 404
+
+
+def test_manifest_list_answers_match_the_document(client, admin, spec):
+    client.put(URL, data=sample("registration-2-assets.json"), headers=admin)
+    client.put(URL + "-2", data=sample("registration-2-assets.json").replace(
+        b"1234", b"1235"), headers=admin)
+    first = check_response(spec, "GET", "/{customer}/manifests",
+                           client.get("/2/manifests?state=ingesting&limit=1", headers=admin))
+    assert [item["id"] for item in first["items"]] == ["letters"]
+    last = check_response(spec, "GET", "/{customer}/manifests",
+                          client.get(f"/2/manifests?page={first['next']}", headers=admin))
+    assert [item["id"] for item in last["items"]] == ["letters-2"] and last["next"] is None
+    refused = [(f"/2/manifests?{query}", admin, 400)
+               for query in ("state=lost", "limit=201", "page=bm90IGEgdG9rZW4", "surprise=1")]
+    refused += [("/2/manifests", {}, 401), (f"/{2**31}/manifests", admin, 404)]
+    for url, headers, status in refused:
+        response = client.get(url, headers=headers)
+        assert response.status_code == status, url
+        check_response(spec, "GET", "/{customer}/manifests", response)
 
 
 def test_the_sns_endpoint_answers_match_the_document(client, spec):

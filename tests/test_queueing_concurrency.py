@@ -99,7 +99,7 @@ def test_an_identical_put_takes_over_queueing_that_was_interrupted(app, admin, f
         db.close()
         status = app.test_client().get(f"{URL}/status", headers=admin).get_json()
         assert status["state"] == "ingesting"
-        assert "interrupted" in status["error"]
+        assert "was interrupted" in status["error"]
         # The same registration again queues the assets itself.
         second = pool.submit(put, app, admin)
         fake_dlcs.wait_for_calls(QUEUE, 2)

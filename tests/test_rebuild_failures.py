@@ -175,9 +175,15 @@ def _fail_the_last_completion(setup: Setup, admin) -> None:
         MSG_ID, "webhook", 1234, MANIFEST, "failed")
     assert setup.failure.message in item["error"]
 
-    still_ingesting = client.get(URL)
-    assert still_ingesting.status_code == 202
-    assert still_ingesting.get_json()["ingesting"] == {"total": 2, "finished": 2, "errors": 0}
+    # The public answer tells a viewer it is stuck, not still ingesting.
+    stuck = client.get(URL)
+    assert stuck.status_code == 202
+    assert stuck.headers["Retry-After"] == "30"
+    assert "Retry-After" in stuck.headers["Access-Control-Expose-Headers"]
+    summary = stuck.get_json()["ingesting"]
+    assert summary == {"state": "rebuild-failed", "total": 2, "finished": 2, "errors": 0,
+                       "reason": status["error"]}
+    assert setup.failure.message in summary["reason"]
 
 
 @pytest.mark.parametrize("finish", list(FINISHES))

@@ -31,7 +31,9 @@ def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = No
     app.config["MAX_CONTENT_LENGTH"] = MAX_REGISTRATION_BYTES
     app.json.sort_keys = False
 
-    db.bind(db.open_database(settings.database_url))
+    # Without migrate, nothing is created: a SQLite file must exist already
+    # (gunicorn's master or `flask db upgrade` made it).
+    db.bind(db.open_database(settings.database_url, create=migrate))
     if migrate:
         db.migrate()
         db.close()

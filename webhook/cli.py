@@ -1,27 +1,31 @@
 """Operator commands: ``flask --app wsgi <command>``.
 
 Each command does what the matching HTTP endpoint does, prints JSON or one line
-per item, and exits non-zero on failure with a one-line message.
+per item, and exits non-zero on failure with a one-line message: status 1 for
+a refusal, ``startup.EXIT_DATABASE`` (69) when the database cannot be reached.
+Only ``db upgrade`` creates or migrates a database; every other command reads
+(or writes to) one that exists and never makes an empty one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import secrets
 import shlex
-import time
-import uuid
 
 import click
 import requests
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from webhook import db
+from webhook import db, startup
 from webhook.errors import WebhookError
+from webhook.config import new_secret
+from webhook.devdlcs.documents import signed_completion
 from webhook.schemas import OutcomeSchema, StatusSchema
 from webhook.service import Services
-from webhook.signature import sign
 
 db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")
 
@@ -29,12 +33,34 @@ db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")
 def init_app(app: Flask) -> None:
     """Register the commands on the app's ``flask`` CLI."""
     app.cli.add_command(db_cli)
-    for command in (status, rebuild, reconcile, completion_curl, send_completion):
+    for command in (status, rebuild, reconcile, completion_curl, send_completion, secret,
+                    dev_dlcs):
         app.cli.add_command(command)
 
 
 def _services() -> Services:
     return current_app.extensions["webhook.services"]
+
+
+def _settings():
+    return current_app.extensions["webhook.settings"]
+
+
+def _needs_schema(command):
+    """Reach the database (exit 69 if it cannot be) and refuse one that has no schema yet."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        settings = _settings()
+        startup.reach_database_or_exit(settings)
+        current, _ = db.schema_version()
+        if current is None:
+            raise click.ClickException(
+                f"the database at {startup.database_location(settings.database_url)} has no "
+                "schema: run `flask --app wsgi db upgrade` or start the service")
+        return command(*args, **kwargs)
+
+    return run
 
 
 def _fail(exc: WebhookError) -> click.ClickException:
@@ -43,11 +69,11 @@ def _fail(exc: WebhookError) -> click.ClickException:
 
 @db_cli.command("upgrade")
 def db_upgrade():
-    """Create the schema or apply pending migrations."""
-    try:
-        applied = db.migrate()
-    except WebhookError as exc:
-        raise _fail(exc) from exc
+    """Create the database (a SQLite file) or its schema, or apply pending migrations."""
+    settings = _settings()
+    applied = startup.migrate_or_exit(settings)  # the one command that may create a database
+    db.bind(db.open_database(settings.database_url, create=False))
+    startup.reach_database_or_exit(settings)
     current, _ = db.schema_version()
     click.echo(f"applied: {', '.join(applied)}" if applied else f"up to date at {current}")
 
@@ -55,6 +81,7 @@ def db_upgrade():
 @db_cli.command("version")
 def db_version():
     """Show the newest applied migration and any pending ones."""
+    startup.reach_database_or_exit(_settings())
     current, pending = db.schema_version()
     click.echo(f"current: {current or 'none'}")
     click.echo(f"pending: {', '.join(pending) if pending else 'none'}")
@@ -64,6 +91,7 @@ def db_version():
 
 @click.command("status")
 @with_appcontext
+@_needs_schema
 @click.argument("customer", type=click.IntRange(min=1))
 @click.argument("manifest_id")
 def status(customer: int, manifest_id: str):
@@ -77,6 +105,7 @@ def status(customer: int, manifest_id: str):
 
 @click.command("rebuild")
 @with_appcontext
+@_needs_schema
 @click.argument("customer", type=click.IntRange(min=1))
 @click.argument("manifest_id")
 def rebuild(customer: int, manifest_id: str):
@@ -107,6 +136,7 @@ class Duration(click.ParamType):
 @click.option("--older-than", type=Duration(), default="30m", show_default=True,
               help="Only manifests with a batch ingesting for longer than this.")
 @with_appcontext
+@_needs_schema
 def reconcile(older_than: dt.timedelta):
     """Complete batches the DLCS finished but never notified; one line per manifest."""
     services = _services()
@@ -145,16 +175,11 @@ def _signed_completion(batch, customer, count, completed, errors, url):
     settings = current_app.extensions["webhook.settings"]
     if not settings.webhook_keys:
         raise click.ClickException("No WEBHOOK_SECRETS are configured; nothing can be signed.")
-    now = dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-    body = json.dumps({
-        "id": batch, "customer": customer, "count": count,
-        "completed": count - errors if completed is None else completed, "errors": errors,
-        "superseded": False, "submitted": now, "finished": now,
-    }, separators=(",", ":")).encode()
-    msg_id, timestamp = f"msg_{uuid.uuid4().hex}", int(time.time())
-    headers = {"content-type": "application/json", "webhook-id": msg_id,
-               "webhook-timestamp": str(timestamp),
-               "webhook-signature": sign(settings.webhook_keys[0], msg_id, timestamp, body)}
+    now = dt.datetime.now(dt.timezone.utc)
+    headers, body = signed_completion(
+        settings.webhook_keys[0], batch=batch, customer=customer, count=count,
+        completed=count - errors if completed is None else completed, errors=errors,
+        submitted=now, finished=now)
     return url or f"{settings.public_base_url}/webhooks/batch-completed", headers, body
 
 
@@ -185,3 +210,35 @@ def send_completion(batch, customer, count, completed, errors, url):
     click.echo(f"{response.status_code} {response.text.strip()}")
     if response.status_code >= 300:
         raise SystemExit(1)
+
+
+@click.command("secret")
+def secret():
+    """Print a new webhook secret and admin token as shell `export` lines.
+
+    `eval "$(flask --app wsgi secret)"` sets both in the current shell; give the
+    same WEBHOOK_SECRETS value to the DLCS (or `flask dev-dlcs`) that signs the
+    deliveries.
+    """
+    click.echo(f"export WEBHOOK_SECRETS={new_secret()}")
+    click.echo(f"export ADMIN_TOKEN={secrets.token_urlsafe(32)}")
+
+
+@click.command("dev-dlcs")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True)
+@click.option("--ingest-seconds", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="How long after queueing a batch finishes and its completion is sent.")
+@click.option("--webhook-url", default=None,
+              help="Where completions go (default: PUBLIC_BASE_URL/webhooks/batch-completed).")
+@with_appcontext
+def dev_dlcs(host, port, ingest_seconds, webhook_url):
+    """Run a stand-in DLCS that queues assets, answers named queries and sends signed completions.
+
+    Point DLCS_ORCHESTRATOR_URL and DLCS_API_URL at it; it signs with the first
+    WEBHOOK_SECRETS entry. Runs until interrupted.
+    """
+    from webhook.devdlcs.run import run
+
+    run(_settings(), host=host, port=port, ingest_seconds=ingest_seconds,
+        webhook_url=webhook_url)

@@ -2,7 +2,10 @@
 
 ``Settings.from_env(os.environ)`` turns the variables named in the contract into
 typed values, or raises ``ConfigError`` naming the first variable that is wrong.
-Secrets are kept out of ``repr`` so a logged Settings never leaks them.
+``ServerSettings.from_env(os.environ, settings)`` does the same for the
+``GUNICORN_*`` variables that ``gunicorn.conf.py`` applies, with the worker
+timeout derived from ``Settings``. Secrets are kept out of ``repr`` so a logged
+Settings never leaks them.
 
 This module sits on the bottom floor beside ``errors``: it parses values
 (webhook secrets, ``STORAGE_URL``) into what the modules above take, so
@@ -15,6 +18,7 @@ import base64
 import binascii
 import os
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -23,6 +27,10 @@ from urllib.parse import urlsplit
 from webhook.errors import ConfigError
 
 SECRET_PREFIX = "whsec_"
+# Standard Webhooks: a secret is 24 to 64 random bytes; shorter keys are refused,
+# new_secret() makes 32.
+MIN_SECRET_BYTES = 24
+NEW_SECRET_BYTES = 32
 # The SNS signature versions the service can verify (SHA1withRSA, SHA256withRSA).
 SNS_SIGNATURE_VERSIONS = ("1", "2")
 
@@ -30,18 +38,29 @@ SNS_SIGNATURE_VERSIONS = ("1", "2")
 # which webhook senders commonly give up.
 MAX_DEFAULT_REBUILD_DEADLINE = 20.0
 
+# The project's folder (where wsgi.py is). The embedded defaults live in its var/,
+# so the service and `flask --app DIR/wsgi.py` use the same files from any
+# working directory.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
 DEFAULTS = {
-    "DATABASE_URL": "sqlite:///var/webhook.db",
-    "STORAGE_URL": "file://var/manifests",
+    "DATABASE_URL": f"sqlite:///{PROJECT_DIR / 'var' / 'webhook.db'}",
+    "STORAGE_URL": f"file://{PROJECT_DIR / 'var' / 'manifests'}",
     "PUBLIC_BASE_URL": "http://localhost:8000",
     "WEBHOOK_TOLERANCE_SECONDS": "300",
-    "DLCS_NAMED_QUERY": "batch-query",
+    "DLCS_PROJECTION": "batches",
     "DLCS_TIMEOUT_SECONDS": "30",
     "DLCS_MAX_BATCH_SIZE": "100",
     "SNS_SIGNATURE_VERSIONS": "1 2",
     "METRICS": "on",
 }
 
+# Left unset, these serve a single-host trial (local ids, SQLite, a local folder):
+# start-up and /readyz name the ones that were defaulted.
+DEVELOPMENT_DEFAULTS = ("PUBLIC_BASE_URL", "DATABASE_URL", "STORAGE_URL")
+
+#: How the DLCS projects a manifest's assets, and the named query each uses by default.
+PROJECTIONS = {"batches": "batch-query", "manifest": "manifest-query"}
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _NAMED_QUERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SNS_TOPIC = re.compile(r"^arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}$")
@@ -61,7 +80,10 @@ class Settings:
     dlcs_api_url: str | None = None
     dlcs_orchestrator_url: str | None = None
     dlcs_credentials: tuple[str, str] | None = field(default=None, repr=False)
-    dlcs_named_query: str = DEFAULTS["DLCS_NAMED_QUERY"]
+    # "batches": the named query over the manifest's batch ids; "manifest": its
+    # assets carry the manifest id and the named query takes that id.
+    dlcs_projection: str = DEFAULTS["DLCS_PROJECTION"]
+    dlcs_named_query: str = PROJECTIONS[DEFAULTS["DLCS_PROJECTION"]]
     dlcs_timeout_seconds: float = 30.0
     dlcs_max_batch_size: int = 100
     # None: derived from the DLCS timeout (see rebuild_lease_seconds).
@@ -74,6 +96,18 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     # Set (by gunicorn.conf.py) when several worker processes share the metrics.
     metrics_multiprocess_dir: str | None = None
+    # The DEVELOPMENT_DEFAULTS variables that were left unset.
+    defaulted: tuple[str, ...] = ()
+
+    @property
+    def rebuild_budget_seconds(self) -> float:
+        """The longest a rebuild can take: the DLCS call with its retries, then storing.
+
+        The named query is tried 3 times with DLCS_TIMEOUT_SECONDS each and at
+        most 10 s of Retry-After between tries; storing takes at most about
+        30 s (S3: bounded connect and read timeouts and retries); the rest is margin.
+        """
+        return 4 * self.dlcs_timeout_seconds + 120
 
     @property
     def rebuild_lease_seconds(self) -> float:
@@ -85,7 +119,28 @@ class Settings:
         """
         if self.rebuild_lease is not None:
             return float(self.rebuild_lease)
-        return 4 * self.dlcs_timeout_seconds + 120
+        return self.rebuild_budget_seconds
+
+    @property
+    def worker_timeout_seconds(self) -> int:
+        """How long gunicorn lets a silent worker live: past any rebuild and any lease.
+
+        A worker killed before then would cut a rebuild short, even with one
+        thread (the sync worker's heartbeat waits for the request).
+        """
+        return int(max(self.rebuild_budget_seconds, self.rebuild_lease_seconds)) + 30
+
+    def disabled(self) -> dict[str, str]:
+        """Name each feature the configuration leaves off, with the variable that turns it on."""
+        switches = {
+            "webhook": ("WEBHOOK_SECRETS", bool(self.webhook_keys)),
+            "sns": ("SNS_TOPIC_ARNS", bool(self.sns_topic_arns)),
+            "admin": ("ADMIN_TOKEN", self.admin_token is not None),
+            "dlcs-orchestrator": ("DLCS_ORCHESTRATOR_URL", self.dlcs_orchestrator_url is not None),
+            "dlcs-api": ("DLCS_API_URL", self.dlcs_api_url is not None),
+            "metrics": ("METRICS", self.metrics_enabled),
+        }
+        return {feature: variable for feature, (variable, on) in switches.items() if not on}
 
     @property
     def rebuild_deadline_seconds(self) -> float:
@@ -108,6 +163,10 @@ class Settings:
         if (api_key is None) != (api_secret is None):
             missing = "DLCS_API_SECRET" if api_secret is None else "DLCS_API_KEY"
             raise ConfigError(missing, "DLCS_API_KEY and DLCS_API_SECRET must be set together")
+        projection = _projection(env["DLCS_PROJECTION"])
+        if projection == "manifest" and "DLCS_API_URL" not in env:
+            # The projection tags assets through the API; without it nothing is found.
+            raise ConfigError("DLCS_PROJECTION", "manifest needs DLCS_API_URL (and its key)")
         settings = cls(
             database_url=_database_url(env["DATABASE_URL"]),
             storage=_storage(env["STORAGE_URL"]),
@@ -120,7 +179,8 @@ class Settings:
             dlcs_orchestrator_url=_optional_http_url("DLCS_ORCHESTRATOR_URL",
                                                      env.get("DLCS_ORCHESTRATOR_URL")),
             dlcs_credentials=(api_key, api_secret) if api_key is not None else None,
-            dlcs_named_query=_named_query(env["DLCS_NAMED_QUERY"]),
+            dlcs_projection=projection,
+            dlcs_named_query=_named_query(env.get("DLCS_NAMED_QUERY", PROJECTIONS[projection])),
             dlcs_timeout_seconds=float(_int("DLCS_TIMEOUT_SECONDS",
                                             env["DLCS_TIMEOUT_SECONDS"], 1, 600)),
             dlcs_max_batch_size=_int("DLCS_MAX_BATCH_SIZE", env["DLCS_MAX_BATCH_SIZE"], 1, 10_000),
@@ -135,6 +195,7 @@ class Settings:
             metrics_token=_token("METRICS_TOKEN", env.get("METRICS_TOKEN")),
             metrics_multiprocess_dir=_directory("PROMETHEUS_MULTIPROC_DIR",
                                                 env.get("PROMETHEUS_MULTIPROC_DIR")),
+            defaulted=tuple(name for name in DEVELOPMENT_DEFAULTS if not environ.get(name)),
         )
         if settings.rebuild_deadline_seconds >= settings.rebuild_lease_seconds:
             # A rebuild still running when its lease ends lets a second one start:
@@ -142,6 +203,44 @@ class Settings:
             raise ConfigError("REBUILD_DEADLINE_SECONDS", "must be shorter than the rebuild "
                               f"lease ({settings.rebuild_lease_seconds:g} s)")
         return settings
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What gunicorn.conf.py gives gunicorn, from the GUNICORN_* variables, validated."""
+
+    bind: str = "0.0.0.0:8000"
+    workers: int = 2
+    threads: int = 4
+    timeout: int = 270
+    graceful_timeout: int = 30
+    accesslog: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], settings: Settings) -> "ServerSettings":
+        """Read the GUNICORN_* variables; the timeout defaults to Settings.worker_timeout_seconds."""
+        env = {k: v for k, v in environ.items() if k.startswith("GUNICORN_") and v != ""}
+        return cls(
+            bind=_bind(env.get("GUNICORN_BIND", cls.bind)),
+            workers=_int("GUNICORN_WORKERS", env.get("GUNICORN_WORKERS", "2"), 1, 256),
+            threads=_int("GUNICORN_THREADS", env.get("GUNICORN_THREADS", "4"), 1, 1024),
+            timeout=_int("GUNICORN_TIMEOUT", env.get("GUNICORN_TIMEOUT",
+                                                     str(settings.worker_timeout_seconds)),
+                         1, 86_400),
+            graceful_timeout=_int("GUNICORN_GRACEFUL_TIMEOUT",
+                                  env.get("GUNICORN_GRACEFUL_TIMEOUT", "30"), 0, 86_400),
+            accesslog=env.get("GUNICORN_ACCESSLOG"),
+        )
+
+
+def _bind(value: str) -> str:
+    # gunicorn's own forms: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N.
+    if value.startswith(("unix:", "fd://")):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+        raise ConfigError("GUNICORN_BIND", f"expected HOST:PORT, unix:PATH or fd://N, got {value!r}")
+    return value
 
 
 def _database_url(value: str) -> str:
@@ -198,11 +297,16 @@ def _int(name: str, value: str, low: int, high: int) -> int:
 def _secrets(value: str) -> tuple[bytes, ...]:
     keys = []
     for position, secret in enumerate(value.split(), start=1):
+        # The messages name the position, never the secret itself.
         try:
-            keys.append(parse_secret(secret))
+            key = parse_secret(secret)
         except ValueError as exc:
-            # The message names the position, never the secret itself.
             raise ConfigError("WEBHOOK_SECRETS", f"secret #{position} is malformed: {exc}") from None
+        if len(key) < MIN_SECRET_BYTES:
+            raise ConfigError("WEBHOOK_SECRETS", (
+                f"secret #{position} is {len(key)} bytes; at least {MIN_SECRET_BYTES} are "
+                "needed (`flask --app wsgi secret` makes one)"))
+        keys.append(key)
     return tuple(keys)
 
 
@@ -214,6 +318,14 @@ def _named_query(value: str) -> str:
     if not _NAMED_QUERY.fullmatch(value):
         raise ConfigError("DLCS_NAMED_QUERY", "expected a name of letters, digits, '_', '-' or '.'")
     return value
+
+
+def _projection(value: str) -> str:
+    projection = value.strip().lower()
+    if projection not in PROJECTIONS:
+        raise ConfigError("DLCS_PROJECTION",
+                          f"expected {' or '.join(PROJECTIONS)}, got {value!r}")
+    return projection
 
 
 def _topics(value: str) -> tuple[str, ...]:
@@ -287,6 +399,11 @@ def parse_secret(value: str) -> bytes:
     if not key:
         raise ValueError(f"a webhook secret has an empty key after {SECRET_PREFIX!r}")
     return key
+
+
+def new_secret() -> str:
+    """Return a fresh random ``whsec_<base64>`` secret of NEW_SECRET_BYTES bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(NEW_SECRET_BYTES)).decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import peewee
 from playhouse.migrations import Runner
@@ -37,15 +37,24 @@ _MIGRATION_LOCK_KEY = zlib.crc32(b"dlcs-webhook:migrations")
 T = TypeVar("T")
 
 
-def open_database(url: str, *, pool_size: int = 32) -> peewee.Database:
-    """Create (not connect) the peewee database a DATABASE_URL names."""
+def open_database(url: str, *, pool_size: int = 32, create: bool = True) -> peewee.Database:
+    """Create (not connect) the peewee database a DATABASE_URL names.
+
+    With ``create=False`` a SQLite file that does not exist is not made (nor its
+    folder): connecting fails instead, as for an unreachable server.
+    """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = unquote(url[len("sqlite:///"):])
-        if path != ":memory:":
+        extra = {}
+        if path != ":memory:" and create:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        elif path != ":memory:":
+            # mode=rw: SQLite opens an existing file, never creates one.
+            path, extra = f"file:{quote(str(Path(path).resolve()))}?mode=rw", {"uri": True}
         return peewee.SqliteDatabase(
             path,
+            **extra,
             lock_type="IMMEDIATE",
             timeout=30,
             pragmas={

@@ -77,6 +77,18 @@ class Deadline:
         return self.at - time.monotonic()
 
 
+@dataclass(frozen=True, slots=True)
+class DlcsAsset:
+    """What the DLCS API says about one asset (a Hydra ``Image``)."""
+
+    asset_id: str                # "{customer}/{space}/{id}"
+    error: str | None            # why its ingest failed; None when it did not
+    ingesting: bool | None       # None when the DLCS did not say
+    finished: dt.datetime | None  # aware, UTC
+    manifests: tuple[str, ...]   # the manifest ids the asset is tagged with
+    batch: int | None = None     # the batch it was last ingested in, if any
+
+
 # The largest value of the database's integer columns (customers, batch counts,
 # canvas orders) and of the DLCS's own ints.
 MAX_INT32 = 2**31 - 1
@@ -95,10 +107,13 @@ MAX_JSON_DEPTH = 64
 IGNORED = "ignored"
 BATCH_COMPLETED = "batch-completed"
 MANIFEST_COMPLETED = "manifest-completed"
+# Every batch finished but the DLCS has none of the manifest's assets: nothing a
+# redelivery could change; a new registration or a rebuild starts again.
+MANIFEST_FAILED = "manifest-failed"
 DUPLICATE = "duplicate"
 UNPROCESSABLE = "unprocessable"
 FAILED = "failed"            # the rebuild is pending: a redelivery or replay resumes it
-WEBHOOK_OUTCOMES = (IGNORED, BATCH_COMPLETED, MANIFEST_COMPLETED, DUPLICATE)
+WEBHOOK_OUTCOMES = (IGNORED, BATCH_COMPLETED, MANIFEST_COMPLETED, MANIFEST_FAILED, DUPLICATE)
 DELIVERY_OUTCOMES = (*WEBHOOK_OUTCOMES, UNPROCESSABLE, FAILED)
 # A delivery with one of these outcomes has nothing left to do.
 FINISHED = frozenset(WEBHOOK_OUTCOMES)
@@ -111,3 +126,30 @@ class Outcome:
     outcome: str
     batch: int | None
     manifest: str | None
+
+
+#: What ``status`` and the manifest listing call a manifest's state.
+# Why a manifest is stuck ingesting when registering its assets at the DLCS failed.
+QUEUEING_STOPPED = "Registering the assets at the DLCS stopped"
+QUEUEING_INTERRUPTED = ("Registering the assets at the DLCS was interrupted; the same "
+                        "registration again resumes it.")
+MANIFEST_STATES = ("ingesting", "complete", "complete-with-errors", "failed", "rebuild-failed")
+# Rows per page of a listing, unless the query asks for fewer or more (up to the most).
+PAGE_DEFAULT = 50
+PAGE_MOST = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestKey:
+    """Where a page of manifests stops: manifests sort by customer, then id."""
+
+    customer: int
+    slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryKey:
+    """Where a page of the delivery log stops: deliveries sort newest first."""
+
+    received_at: dt.datetime  # naive UTC, as stored
+    id: int                   # the row id breaks ties between equal times

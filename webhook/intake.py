@@ -15,6 +15,7 @@ transaction is undone and the delivery handled as a redelivery instead.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -23,9 +24,10 @@ from typing import Callable
 from webhook import db, metrics
 from webhook.dlcs import DlcsClient
 from webhook.domain import (BATCH_COMPLETED, DUPLICATE, FAILED, FINISHED, IGNORED,
-                            MANIFEST_COMPLETED, UNPROCESSABLE, BatchCompletion, BatchState,
-                            Outcome)
+                            MANIFEST_COMPLETED, MANIFEST_FAILED, UNPROCESSABLE, BatchCompletion,
+                            BatchState, Outcome)
 from webhook.errors import NotFound, PayloadError, RebuildFailed, RebuildInProgress
+from webhook.failures import FailureReader
 from webhook.models import INGESTING, Batch, Delivery, Manifest, utcnow
 from webhook.rebuild import Rebuilder
 from webhook.schemas import parse_notification
@@ -42,6 +44,9 @@ class _Step:
     rebuild_token: str | None = None      # set when this request holds the rebuild claim
     manifest_pk: int | None = None
     problem: PayloadError | None = None
+    # (manifest pk, customer, batch) of a batch that finished with errors: whose
+    # failed assets are read from the DLCS after commit.
+    failures: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +60,11 @@ class Reconciled:
 class Intake:
     """Record authenticated completions and apply each exactly once."""
 
-    def __init__(self, dlcs: DlcsClient, rebuilder: Rebuilder,
+    def __init__(self, dlcs: DlcsClient, rebuilder: Rebuilder, failures: FailureReader,
                  clock: Callable[[], dt.datetime] = utcnow):
         self.dlcs = dlcs
         self.rebuilder = rebuilder
+        self.failures = failures
         self.clock = clock
 
     def receive(self, delivery_id: str, transport: str, body: bytes) -> Outcome:
@@ -98,6 +104,9 @@ class Intake:
             outcome = self._process(f"reconcile-{batch_id}-g{manifest.generation}", "reconcile",
                                     _notification_body(completion), completion, None)
             completed.append(batch_id)
+        # What an outage kept from earlier completions: their failed assets.
+        for batch in Batch.unchecked(manifest.id):
+            self.failures.read(manifest.id, customer, batch.id)
         if outcome is None:
             manifest = Manifest.get_by_id(manifest.id)
             if manifest.needs_rebuild and not Batch.count_ingesting(manifest.id):
@@ -160,7 +169,8 @@ class Intake:
         # transaction's last write; one statement per delivery instead of two.
         delivery = Delivery(delivery_id=delivery_id, transport=transport,
                             received_at=self.clock(), body=body,
-                            batch=completion.batch_id if completion else None)
+                            batch=completion.batch_id if completion else None,
+                            failed_assets=(completion.errors or None) if completion else None)
         if problem is not None:
             self._set(delivery, UNPROCESSABLE, error=_problem_text(problem))
             return _Step(Outcome(UNPROCESSABLE, None, None), problem=problem)
@@ -190,6 +200,9 @@ class Intake:
             return _Step(Outcome(IGNORED, delivery.batch, None))
         manifest = Manifest.lock(manifest.id)
         outcome = Outcome(MANIFEST_COMPLETED, delivery.batch, manifest.key)
+        if not manifest.needs_rebuild and manifest.ingest_failed:
+            self._set(delivery, MANIFEST_FAILED, error=manifest.ingest_failed)
+            return _Step(Outcome(MANIFEST_FAILED, delivery.batch, manifest.key))
         if not manifest.needs_rebuild:
             # Someone else finished the rebuild this delivery was waiting for.
             self._set(delivery, MANIFEST_COMPLETED)
@@ -216,26 +229,34 @@ class Intake:
                 self._set(delivery, IGNORED, batch=batch_id,
                           error="the batch was re-registered while this delivery was processed")
                 return _Step(Outcome(IGNORED, batch_id, None))
+        failures = ((manifest.id, manifest.customer, batch_id)
+                    if first_completion and completion.errors else None)
         if ingesting == 0 and (first_completion or manifest.needs_rebuild):
             token = self.rebuilder.claim(manifest.id, mark=True)
             self._set(delivery, FAILED, batch=batch_id, manifest=manifest.key,
                       error=REBUILD_PENDING)
-            return _Step(Outcome(MANIFEST_COMPLETED, batch_id, manifest.key), token, manifest.id)
+            return _Step(Outcome(MANIFEST_COMPLETED, batch_id, manifest.key), token, manifest.id,
+                         failures=failures)
         outcome = BATCH_COMPLETED if first_completion else DUPLICATE
         if replay and not first_completion:
             return _Step(Outcome(DUPLICATE, batch_id, manifest.key))
         self._set(delivery, outcome, batch=batch_id, manifest=manifest.key)
-        return _Step(Outcome(outcome, batch_id, manifest.key))
+        return _Step(Outcome(outcome, batch_id, manifest.key), failures=failures)
 
     def _after_commit(self, step: _Step) -> Outcome:
         if step.problem is not None:
             raise step.problem
+        if step.failures is not None:
+            # Best effort, before the rebuild so the manifest's state names them;
+            # a reconcile reads them if this cannot.
+            self.failures.read(*step.failures)
         if step.manifest_pk is None:
             return step.outcome
         if step.rebuild_token is None:
             raise RebuildInProgress("Another request is rebuilding this manifest; retry later.",
                                     step.outcome.batch, step.outcome.manifest)
-        self.rebuilder.run(step.manifest_pk, step.rebuild_token, step.outcome.batch)
+        if not self.rebuilder.run(step.manifest_pk, step.rebuild_token, step.outcome.batch):
+            return dataclasses.replace(step.outcome, outcome=MANIFEST_FAILED)
         return step.outcome
 
     def _set(self, delivery: Delivery, outcome: str, error: str | None = None, *,
@@ -250,7 +271,8 @@ class Intake:
         if delivery.id is not None:
             Delivery.settle(delivery.delivery_id, outcome, error, self.clock(), batch, manifest)
         elif not Delivery.record(delivery.delivery_id, delivery.transport, delivery.received_at,
-                                 self.clock(), delivery.body, batch, manifest, outcome, error):
+                                 self.clock(), delivery.body, batch, manifest, outcome, error,
+                                 delivery.failed_assets):
             raise _AlreadyRecorded(delivery.delivery_id)
 
 

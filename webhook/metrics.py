@@ -40,7 +40,8 @@ REBUILD_FAILURES = Counter(
     "webhook_rebuild_failures", "Rebuilds that failed, by the stage that failed.", ["stage"])
 DLCS_SECONDS = Histogram(
     "webhook_dlcs_request_duration_seconds",
-    "DLCS calls, retries included, by call (named_query, get_batch, queue).",
+    "DLCS calls, retries included, by call (named_query, manifest_query, get_batch, queue, "
+    "find_assets, patch_assets, batch_assets).",
     ["call"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 DLCS_ERRORS = Counter(
     "webhook_dlcs_errors",

@@ -26,7 +26,8 @@ import uuid
 import peewee
 
 from webhook.db import database, is_postgres
-from webhook.domain import FAILED, MANIFEST_COMPLETED, BatchCompletion, PaintedResource
+from webhook.domain import (FAILED, MANIFEST_COMPLETED, MANIFEST_FAILED, BatchCompletion,
+                            PaintedResource)
 from webhook.errors import NotFound
 
 INGESTING = "ingesting"
@@ -94,7 +95,11 @@ class Manifest(BaseModel):
     updated_at = peewee.DateTimeField(default=utcnow)
     fingerprint = peewee.CharField(max_length=64, null=True)   # of the registered content
     queued_assets = peewee.IntegerField(null=True)  # assets the service queued at the DLCS
-    queue_error = peewee.TextField(null=True)       # why queueing stopped short
+    queue_error = peewee.TextField(null=True)       # why the DLCS work stopped short
+    # The ids of the assets this registration queues (all of them, unless
+    # DLCS_PROJECTION=manifest found some in the DLCS); None: every asset.
+    queue_plan = JSONField(null=True)
+    ingest_failed = peewee.TextField(null=True)     # why nothing could be built, if so
     published_key = peewee.CharField(max_length=300, null=True)  # the served document's key
     queueing_until = peewee.DateTimeField(null=True)  # a request is queueing assets until then
 
@@ -158,10 +163,23 @@ class Manifest(BaseModel):
             return None
         published = cls.update(
             needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
-            rebuild_error=None, last_processed=now, published_etag=etag, published_key=key,
+            rebuild_error=None, ingest_failed=None, last_processed=now, published_etag=etag,
+            published_key=key,
             published_at=now, updated_at=now,
         ).where((cls.id == pk) & (cls.rebuild_owner == token)).execute()
         return before if published else None
+
+    @classmethod
+    def finish_failed(cls, pk: int, token: str, reason: str, now: dt.datetime) -> bool:
+        """Record that nothing could be built, and release the claim, if ``token`` holds it.
+
+        Not retried: the manifest no longer needs a rebuild until it is
+        registered again or an operator rebuilds it.
+        """
+        return bool(cls.update(
+            needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
+            rebuild_error=None, ingest_failed=reason, last_processed=now, updated_at=now,
+        ).where((cls.id == pk) & (cls.rebuild_owner == token)).execute())
 
     @classmethod
     def fail_rebuild(cls, pk: int, token: str, error: str, now: dt.datetime) -> bool:
@@ -191,6 +209,14 @@ class Batch(BaseModel):
     finished = peewee.DateTimeField(null=True)
     processed = peewee.DateTimeField(null=True)
     created_at = peewee.DateTimeField(null=True, default=utcnow)
+    assets_checked = peewee.DateTimeField(null=True)  # when its failed assets were read
+
+    @classmethod
+    def unchecked(cls, manifest_pk: int) -> list["Batch"]:
+        """Return the manifest's completed batches with errors whose assets were not read yet."""
+        return list(cls.select().where(
+            (cls.manifest == manifest_pk) & (cls.status == COMPLETED) & (cls.errors > 0)
+            & cls.assets_checked.is_null()).order_by(cls.id))
 
     @classmethod
     def of_manifest(cls, manifest_pk: int) -> list["Batch"]:
@@ -272,6 +298,7 @@ class CanvasPainting(BaseModel):
     height = peewee.IntegerField(null=True)
     duration = peewee.FloatField(null=True)
     modified = peewee.DateTimeField(null=True)
+    error = peewee.TextField(null=True)              # why the DLCS failed to ingest the asset
 
     class Meta:
         indexes = ((("manifest", "position"), True),)
@@ -303,6 +330,28 @@ class CanvasPainting(BaseModel):
             # SQLite has no boolean type: ingesting comes back as 0 or 1.
             findings.append((row_id, bool(ingesting), *found))
         return painted, findings
+
+    @classmethod
+    def asset_ids(cls, manifest_pk: int) -> list[str]:
+        """Return the distinct assets a manifest paints, in registration order."""
+        rows = cls.select(cls.asset_id).where(cls.manifest == manifest_pk).order_by(cls.position)
+        return list(dict.fromkeys(row.asset_id for row in rows))
+
+    @classmethod
+    def record_errors(cls, manifest_pk: int, errors: dict[str, str | None]) -> None:
+        """Set each asset's ingest error (None: it succeeded) on the manifest's rows."""
+        for error in set(errors.values()):
+            assets = [asset for asset, text in errors.items() if text == error]
+            for start in range(0, len(assets), 500):
+                cls.update(error=error).where(
+                    (cls.manifest == manifest_pk)
+                    & cls.asset_id.in_(assets[start:start + 500])).execute()
+
+    @classmethod
+    def failed(cls, manifest_pk: int) -> list["CanvasPainting"]:
+        """Return the manifest's rows whose asset failed, in registration order."""
+        return list(cls.select(cls.asset_id, cls.canvas_id, cls.error).where(
+            (cls.manifest == manifest_pk) & cls.error.is_null(False)).order_by(cls.position))
 
     @classmethod
     def record_findings(cls, changes: list[tuple], now: dt.datetime) -> None:
@@ -343,11 +392,12 @@ class Delivery(BaseModel):
     error = peewee.TextField(null=True)
     attempts = peewee.IntegerField(default=1)
     body = peewee.BlobField()
+    failed_assets = peewee.IntegerField(null=True)   # the notification's errors, when any
 
     @classmethod
     def record(cls, delivery_id: str, transport: str, received_at: dt.datetime,
                updated_at: dt.datetime, body: bytes, batch: int | None, manifest: str | None,
-               outcome: str, error: str | None) -> bool:
+               outcome: str, error: str | None, failed_assets: int | None = None) -> bool:
         """Insert a delivery unless its id is recorded already; tell whether it was new.
 
         The unique key decides, in one statement: no savepoint around an insert
@@ -355,17 +405,23 @@ class Delivery(BaseModel):
         """
         cursor = database.execute_sql(_statement(
             'INSERT INTO "delivery" ("delivery_id", "transport", "received_at", "updated_at", '
-            '"batch", "manifest", "outcome", "error", "attempts", "body") '
-            'VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 1, {p}) '
+            '"batch", "manifest", "outcome", "error", "attempts", "body", "failed_assets") '
+            'VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 1, {p}, {p}) '
             'ON CONFLICT ("delivery_id") DO NOTHING'),
             (delivery_id, transport, received_at, updated_at, batch, manifest, outcome, error,
-             body))
+             body, failed_assets))
         return cursor.rowcount == 1
 
     @classmethod
     def complete_pending(cls, manifest_key: str, now: dt.datetime) -> None:
         """Mark the manifest's deliveries that waited for its rebuild as completed."""
         cls.update(outcome=MANIFEST_COMPLETED, error=None, updated_at=now).where(
+            (cls.manifest == manifest_key) & (cls.outcome == FAILED)).execute()
+
+    @classmethod
+    def fail_pending(cls, manifest_key: str, reason: str, now: dt.datetime) -> None:
+        """Settle the manifest's deliveries that waited for its rebuild: nothing could be built."""
+        cls.update(outcome=MANIFEST_FAILED, error=reason, updated_at=now).where(
             (cls.manifest == manifest_key) & (cls.outcome == FAILED)).execute()
 
     @classmethod

@@ -15,7 +15,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
-from webhook import schemas, signature
+from webhook import listing_schemas, schemas, signature
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1"
@@ -41,7 +41,12 @@ SCHEMAS = {
     "PaintedResource": schemas.PaintedResourceSchema,
     "Registration": schemas.RegistrationSchema,
     "BatchStatus": schemas.BatchStatusSchema,
+    "FailedAsset": schemas.FailedAssetSchema,
     "Status": schemas.StatusSchema,
+    "BatchCounts": listing_schemas.BatchCountsSchema,
+    "AssetCounts": listing_schemas.AssetCountsSchema,
+    "ManifestSummary": listing_schemas.ManifestSummarySchema,
+    "ManifestList": listing_schemas.ManifestListSchema,
     "Delivery": schemas.DeliverySchema,
     "PublishedManifest": schemas.PublishedManifestSchema,
     "IngestingSummary": schemas.IngestingSummarySchema,
@@ -145,7 +150,11 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "description": "Verified on the raw bytes before any parsing; `Content-Type` is not "
                        "required. Outcomes: `ignored`, `batch-completed`, "
                        "`manifest-completed` (rebuilt and stored before the answer), "
-                       "`duplicate`.",
+                       "`manifest-failed` (every asset of the manifest failed at the DLCS: "
+                       "nothing to publish, nothing a redelivery would change), "
+                       "`duplicate`. A batch that finished with errors is completed at once; "
+                       "its failed assets are then read from the DLCS API (best effort: "
+                       "a reconcile reads what an outage kept).",
         "parameters": _SIGNATURE_HEADERS,
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "anyOf": [schemas.CurrentNotificationSchema, schemas.OldNotificationSchema]}}}},
@@ -183,8 +192,15 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "summary": "Register or replace a manifest.",
         "description": "Every property other than `id`, `@context`, `items`, "
                        "`paintedResources` and `batches` is kept verbatim in the published "
-                       "manifest. Without `batches`, the service queues the assets at the "
-                       "DLCS itself (needs `DLCS_API_URL`).",
+                       "manifest; of `items`, each canvas lends its `rendering` and "
+                       "`behavior` to the published canvas of the same id. Without "
+                       "`batches`, the service queues the assets at the DLCS itself (needs "
+                       "`DLCS_API_URL`). `\"batches\": []` says the assets are in the DLCS "
+                       "already: the manifest is built from it at once (`200`). With "
+                       "`DLCS_PROJECTION=manifest` the assets are tagged with the manifest's "
+                       "id, those the DLCS has are not queued again unless their painted "
+                       "resource says `\"reingest\": true`, and those a re-registration "
+                       "drops are untagged.",
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": schemas.RegistrationSchema}}},
         "responses": {
@@ -203,6 +219,18 @@ OPERATIONS: dict[str, dict[str, dict]] = {
             "503": "Unavailable",
         },
     }},
+    "manifests.collection": {"get": {
+        "tags": ["manifests"], "security": _ADMIN,
+        "summary": "A customer's manifests with their state, batch progress and last rebuild.",
+        "description": "Sorted by id, a page at a time: pass the answer's `next` as `page` "
+                       "for the next page (`next` is null on the last). `state` is what "
+                       "`status` reports.",
+        "parameters": [{"in": "query", "schema": listing_schemas.ManifestListQuerySchema}],
+        "responses": {"200": _json("A page of manifests.", listing_schemas.ManifestListSchema),
+                      "400": _problem("Invalid `state`, `page` or `limit`; `errors` says "
+                                      "which."),
+                      "401": "Unauthorized", "404": "NotFound", "503": "Unavailable"},
+    }},
     "manifests.published": {"get": {
         "tags": ["manifests"],
         "summary": "The IIIF Presentation 3 manifest (public).",
@@ -213,8 +241,11 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                     "headers": {"ETag": {"schema": {"type": "string"}, "required": True},
                                 "Access-Control-Allow-Origin": {"schema": {"type": "string"}}},
                     "content": {IIIF_MEDIA_TYPE: {"schema": schemas.PublishedManifestSchema}}},
-            "202": _json("Never completed yet: the registered manifest with an `ingesting` "
-                         "summary.", schemas.IngestingManifestSchema),
+            "202": {**_json("Never completed yet: the registered manifest with an `ingesting` "
+                            "summary whose `state` is `ingesting`, or `rebuild-failed` (with "
+                            "`reason` and a `Retry-After` header) when its first rebuild "
+                            "failed.", schemas.IngestingManifestSchema),
+                    "headers": {"Retry-After": _RETRY_AFTER}},
             "304": {"description": "The `If-None-Match` ETag is current.",
                     "headers": {"ETag": {"schema": {"type": "string"}}}},
             "404": "NotFound",

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from webhook.config import Settings
+from webhook.domain import QUEUEING_INTERRUPTED, QUEUEING_STOPPED
+from webhook.errors import RebuildFailed
 from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest, utcnow
 from webhook.storage import ManifestStore, published_key
 
@@ -18,6 +20,8 @@ PRESENTATION_CONTEXT = "http://iiif.io/api/presentation/3/context.json"
 # How many times a GET reads the manifest's row when rebuilds keep replacing its document.
 _LOOKS = 3
 COMPLETE = "complete"
+COMPLETE_WITH_ERRORS = "complete-with-errors"   # published; some assets failed at the DLCS
+FAILED = "failed"                               # every asset failed: nothing to publish
 REBUILD_FAILED = "rebuild-failed"
 
 
@@ -30,6 +34,7 @@ class Status:
     last_processed: dt.datetime | None
     error: str | None
     missing_assets: list[str]
+    failed_assets: list[dict]   # {"asset", "canvas", "error"} per painted resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,8 @@ class NotPublishedYet:
     """Never published: the registration as it stands, with how far ingest has got."""
 
     summary: dict
+    # Set when the first rebuild failed: seconds before asking again is worth it.
+    retry_after: int | None = None
 
 
 class Reader:
@@ -72,7 +79,9 @@ class Reader:
             missing = [r.asset_id for r in CanvasPainting.select(CanvasPainting.asset_id).where(
                 (CanvasPainting.manifest == manifest.id) & CanvasPainting.ingesting)]
         state, error = state_of(manifest, batches, self.clock())
-        return Status(state, batches, manifest.last_processed, error, missing)
+        failed = [{"asset": row.asset_id, "canvas": row.canvas_id, "error": row.error}
+                  for row in CanvasPainting.failed(manifest.id)]
+        return Status(state, batches, manifest.last_processed, error, missing, failed)
 
     def published(self, customer: int, slug: str, if_none_match: frozenset[str] = frozenset()
                   ) -> PublishedDocument | NotModified | NotPublishedYet:
@@ -98,26 +107,35 @@ class Reader:
             manifest = Manifest.registered(customer, slug)
             if manifest.published_key == key:
                 break
-        return NotPublishedYet(self._ingesting_view(manifest))
+        view = self._ingesting_view(manifest)
+        failed = view["ingesting"]["state"] == REBUILD_FAILED
+        return NotPublishedYet(view, RebuildFailed.retry_after_seconds if failed else None)
 
     def _ingesting_view(self, manifest: Manifest) -> dict:
         batches = Batch.of_manifest(manifest.id)
         total = CanvasPainting.select().where(CanvasPainting.manifest == manifest.id).count()
         done = [b for b in batches if b.status == COMPLETED]
         finished = sum((b.completed or 0) + (b.errors or 0) for b in done)
+        # A viewer must tell a manifest that is stuck from one making progress.
+        state, error = state_of(manifest, batches, self.clock())
+        summary = {"state": REBUILD_FAILED if state == REBUILD_FAILED else INGESTING,
+                   "total": total, "finished": min(finished, total),
+                   "errors": sum(b.errors or 0 for b in done)}
+        if state == REBUILD_FAILED:
+            summary["reason"] = error
         return {
             "@context": PRESENTATION_CONTEXT,
             "id": f"{self.settings.public_base_url}/{manifest.customer}/manifests/{manifest.slug}",
-            **manifest.document,
-            "ingesting": {"total": total, "finished": min(finished, total),
-                          "errors": sum(b.errors or 0 for b in done)},
+            # "items" holds only what registered canvases lend the build (rule 9).
+            **{key: value for key, value in manifest.document.items() if key != "items"},
+            "ingesting": summary,
         }
 
     def deliveries(self, batch: int | None, outcome: str | None, limit: int) -> list[Delivery]:
         """List recorded deliveries, most recent first."""
         query = Delivery.select(Delivery.delivery_id, Delivery.transport, Delivery.received_at,
                                 Delivery.batch, Delivery.manifest, Delivery.outcome,
-                                Delivery.error)
+                                Delivery.error, Delivery.failed_assets)
         if batch is not None:
             query = query.where(Delivery.batch == batch)
         if outcome is not None:
@@ -136,18 +154,26 @@ class Reader:
 
 def state_of(manifest: Manifest, batches: list[Batch],
              now: dt.datetime) -> tuple[str, str | None]:
-    """Tell a manifest's state (ingesting, complete, rebuild-failed) and why, if it is stuck."""
+    """Tell a manifest's state and why, if it is stuck or failed.
+
+    ingesting, complete, complete-with-errors, failed (every asset failed) or
+    rebuild-failed.
+    """
     if manifest.queue_error is not None:
-        return INGESTING, f"Queueing at the DLCS stopped: {manifest.queue_error}"
+        return INGESTING, f"{QUEUEING_STOPPED}: {manifest.queue_error}"
     if manifest.queueing_until is not None:
         # A request is queueing the assets: nothing is recorded as ingesting yet.
         if manifest.queueing_until < now:
-            return INGESTING, ("Queueing at the DLCS was interrupted; the same registration "
-                               "again resumes it.")
+            return INGESTING, QUEUEING_INTERRUPTED
         return INGESTING, None
     if any(b.status == INGESTING for b in batches):
         return INGESTING, manifest.rebuild_error
+    if not manifest.needs_rebuild and manifest.ingest_failed:
+        return FAILED, manifest.ingest_failed
     if not manifest.needs_rebuild:
+        # The batches' own counts say so even before their failed assets are read.
+        if any((b.errors or 0) > 0 for b in batches):
+            return COMPLETE_WITH_ERRORS, None
         return COMPLETE, None
     if manifest.rebuild_error:
         return REBUILD_FAILED, manifest.rebuild_error

@@ -39,11 +39,13 @@ import peewee
 from webhook import db, logs, metrics
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient
-from webhook.domain import MANIFEST_COMPLETED, Deadline, Outcome
+from webhook.domain import (MANIFEST_COMPLETED, MANIFEST_FAILED, Deadline, Outcome,
+                            PaintedResource)
 from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, DlcsError,
-                            RebuildFailed, RebuildInProgress, UpstreamError, WebhookError)
+                            NamedQueryNotFound, RebuildFailed, RebuildInProgress, UpstreamError,
+                            WebhookError)
 from webhook.manifest import build_document, slim_canvas, write_manifest
-from webhook.models import Batch, CanvasPainting, Delivery, Manifest, utcnow
+from webhook.models import COMPLETED, Batch, CanvasPainting, Delivery, Manifest, utcnow
 from webhook.storage import ManifestStore, published_key, version_key
 
 log = logging.getLogger("webhook.rebuild")
@@ -78,18 +80,20 @@ class Rebuilder:
         if token is None:
             raise RebuildInProgress("Another request is rebuilding this manifest; retry later.",
                                     None, manifest.key)
-        self.run(manifest.id, token, None)
-        return Outcome(MANIFEST_COMPLETED, None, manifest.key)
+        published = self.run(manifest.id, token, None)
+        return Outcome(MANIFEST_COMPLETED if published else MANIFEST_FAILED, None, manifest.key)
 
-    def run(self, manifest_pk: int, token: str, batch: int | None) -> None:
+    def run(self, manifest_pk: int, token: str, batch: int | None) -> bool:
         """Build and store the manifest while holding the claim ``token``.
 
         The document goes to a key of this claim's own (``version_key``), and is
         published by recording that key in the statement that checks the claim:
         a rebuild that lost its claim stores nothing that is served. The whole
-        rebuild has ``REBUILD_DEADLINE_SECONDS``. Raises RebuildFailed (the
-        failure recorded, the claim released) when any step fails or the claim
-        was lost to a re-registration or to a rebuild that took over its lease.
+        rebuild has ``REBUILD_DEADLINE_SECONDS``. Returns True once published,
+        False when the DLCS has none of the manifest's assets (recorded as the
+        manifest's failure, not retried). Raises RebuildFailed (the failure
+        recorded, the claim released) when any step fails or the claim was lost
+        to a re-registration or to a rebuild that took over its lease.
         """
         manifest = Manifest.get_by_id(manifest_pk)
         deadline = Deadline.after(self.settings.rebuild_deadline_seconds)
@@ -105,11 +109,16 @@ class Rebuilder:
                     # that failed leaves none, unless only its answer was lost.)
                     stored = True
                 superseded = self._finish(manifest, token, etag, key, changes)
+            except NothingIngested as exc:
+                report.nothing_ingested = True
+                self._record_nothing(manifest, token, str(exc), batch)
+                return False
             except Exception as exc:  # noqa: BLE001 - every failure must release the claim
                 raise self._failed(manifest, token, batch, key if stored else None,
                                    exc) from exc
         if superseded is not None:
             self._delete_quietly(superseded, "superseded")
+        return True
 
     def _build(self, manifest: Manifest, spool, deadline: Deadline,
                report: RebuildReport) -> list[tuple]:
@@ -121,7 +130,8 @@ class Rebuilder:
         with _collector_paused():
             try:
                 painted, findings = CanvasPainting.for_rebuild(manifest.id)
-                batch_ids = [b.id for b in Batch.of_manifest(manifest.id)]
+                batches = Batch.of_manifest(manifest.id)
+                batch_ids = [b.id for b in batches]
             except (peewee.DatabaseError, peewee.InterfaceError) as exc:
                 if not db.connection_lost(exc):
                     raise
@@ -129,10 +139,14 @@ class Rebuilder:
                 raise DatabaseUnavailable(
                     f"database unavailable: {type(exc).__name__}") from exc
             with report.stage("named_query"):
-                answer = (self.dlcs.named_query(manifest.customer, batch_ids,
-                                                object_hook=slim_canvas,
-                                                deadline=deadline).document
-                          if batch_ids else EMPTY_ANSWER)
+                try:
+                    answer = self._project(manifest, batch_ids, painted, deadline)
+                except NamedQueryNotFound as exc:
+                    # A 404 also answers an unknown query name: only batches that
+                    # say every asset failed make it the manifest's final failure.
+                    if not (painted and _all_failed(batches)):
+                        raise
+                    raise NothingIngested(_nothing_reason(batches)) from exc
             with report.stage("build"):
                 try:
                     built = build_document(manifest.document, painted, answer,
@@ -148,10 +162,33 @@ class Rebuilder:
                                     "too deeply to publish") from None
                 report.canvases = len(built.document.get("items", ()))
                 report.missing_assets = len(built.missing_assets)
+                if (painted and _all_failed(batches) and len(built.missing_assets)
+                        == len({row.asset_id for row in painted})):
+                    raise NothingIngested(_nothing_reason(batches))
                 changes = _row_changes(findings, built.row_updates)
                 # Gone before the collector resumes, or its first pass would walk it all.
                 del built
         return changes
+
+    def _project(self, manifest: Manifest, batch_ids: list[int],
+                 painted: list[PaintedResource], deadline: Deadline) -> dict:
+        """Ask the DLCS's named query for the manifest's assets, as DLCS_PROJECTION says."""
+        customer = manifest.customer
+        if self.settings.dlcs_projection == "manifest":
+            if not painted:
+                return EMPTY_ANSWER
+            return self.dlcs.manifest_query(customer, manifest.slug, object_hook=slim_canvas,
+                                            deadline=deadline).document
+        if not batch_ids and painted:
+            # Registered with "batches": []: the assets are in the DLCS already, in
+            # batches of their own, which the DLCS names for each of them.
+            found = self.dlcs.find_assets(customer, [row.asset_id for row in painted],
+                                          deadline=deadline)
+            batch_ids = sorted({asset.batch for asset in found if asset.batch is not None})
+        if not batch_ids:
+            return EMPTY_ANSWER
+        return self.dlcs.named_query(customer, batch_ids, object_hook=slim_canvas,
+                                     deadline=deadline).document
 
     def _finish(self, manifest: Manifest, token: str, etag: str, key: str,
                 changes: list[tuple]) -> str | None:
@@ -169,6 +206,15 @@ class Rebuilder:
         if before.published_etag is None:
             return None
         return published_key(before.customer, before.slug, before.published_key)
+
+    def _record_nothing(self, manifest: Manifest, token: str, reason: str,
+                        batch: int | None) -> None:
+        """Record that the manifest could not be built at all; settle who waited for it."""
+        with db.transaction():
+            now = self.clock()
+            if not Manifest.finish_failed(manifest.id, token, reason, now):
+                raise RebuildFailed(str(_ClaimLost()), batch, manifest.key)
+            Delivery.fail_pending(manifest.key, reason, now)
 
     def _failed(self, manifest: Manifest, token: str, batch: int | None, key: str | None,
                 exc: Exception) -> RebuildFailed:
@@ -224,6 +270,25 @@ class _ClaimLost(WebhookError):
                          "document was not published.")
 
 
+class NothingIngested(Exception):
+    """The DLCS has none of the manifest's assets: every one failed, or never was ingested."""
+
+
+def _all_failed(batches: list[Batch]) -> bool:
+    """Tell whether the manifest's batches all finished without ingesting a single asset."""
+    return bool(batches) and all(
+        batch.status == COMPLETED and not batch.completed and (batch.errors or 0) > 0
+        for batch in batches)
+
+
+def _nothing_reason(batches: list[Batch]) -> str:
+    errors = sum(batch.errors or 0 for batch in batches)
+    where = f"{len(batches)} batch" + ("es" if len(batches) != 1 else "")
+    return (f"Every asset failed at the DLCS ({errors} errors in {where}), so "
+            f"there is nothing to publish; failedAssets says why. Register the manifest "
+            f"again, or rebuild it once the assets are in the DLCS.")
+
+
 class RebuildReport:
     """Time a rebuild's stages; log its one line and record its metrics when it ends.
 
@@ -237,6 +302,7 @@ class RebuildReport:
         self.batch = batch
         self.canvases: int | None = None
         self.missing_assets: int | None = None
+        self.nothing_ingested = False
         self._stages: dict[str, float] = {}
         self._running: str | None = None
         self._started = 0.0
@@ -263,6 +329,10 @@ class RebuildReport:
         fields.update({f"{name}_ms": round(spent * 1000, 1)
                        for name, spent in self._stages.items()})
         fields["duration_ms"] = round(seconds * 1000, 1)
+        if exc is None and self.nothing_ingested:
+            metrics.rebuild("failed", seconds, "named_query")
+            logs.event(log, logging.WARNING, "rebuild", outcome="manifest-failed", **fields)
+            return
         if exc is None:
             metrics.rebuild("published", seconds)
             logs.event(log, logging.INFO, "rebuild", outcome="published", **fields)

@@ -3,6 +3,13 @@
 A registration names the batches already ingesting its assets, or none: then
 the service queues the assets itself and records the batches the DLCS creates.
 When nothing is left to ingest, the manifest is rebuilt before the answer.
+
+With ``DLCS_PROJECTION=manifest`` every asset of the manifest also carries its
+id in the DLCS (``tag_assets``), since that is what the named query projects:
+the assets a re-registration drops are untagged first, an asset the DLCS has
+already is tagged instead of queued again (unless its painted resource says
+``"reingest": true``), and the tagging happens before any rebuild. Tagging is
+a set operation at the DLCS, so a PUT that failed half-way is simply repeated.
 """
 
 from __future__ import annotations
@@ -56,19 +63,71 @@ class Registrar:
     def register(self, customer: int, slug: str, raw: bytes) -> Registered:
         """Register or replace a manifest; rebuild at once when nothing is ingesting."""
         registration = parse_registration(raw, customer, slug)
+        self._check_dlcs(registration)
         if registration.batches is None:
             return self._register_and_queue(customer, slug, registration)
+        tagging = self._tagging and bool(registration.painted)
+        if self._tagging:
+            self._untag_dropped(customer, slug, registration)
         with db.transaction():
             manifest, created = self._upsert_manifest(customer, slug, registration)
             self._replace_batches(manifest, customer, registration.batches)
             self._replace_paintings(manifest, registration)
             token = None
-            if Batch.count_ingesting(manifest.id) == 0:
+            if not tagging and Batch.count_ingesting(manifest.id) == 0:
                 token = self.rebuilder.claim(manifest.id, mark=True)
+        if tagging:
+            token = self._tag_then_claim(manifest, registration)
         if token is not None:
             self.rebuilder.run(manifest.id, token, None)
             return Registered(NOTHING_TO_INGEST, manifest)
         return Registered(CREATED if created else REPLACED, manifest)
+
+    @property
+    def _tagging(self) -> bool:
+        return self.settings.dlcs_projection == "manifest"
+
+    def _check_dlcs(self, registration: Registration) -> None:
+        """Refuse a registration whose assets the service could not find at the DLCS."""
+        if self.settings.dlcs_api_url or not registration.painted:
+            return
+        if registration.batches == ():
+            raise InvalidRequest("The manifest registration is invalid.", {"batches": [
+                "Empty: the assets exist at the DLCS already, but DLCS_API_URL is not "
+                "configured, so the service cannot find them."]})
+
+    def _untag_dropped(self, customer: int, slug: str, registration: Registration) -> None:
+        """Untag the assets the registration in force paints and this one does not."""
+        existing = Manifest.find(customer, slug)
+        if existing is None:
+            return
+        kept = {painted.asset_id for painted in registration.painted}
+        dropped = [a for a in CanvasPainting.asset_ids(existing.id) if a not in kept]
+        # Before anything is replaced: if the DLCS fails, the PUT changed nothing
+        # and can be sent again.
+        self.dlcs.untag_assets(customer, slug, dropped)
+
+    def _tag_then_claim(self, manifest: Manifest, registration: Registration) -> str | None:
+        """Tag the manifest's assets; claim the rebuild when nothing is left to ingest."""
+        asset_ids = [painted.asset_id for painted in registration.painted]
+        try:
+            self.dlcs.tag_assets(manifest.customer, manifest.slug, asset_ids)
+        except DlcsError as exc:
+            self._record_error(manifest, f"Tagging the assets at the DLCS failed: {exc}")
+            raise
+        with db.transaction():
+            current = Manifest.lock(manifest.id)
+            if current is None or current.generation != manifest.generation:
+                return None  # re-registered meanwhile: that registration decides
+            if Batch.count_ingesting(manifest.id) == 0:
+                return self.rebuilder.claim(manifest.id, mark=True)
+        return None
+
+    def _record_error(self, manifest: Manifest, error: str) -> None:
+        with db.transaction():
+            Manifest.update(queue_error=error, updated_at=self.clock()).where(
+                (Manifest.id == manifest.id)
+                & (Manifest.generation == manifest.generation)).execute()
 
     def _register_and_queue(self, customer: int, slug: str,
                             registration: Registration) -> Registered:
@@ -85,7 +144,12 @@ class Registrar:
                 "Required: DLCS_API_URL is not configured, so the service cannot queue "
                 "the assets itself."]})
         fingerprint = _fingerprint(registration)
-        members = _queue_members(registration.assets)
+        existing = Manifest.find(customer, slug)
+        plan = None
+        if self._tagging and (existing is None or existing.fingerprint != fingerprint):
+            # Decided once, before the registration is stored: which assets to queue.
+            self._untag_dropped(customer, slug, registration)
+            plan = self._queue_plan(customer, registration)
         with db.transaction():
             # Insert-and-catch: of two PUTs of a new manifest, the second waits for
             # the first's row (PostgreSQL's unique index, SQLite's write lock) and
@@ -98,16 +162,22 @@ class Registrar:
                     return self._queued_already(manifest)
                 if manifest.queueing_until is not None and manifest.queueing_until >= now:
                     return self._queued_already(manifest)
-                start = manifest.queued_assets or 0
+                start, plan = manifest.queued_assets or 0, manifest.queue_plan
             else:
+                if self._tagging and plan is None:
+                    # Registered concurrently under another fingerprint; decide now.
+                    raise Conflict("The manifest was registered concurrently; send it again.")
                 if not created:
                     manifest = self._replace_manifest(manifest, registration)
                 self._replace_batches(manifest, customer, ())
                 self._replace_paintings(manifest, registration)
                 start = 0
+            members = _queue_members(registration.assets, plan)
             Manifest.update(fingerprint=fingerprint, queued_assets=start, queue_error=None,
+                            queue_plan=plan,
                             queueing_until=now + self._queueing_lease(len(members) - start)
                             ).where(Manifest.id == manifest.id).execute()
+            manifest = Manifest.get_by_id(manifest.id)
         try:
             states = self.dlcs.queue_assets(customer, members[start:])
         except QueuePartiallyFailed as exc:
@@ -116,6 +186,13 @@ class Registrar:
         except DlcsError as exc:
             self._record_queued(manifest, (), start, str(exc))
             raise _queue_failure(exc) from exc
+        if self._tagging and registration.painted:
+            try:
+                self.dlcs.tag_assets(customer, slug, [p.asset_id for p in registration.painted])
+            except DlcsError as exc:
+                self._record_queued(manifest, states, len(members),
+                                    f"Tagging the assets at the DLCS failed: {exc}")
+                raise
         token = self._record_queued(manifest, states, len(members), None)
         if token is not None:
             self.rebuilder.run(manifest.id, token, None)
@@ -127,6 +204,14 @@ class Registrar:
         chunks = max(1, -(-assets // self.settings.dlcs_max_batch_size))
         # Per chunk: a POST with its connection retries (3 connects) and one read.
         return dt.timedelta(seconds=chunks * (4 * self.settings.dlcs_timeout_seconds + 10))
+
+    def _queue_plan(self, customer: int, registration: Registration) -> list[str]:
+        """Return the ids of the assets to queue: those the DLCS lacks, and any to reingest."""
+        asked = [p.asset_id for p, again in zip(registration.painted, registration.reingest)
+                 if not again]
+        have = {asset.asset_id for asset in self.dlcs.find_assets(customer, asked)}
+        return list(dict.fromkeys(p.asset_id for p in registration.painted
+                                  if p.asset_id not in have))
 
     def _queued_already(self, manifest: Manifest) -> Registered:
         manifest = Manifest.get_by_id(manifest.id)
@@ -180,12 +265,13 @@ class Registrar:
 
     def _replace_manifest(self, manifest: Manifest, registration: Registration) -> Manifest:
         """Replace a locked manifest's registration: a new generation, nothing claimed."""
-        # The queueing fields describe the registration replaced: an identical PUT
-        # of that one must not be taken for this one.
+        # A registration starts its DLCS work afresh: what an earlier one queued
+        # or failed to do (or is still queueing) is no longer this manifest's story.
         Manifest.update(document=registration.document, generation=Manifest.generation + 1,
                         needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
-                        rebuild_error=None, fingerprint=None, queued_assets=None,
-                        queue_error=None, queueing_until=None, updated_at=self.clock()).where(
+                        rebuild_error=None, ingest_failed=None, fingerprint=None,
+                        queued_assets=None, queue_error=None, queue_plan=None,
+                        queueing_until=None, updated_at=self.clock()).where(
             Manifest.id == manifest.id).execute()
         return Manifest.get_by_id(manifest.id)
 
@@ -230,16 +316,22 @@ def _fingerprint(registration: Registration) -> str:
                [[p.canvas_id, p.canvas_order, p.asset_id, p.choice_order, p.label,
                  p.canvas_label, p.target, p.static_width, p.static_height]
                 for p in registration.painted]]
+    if any(registration.reingest):
+        content.append(list(registration.reingest))
     return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=True,
                                      separators=(",", ":")).encode()).hexdigest()
 
 
-def _queue_members(assets: Iterable[dict]) -> list[dict]:
-    """The distinct assets to queue, in registration order (an asset may be painted twice)."""
+def _queue_members(assets: Iterable[dict], plan: list[str] | None = None) -> list[dict]:
+    """The distinct assets to queue, in registration order (an asset may be painted twice).
+
+    With a ``plan`` (the manifest projection's), only the assets it names.
+    """
+    wanted = None if plan is None else {asset_id.split("/", 1)[1] for asset_id in plan}
     seen, members = set(), []
     for asset in assets:
         key = (asset["space"], asset["id"])
-        if key not in seen:
+        if key not in seen and (wanted is None or f"{key[0]}/{key[1]}" in wanted):
             seen.add(key)
             members.append(asset)
     return members

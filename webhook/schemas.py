@@ -193,6 +193,10 @@ class PaintedResourceSchema(Schema):
     canvas_painting = fields.Nested(CanvasPaintingSchema, data_key="canvasPainting",
                                     required=True)
     asset = fields.Nested(AssetSchema, required=True)
+    # With DLCS_PROJECTION=manifest an asset the DLCS has already is tagged, not
+    # queued again, unless this says so (the DLCS presentation API's field).
+    reingest = StrictBoolean(load_default=False, metadata={"description": (
+        "With DLCS_PROJECTION=manifest: queue the asset even if the DLCS has it.")})
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,7 @@ class Registration:
     painted: tuple[PaintedResource, ...]
     assets: tuple[dict, ...]           # aligned with painted
     batches: tuple[int, ...] | None    # None: the service should queue the assets
+    reingest: tuple[bool, ...] = ()    # aligned with painted: queue even if it exists
 
 
 class RegistrationSchema(Schema):
@@ -271,9 +276,23 @@ def parse_registration(raw: bytes, customer: int, manifest_id: str) -> Registrat
         assets.append(dict(asset))
     document = {k: v for k, v in data.items() if k not in SERVICE_OWNED}
     document.setdefault("type", "Manifest")
+    lent = _lent_canvases(data.get("items"))
+    if lent:
+        document["items"] = lent
     batches = loaded["batches"]
     return Registration(document=document, painted=tuple(painted), assets=tuple(assets),
-                        batches=None if batches is None else tuple(batches))
+                        batches=None if batches is None else tuple(batches),
+                        reingest=tuple(row["reingest"] for row in rows))
+
+
+def _lent_canvases(items: object) -> list[dict]:
+    """Keep of the registered ``items`` what build rule 9 reads: id, rendering, behavior."""
+    if not isinstance(items, list):
+        return []
+    return [{key: canvas[key] for key in ("id", "rendering", "behavior") if key in canvas}
+            for canvas in items
+            if isinstance(canvas, dict) and isinstance(canvas.get("id"), str)
+            and ("rendering" in canvas or "behavior" in canvas)]
 
 
 def _canvas_ids(rows: list[dict], customer: int, manifest_id: str) -> list[str]:
@@ -324,12 +343,25 @@ class BatchStatusSchema(Schema):
     finished = UtcDateTime(allow_none=True)
 
 
+class FailedAssetSchema(Schema):
+    asset = fields.String(metadata={"description": "The DLCS asset, customer/space/id."})
+    canvas = fields.String(metadata={"description": "The canvasId it is painted on."})
+    error = fields.String(metadata={"description": "The DLCS's error text for its ingest."})
+
+
 class StatusSchema(Schema):
-    state = fields.String()
+    state = fields.String(metadata={"description": (
+        "ingesting, complete, complete-with-errors (published; some assets failed at the "
+        "DLCS), failed (every asset failed: nothing published; error says why) or "
+        "rebuild-failed.")})
     batches = fields.List(fields.Nested(BatchStatusSchema))
     last_processed = UtcDateTime(data_key="lastProcessed", allow_none=True)
     error = fields.String(allow_none=True)
     missing_assets = fields.List(fields.String(), data_key="missingAssets")
+    failed_assets = fields.List(fields.Nested(FailedAssetSchema), data_key="failedAssets",
+                                metadata={"description": (
+                                    "Painted resources whose asset the DLCS failed to ingest, "
+                                    "read from the API once their batch finished with errors.")})
 
 
 class DeliverySchema(Schema):
@@ -340,6 +372,8 @@ class DeliverySchema(Schema):
     manifest = fields.String(allow_none=True)
     outcome = fields.String()
     error = fields.String(allow_none=True)
+    failed_assets = fields.Integer(data_key="failedAssets", allow_none=True, metadata={
+        "description": "How many of the batch's assets failed, when the notification says any."})
 
 
 class DeliveryQuerySchema(Schema):
@@ -387,6 +421,13 @@ class ReadyChecksSchema(Schema):
 class ReadySchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     checks = fields.Nested(ReadyChecksSchema, required=True)
+    disabled = fields.Dict(keys=fields.String(), values=fields.String(), required=True, metadata={
+        "description": "Features the configuration leaves off (webhook, sns, admin, "
+                       "dlcs-orchestrator, dlcs-api, metrics), each with the variable that "
+                       "turns it on."})
+    defaulted = fields.List(fields.String(), required=True, metadata={
+        "description": "PUBLIC_BASE_URL, DATABASE_URL or STORAGE_URL when left to their "
+                       "single-host defaults."})
 
 
 class SnsAnswerSchema(Schema):
@@ -423,6 +464,12 @@ class SnsEnvelopeSchema(Schema):
 
 
 class IngestingSummarySchema(Schema):
+    state = fields.String(required=True, validate=validate.OneOf(["ingesting", "rebuild-failed"]),
+                          metadata={"description": "rebuild-failed: the batches completed but "
+                                    "the manifest could not be built or stored yet (see "
+                                    "`reason`); it is retried on a redelivery, a replay or a "
+                                    "rebuild."})
+    reason = fields.String(metadata={"description": "Why the rebuild failed."})
     total = fields.Integer(required=True)
     finished = fields.Integer(required=True)
     errors = fields.Integer(required=True)

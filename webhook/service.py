@@ -19,6 +19,7 @@ from typing import Callable
 
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient
+from webhook.failures import FailureReader
 from webhook.intake import Intake
 from webhook.models import utcnow
 from webhook.reading import Reader
@@ -41,7 +42,7 @@ def build_services(settings: Settings, dlcs: DlcsClient, store: ManifestStore,
                    clock: Callable[[], dt.datetime] = utcnow) -> Services:
     """Assemble the use cases, sharing one clock."""
     rebuild = Rebuilder(settings, dlcs, store, clock)
-    intake = Intake(dlcs, rebuild, clock)
+    intake = Intake(dlcs, rebuild, FailureReader(settings, dlcs, clock), clock)
     return Services(intake=intake,
                     registration=Registrar(settings, dlcs, intake, rebuild, clock),
                     rebuild=rebuild,

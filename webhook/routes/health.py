@@ -6,7 +6,7 @@ from flask import Blueprint
 
 from webhook import db
 from webhook.errors import UpstreamError
-from webhook.routes.http import answer, store
+from webhook.routes.http import answer, settings, store
 from webhook.schemas import HealthSchema, ReadySchema
 
 bp = Blueprint("health", __name__)
@@ -23,7 +23,11 @@ def healthz():
 def readyz():
     checks = {"database": _check(db.ping), "storage": _check(store().check)}
     ready = all(value == "ok" for value in checks.values())
-    return answer(_READY, {"status": "ok" if ready else "unavailable", "checks": checks},
+    # What the configuration leaves off or to its defaults, as logged at start-up.
+    configured = settings()
+    return answer(_READY, {"status": "ok" if ready else "unavailable", "checks": checks,
+                           "disabled": configured.disabled(),
+                           "defaulted": list(configured.defaulted)},
                   200 if ready else 503)
 
 

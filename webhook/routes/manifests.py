@@ -1,13 +1,16 @@
-"""Manifest endpoints: register, publish, status, rebuild, reconcile."""
+"""Manifest endpoints: list, register, publish, status, rebuild, reconcile."""
 
 from __future__ import annotations
 
 import re
 
 from flask import Blueprint, Response, request
+from marshmallow import ValidationError
 
+from webhook import listing
 from webhook.domain import MAX_INT32, MAX_REGISTRATION_BYTES
 from webhook.errors import NotFound
+from webhook.listing_schemas import ManifestListQuerySchema, ManifestListSchema
 from webhook.reading import NotModified, PublishedDocument
 from webhook.registration import NOTHING_TO_INGEST
 from webhook.routes.http import (admin_required, answer, outcome_answer, problem, services,
@@ -22,6 +25,8 @@ _ID = re.compile(MANIFEST_ID)
 _STATUS = StatusSchema()
 _INGESTING = IngestingManifestSchema()
 _RECONCILED = ReconcileSchema()
+_LIST_QUERY = ManifestListQuerySchema()
+_LIST = ManifestListSchema()
 
 
 def _check_id(customer: int, manifest_id: str) -> None:
@@ -31,6 +36,26 @@ def _check_id(customer: int, manifest_id: str) -> None:
         raise NotFound(f"Customers are numbers from 1 to {MAX_INT32}.")
     if not _ID.fullmatch(manifest_id):
         raise NotFound(f"Manifest ids match {MANIFEST_ID}.")
+
+
+@bp.get("/<int:customer>/manifests")
+@admin_required
+def collection(customer: int):
+    if not 1 <= customer <= MAX_INT32:
+        raise NotFound(f"Customers are numbers from 1 to {MAX_INT32}.")
+    try:
+        query = _LIST_QUERY.load(request.args.to_dict())
+    except ValidationError as exc:
+        return problem(400, "invalid-query", "Invalid query", "The query parameters are invalid.",
+                       errors=exc.messages)
+    after = query["page"]
+    if after is not None and after.customer != customer:
+        return problem(400, "invalid-query", "Invalid query", "The query parameters are invalid.",
+                       errors={"page": ["This page token belongs to another customer's list."]})
+    page = listing.list_manifests(
+        now=services().reading.clock(), customer=customer, limit=query["limit"], after=after,
+        states=None if query["state"] is None else (query["state"],))
+    return answer(_LIST, page)
 
 
 @bp.put("/<int:customer>/manifests/<manifest_id>")
@@ -60,7 +85,10 @@ def published(customer: int, manifest_id: str):
         response.headers["ETag"] = result.etag
         response.headers["Cache-Control"] = "no-cache"
         return _cors(response)
-    return _cors(answer(_INGESTING, result.summary, 202))
+    response = answer(_INGESTING, result.summary, 202)
+    if result.retry_after is not None:
+        response.headers["Retry-After"] = str(result.retry_after)
+    return _cors(response)
 
 
 @bp.get("/<int:customer>/manifests/<manifest_id>/status")
@@ -98,5 +126,5 @@ def _public_url(customer: int, manifest_id: str) -> str:
 
 def _cors(response: Response) -> Response:
     response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Access-Control-Expose-Headers"] = "ETag"
+    response.headers["Access-Control-Expose-Headers"] = "ETag, Retry-After"
     return response
