@@ -12,8 +12,9 @@ and break it:
   test releases them (all at once, or named queries or queue requests one by
   one), or answer a fixed document for some batches.
 
-Batches finish only when a test says so (``finish_batch``); nothing is sent to
-the service: the tests deliver completions themselves.
+Batches finish only when a test says so (``finish_batch``; ``supersede_batch``
+makes one that never will); nothing is sent to the service: the tests deliver
+completions themselves.
 """
 
 from __future__ import annotations

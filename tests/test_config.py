@@ -27,6 +27,8 @@ def test_defaults_serve_on_embedded_storage_in_the_project_folder():
     assert settings.dlcs_timeout_seconds == 30
     assert settings.dlcs_max_batch_size == 100
     assert settings.dlcs_credentials is None
+    assert settings.stalled_batch_seconds == 6 * 3600
+    assert settings.delivery_retention_days == 30
 
 
 def test_reads_every_variable():
@@ -45,7 +47,11 @@ def test_reads_every_variable():
         "DLCS_TIMEOUT_SECONDS": "12",
         "DLCS_MAX_BATCH_SIZE": "250",
         "SNS_TOPIC_ARNS": "arn:aws:sns:eu-west-1:123456789012:dlcs-batch-completion",
+        "STALLED_BATCH_SECONDS": "3600",
+        "DELIVERY_RETENTION_DAYS": "90",
     })
+    assert settings.stalled_batch_seconds == 3600
+    assert settings.delivery_retention_days == 90
     assert settings.public_base_url == "https://iiif.example"  # trailing slash dropped
     assert len(settings.webhook_keys) == 2 and settings.webhook_keys[1] == b"second-secret-of-24-bytes"
     assert settings.webhook_tolerance_seconds == 60
@@ -92,6 +98,10 @@ def test_reads_every_variable():
     # The default lease is 4 x 30 + 120 = 240 s: a deadline must end before it.
     ("REBUILD_DEADLINE_SECONDS", "240"),
     ("SNS_TOPIC_ARNS", "not-an-arn"),
+    ("STALLED_BATCH_SECONDS", "59"),
+    ("STALLED_BATCH_SECONDS", "6h"),
+    ("DELIVERY_RETENTION_DAYS", "0"),
+    ("DELIVERY_RETENTION_DAYS", "30d"),
 ])
 def test_bad_value_names_the_variable(variable, value):
     with pytest.raises(ConfigError) as caught:

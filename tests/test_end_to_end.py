@@ -226,14 +226,19 @@ def assert_no_tracebacks(server: GunicornServer) -> None:
     assert "Traceback" not in log and "unhandled error" not in log, log[-5000:]
 
 
+def stored_versions(s3, bucket: str, manifest_key: str) -> list[str]:
+    """The keys of the versions stored for a manifest: ``{manifest_key}.{version}.json``."""
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"{manifest_key}.")
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
 def published_object(s3, bucket: str, manifest_key: str) -> dict:
-    """Get the one object stored for a manifest: ``{manifest_key}.{version}.json``.
+    """Get the one object stored for a manifest.
 
     Each rebuild stores a version of its own, publishes it in the database and
     deletes the one it replaced: one is left, and GET serves it.
     """
-    listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"{manifest_key}.")
-    keys = [item["Key"] for item in listing.get("Contents", [])]
+    keys = stored_versions(s3, bucket, manifest_key)
     assert len(keys) == 1, keys
     return s3.get_object(Bucket=bucket, Key=keys[0])
 
@@ -507,4 +512,61 @@ def test_queued_assets_are_published_after_a_webhook_and_a_reconcile(service):
                                 timeout=30)
     assert again.json()["completed"] == [] and again.json()["outcome"] == "unchanged"
     assert service.fake.calls(10, batch_ids) == 1
+    assert_no_tracebacks(service.server)
+
+
+def test_stalled_batches_are_requeued_or_dropped_and_a_manifest_deleted(service):
+    """A superseded batch is reported and requeued, another dropped, then a manifest deleted."""
+    client, fake = service.client, service.fake
+    admin = {"headers": client.admin, "timeout": 30}
+    # The fake DLCS ingests what is queued at 4000 x 3000: so are these, to compare.
+    plan = Plan(12, "stalled", {batch: image_assets(f"stalled-{batch}", 2,
+                                                    sizes=((4000, 3000),))
+                                for batch in (701, 702)})
+    register_with_fake(fake, plan)
+    assert client.register(plan).status_code == 202
+    assert service.complete(plan, 701).json()["outcome"] == "batch-completed"
+    fake.supersede_batch(12, 702)
+
+    reconciled = client.session.post(plan.url(client.url) + "/reconcile", **admin)
+    assert reconciled.status_code == 200, reconciled.text
+    assert [(s["batch"], s["reason"]) for s in reconciled.json()["stalled"]] == [
+        (702, "superseded")]
+    assert [(s["batch"], s["reason"]) for s in client.status(plan)["stalled"]] == [
+        (702, "superseded")]
+
+    requeued = client.session.post(plan.url(client.url) + "/requeue", **admin)
+    assert requeued.status_code == 202, requeued.text
+    [fresh] = requeued.json()["batches"]  # DLCS_MAX_BATCH_SIZE=2: one batch for both
+    assert requeued.json()["dropped"] == [702] and requeued.json()["assets"] == 2
+    assert fake.calls(12, [701]) == 1  # what the completed batch holds
+    assert [call.authorization.startswith("Basic ") for call in fake.requests("queue")] == [
+        True]
+    assert service.complete(plan, 702).json()["outcome"] == "ignored"
+    requeued_plan = Plan(12, "stalled", {701: plan.batches[701], fresh: plan.batches[702]})
+    completed = service.complete(requeued_plan, fresh)
+    assert completed.json() == {"outcome": "manifest-completed", "batch": fresh,
+                                "manifest": plan.key}
+    assert_published(client.manifest(plan).json(), plan)
+    assert fake.calls(12, [701, fresh]) == 1
+
+    dropping = make_plan(12, "dropping", {711: 1, 712: 1})
+    register_with_fake(fake, dropping)
+    assert client.register(dropping).status_code == 202
+    assert service.complete(dropping, 711).json()["outcome"] == "batch-completed"
+    dropped = client.session.delete(dropping.url(client.url) + "/batches/712", **admin)
+    assert dropped.status_code == 200, dropped.text
+    assert dropped.json() == {"outcome": "manifest-completed", "batch": 712,
+                              "manifest": dropping.key}
+    assert_published(client.manifest(dropping).json(),
+                     Plan(12, "dropping", {711: dropping.batches[711]}))
+    assert client.status(dropping)["missingAssets"] == [dropping.batches[712][0].asset_id(12)]
+
+    deleted = client.session.delete(plan.url(client.url), **admin)
+    assert deleted.status_code == 204, deleted.text
+    assert stored_versions(service.s3, service.bucket,
+                           f"{service.prefix}/{plan.customer}/manifests/{plan.slug}") == []
+    assert client.manifest(plan).status_code == 404
+    assert service.object(dropping)["Body"].read() == client.manifest(dropping).content
+    assert service.complete(requeued_plan, fresh).json()["outcome"] == "ignored"
     assert_no_tracebacks(service.server)

@@ -203,7 +203,7 @@ def test_each_rebuild_replaces_and_deletes_the_document_before_it(service, admin
 def test_a_document_published_before_versioned_keys_is_served_then_replaced(service, admin):
     assert register(service, admin, "Letters")[0] == 202
     assert deliver(service, "msg_last")[0] == 200
-    # As a manifest published before migration 0005 is: at the manifest's own
+    # As a manifest published before migration 0006 is: at the manifest's own
     # key, with no key recorded.
     store = service.app.extensions["webhook.store"]
     row = recorded()

@@ -20,7 +20,7 @@ FLOORS = {
     "devdlcs": 5, "devdlcs.run": 5, "devdlcs.__main__": 6,
     "rebuild": 5, "reading": 5, "failures": 5, "listing": 5,
     "intake": 6,
-    "registration": 7,
+    "registration": 7, "maintenance": 7,
     "service": 8,
     "openapi": 9, "routes.http": 9, "routes.console_session": 9,
     "routes": 10, "cli": 10,

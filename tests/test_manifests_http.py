@@ -135,9 +135,11 @@ def test_register_answers_202_with_location_and_status(client, admin):
 
     assert response.status_code == 202
     assert response.headers["Location"] == PUBLIC_URL
+    etag = response.headers["ETag"]
+    assert re.fullmatch(r'"[0-9a-f]{32}"', etag)
     assert response.get_json() == {
         "state": "ingesting", "batches": [ingesting_batch(1234)], "lastProcessed": None,
-        "error": None, "missingAssets": [], "failedAssets": []}
+        "error": None, "missingAssets": [], "failedAssets": [], "stalled": [], "etag": etag}
 
 
 @pytest.mark.parametrize("url", [URL, f"{URL}/status", f"{URL}/rebuild", "/deliveries",
@@ -527,16 +529,18 @@ def test_if_none_match_on_an_ingesting_manifest_answers_202(client, admin):
 
 
 def test_status_follows_the_manifest_from_ingesting_to_complete(client, admin):
-    put(client, admin, registration(batches=[1234, 1235]))
+    etag = put(client, admin, registration(batches=[1234, 1235])).headers["ETag"]
     assert status_of(client, admin) == {
         "state": "ingesting", "batches": [ingesting_batch(1234), ingesting_batch(1235)],
-        "lastProcessed": None, "error": None, "missingAssets": [], "failedAssets": []}
+        "lastProcessed": None, "error": None, "missingAssets": [], "failedAssets": [],
+        "stalled": [], "etag": etag}
 
     deliver(client, notification(1234, count=1, completed=1))
     assert status_of(client, admin) == {
         "state": "ingesting",
         "batches": [completed_batch(1234, count=1, completed=1), ingesting_batch(1235)],
-        "lastProcessed": None, "error": None, "missingAssets": [], "failedAssets": []}
+        "lastProcessed": None, "error": None, "missingAssets": [], "failedAssets": [],
+        "stalled": [], "etag": etag}
 
     complete(client, 1234, 1235, count=1, completed=0, errors=1)
     status = status_of(client, admin)

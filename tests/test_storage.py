@@ -119,6 +119,45 @@ def test_get_without_a_document_returns_none(store, key):
     assert store.get(key) is None
 
 
+def test_delete_removes_the_document_and_nothing_else(store):
+    store.put("7/manifests/m1", DOCUMENT)
+    store.put("7/manifests/m2", b"{}")
+
+    store.delete("7/manifests/m1")
+
+    assert store.get("7/manifests/m1") is None
+    assert store.get("7/manifests/m2").body == b"{}"
+
+
+@pytest.mark.parametrize("key", ["7/manifests/absent", "8/manifests/m1"])
+def test_delete_of_a_key_with_no_document_is_no_error(store, key):
+    store.put("7/manifests/m1", DOCUMENT)
+    store.delete(key)
+    store.delete(key)
+    assert store.get("7/manifests/m1").body == DOCUMENT
+
+
+def test_a_deleted_document_can_be_stored_again(store):
+    store.put("7/manifests/m1", DOCUMENT)
+    store.delete("7/manifests/m1")
+    etag = store.put("7/manifests/m1", DOCUMENT)
+    assert store.get("7/manifests/m1") == StoredDocument(DOCUMENT, etag)
+
+
+def test_s3_delete_removes_the_object_under_the_prefix(s3, bucket):
+    store = S3Store(bucket, prefix="pre/fix")
+    store.put("7/manifests/m1", DOCUMENT)
+    store.delete("7/manifests/m1")
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_file_store_delete_of_what_it_cannot_remove_is_a_storage_error(tmp_path):
+    store = FileStore(tmp_path)
+    (tmp_path / "7" / "manifests" / "m1").mkdir(parents=True)  # a directory, not a document
+    with pytest.raises(StorageError, match="cannot delete 7/manifests/m1"):
+        store.delete("7/manifests/m1")
+
+
 def test_empty_document_round_trips(store):
     etag = store.put("7/manifests/empty", b"")
 
@@ -151,6 +190,8 @@ def test_keys_that_could_escape_are_rejected(store, tmp_path, key):
         store.put(key, DOCUMENT)
     with pytest.raises(ValueError, match="storage key"):
         store.get(key)
+    with pytest.raises(ValueError, match="storage key"):
+        store.delete(key)
     assert sorted(tmp_path.rglob("*")) == before
 
 
@@ -291,7 +332,7 @@ def test_open_store_uses_aws_endpoint_url_from_the_environment(s3, bucket):
     assert store.get("7/manifests/m1").body == DOCUMENT
 
 
-@pytest.mark.parametrize("operation", ["put", "get", "check"])
+@pytest.mark.parametrize("operation", ["put", "get", "delete", "check"])
 def test_missing_bucket_is_a_storage_error(aws_env, operation):
     store = S3Store(f"missing-{uuid.uuid4().hex[:16]}", prefix="p")
 
@@ -301,7 +342,7 @@ def test_missing_bucket_is_a_storage_error(aws_env, operation):
     assert SECRET not in str(caught.value)
 
 
-@pytest.mark.parametrize("operation", ["put", "get", "check"])
+@pytest.mark.parametrize("operation", ["put", "get", "delete", "check"])
 def test_refused_endpoint_is_a_quick_storage_error(aws_env, monkeypatch, closed_port, operation):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
     client = build_s3_client(connect_timeout=0.5, read_timeout=0.5, total_attempts=1)
@@ -508,4 +549,6 @@ def _call(store, operation: str):
         return store.put("7/manifests/m1", DOCUMENT)
     if operation == "get":
         return store.get("7/manifests/m1")
+    if operation == "delete":
+        return store.delete("7/manifests/m1")
     return store.check()

@@ -24,7 +24,7 @@ from webhook import db, startup
 from webhook.errors import WebhookError
 from webhook.config import new_secret
 from webhook.devdlcs.documents import signed_completion
-from webhook.schemas import OutcomeSchema, StatusSchema
+from webhook.schemas import OutcomeSchema, RequeueSchema, StatusSchema
 from webhook.service import Services
 
 db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")
@@ -33,8 +33,8 @@ db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")
 def init_app(app: Flask) -> None:
     """Register the commands on the app's ``flask`` CLI."""
     app.cli.add_command(db_cli)
-    for command in (status, rebuild, reconcile, completion_curl, send_completion, secret,
-                    dev_dlcs):
+    for command in (status, rebuild, reconcile, requeue, prune_deliveries, completion_curl,
+                    send_completion, secret, dev_dlcs):
         app.cli.add_command(command)
 
 
@@ -149,9 +149,58 @@ def reconcile(older_than: dt.timedelta):
             click.echo(f"{customer}/{slug}: failed: {type(exc).__name__}: {exc}")
             continue
         done = ",".join(map(str, reconciled.completed)) or "none"
-        click.echo(f"{customer}/{slug}: completed {done} -> {reconciled.outcome.outcome}")
+        line = f"{customer}/{slug}: completed {done} -> {reconciled.outcome.outcome}"
+        if reconciled.stalled:
+            line += "; stalled " + ", ".join(
+                f"{s.batch} ({s.reason}, {_age(s.age)})" for s in reconciled.stalled)
+        click.echo(line)
     if failures:
         raise SystemExit(1)
+
+
+def _age(seconds: int) -> str:
+    """Write an age as the largest two units: 2d3h, 7h05m, 12m30s."""
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s"
+
+
+@click.command("requeue")
+@with_appcontext
+@click.argument("customer", type=click.IntRange(min=1))
+@click.argument("manifest_id")
+def requeue(customer: int, manifest_id: str):
+    """Queue a manifest's unfinished assets again, replacing the batches still ingesting."""
+    try:
+        requeued = _services().maintenance.requeue(customer, manifest_id)
+    except WebhookError as exc:
+        raise _fail(exc) from exc
+    click.echo(json.dumps(RequeueSchema().dump(requeued)))
+
+
+@click.command("prune-deliveries")
+@click.option("--older-than", type=Duration(), default=None,
+              help="Prune deliveries received longer ago than this (e.g. 30d). "
+                   "[default: DELIVERY_RETENTION_DAYS days]")
+@with_appcontext
+def prune_deliveries(older_than: dt.timedelta | None):
+    """Delete old deliveries that ended; never failed ones, nor those of ingesting batches."""
+    settings = current_app.extensions["webhook.settings"]
+    if older_than is None:
+        older_than = dt.timedelta(days=settings.delivery_retention_days)
+    if older_than <= dt.timedelta(0):
+        raise click.BadParameter("must be longer than 0s", param_hint="--older-than")
+    try:
+        pruned = _services().maintenance.prune_deliveries(older_than)
+    except WebhookError as exc:
+        raise _fail(exc) from exc
+    before = pruned.received_before.isoformat(timespec="seconds") + "Z"
+    click.echo(f"pruned {pruned.deleted} deliveries received before {before}")
 
 
 def _completion_options(command):

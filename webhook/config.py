@@ -53,6 +53,8 @@ DEFAULTS = {
     "DLCS_MAX_BATCH_SIZE": "100",
     "SNS_SIGNATURE_VERSIONS": "1 2",
     "METRICS": "on",
+    "STALLED_BATCH_SECONDS": "21600",
+    "DELIVERY_RETENTION_DAYS": "30",
 }
 
 # Left unset, these serve a single-host trial (local ids, SQLite, a local folder):
@@ -96,6 +98,10 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     # Set (by gunicorn.conf.py) when several worker processes share the metrics.
     metrics_multiprocess_dir: str | None = None
+    # A batch still ingesting this long after it was recorded is reported stalled.
+    stalled_batch_seconds: int = 21_600
+    # What `flask prune-deliveries` keeps by default.
+    delivery_retention_days: int = 30
     # The DEVELOPMENT_DEFAULTS variables that were left unset.
     defaulted: tuple[str, ...] = ()
 
@@ -195,6 +201,10 @@ class Settings:
             metrics_token=_token("METRICS_TOKEN", env.get("METRICS_TOKEN")),
             metrics_multiprocess_dir=_directory("PROMETHEUS_MULTIPROC_DIR",
                                                 env.get("PROMETHEUS_MULTIPROC_DIR")),
+            stalled_batch_seconds=_int("STALLED_BATCH_SECONDS", env["STALLED_BATCH_SECONDS"],
+                                       60, 365 * 86_400),
+            delivery_retention_days=_int("DELIVERY_RETENTION_DAYS",
+                                         env["DELIVERY_RETENTION_DAYS"], 1, 36_500),
             defaulted=tuple(name for name in DEVELOPMENT_DEFAULTS if not environ.get(name)),
         )
         if settings.rebuild_deadline_seconds >= settings.rebuild_lease_seconds:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 
@@ -60,6 +61,21 @@ class BatchState:
     finished: dt.datetime | None   # aware, UTC; None while the batch is running
 
 
+def distinct_assets(assets: Iterable[Mapping]) -> list[Mapping]:
+    """Return the distinct assets to queue, in order (an asset may be painted twice).
+
+    Assets are the registered ``{"id", "space", ...}`` objects; two with the
+    same space and id are the same DLCS asset.
+    """
+    seen, members = set(), []
+    for asset in assets:
+        key = (asset["space"], asset["id"])
+        if key not in seen:
+            seen.add(key)
+            members.append(asset)
+    return members
+
+
 @dataclass(frozen=True, slots=True)
 class Deadline:
     """When a piece of work must be over: ``seconds`` after it began, at ``at`` (monotonic)."""
@@ -92,6 +108,8 @@ class DlcsAsset:
 # The largest value of the database's integer columns (customers, batch counts,
 # canvas orders) and of the DLCS's own ints.
 MAX_INT32 = 2**31 - 1
+# The largest DLCS batch id (a 64-bit column) and delivery-log row id.
+MAX_INT64 = 2**63 - 1
 
 # Body limits: a notification is a few hundred bytes, a registration of
 # thousands of painted resources a few MB.
@@ -126,6 +144,15 @@ class Outcome:
     outcome: str
     batch: int | None
     manifest: str | None
+
+
+# Outcomes of an operator's changes to a manifest's batches (besides MANIFEST_COMPLETED).
+BATCH_DROPPED = "batch-dropped"      # the batch no longer counts; others still ingest
+REQUEUED = "requeued"                # unfinished assets queued again in new batches
+
+# Why reconcile and status call a batch stalled.
+SUPERSEDED = "superseded"            # the DLCS says so: it will never finish
+UNFINISHED = "unfinished"            # still ingesting after STALLED_BATCH_SECONDS
 
 
 #: What ``status`` and the manifest listing call a manifest's state.

@@ -13,6 +13,7 @@ problem+json answers, reading ``status`` and ``slug`` from the class::
     │   └── QueueRejected        the DLCS refused to queue a registration's assets (422)
     ├── NotFound                 an unknown manifest or delivery (404)
     ├── Conflict                 a state that forbids the request (409)
+    ├── PreconditionFailed       an If-Match that names no current version (412)
     ├── BuildError               the DLCS answer cannot make a valid manifest
     └── UpstreamError            something outside failed; retry later (503)
         ├── DlcsError            the DLCS answered badly or not at all
@@ -103,6 +104,10 @@ class NotFound(WebhookError):
 
 class Conflict(WebhookError):
     """The request contradicts the current state (e.g. batch owned elsewhere)."""
+
+
+class PreconditionFailed(WebhookError):
+    """A conditional request (``If-Match``) whose condition does not hold now."""
 
 
 class BuildError(WebhookError):

@@ -28,7 +28,8 @@ from webhook.domain import (BATCH_COMPLETED, DUPLICATE, FAILED, FINISHED, IGNORE
                             BatchState, Outcome)
 from webhook.errors import NotFound, PayloadError, RebuildFailed, RebuildInProgress
 from webhook.failures import FailureReader
-from webhook.models import INGESTING, Batch, Delivery, Manifest, utcnow
+from webhook.models import DROPPED, INGESTING, Batch, Delivery, Manifest, utcnow
+from webhook.reading import StalledBatch, stalled_batches
 from webhook.rebuild import Rebuilder
 from webhook.schemas import parse_notification
 
@@ -51,21 +52,24 @@ class _Step:
 
 @dataclass(frozen=True, slots=True)
 class Reconciled:
-    """What reconciling a manifest came to, and the batches it completed."""
+    """What reconciling a manifest came to, the batches it completed, and those stalled."""
 
     outcome: Outcome
     completed: list[int]
+    stalled: list[StalledBatch]
 
 
 class Intake:
     """Record authenticated completions and apply each exactly once."""
 
     def __init__(self, dlcs: DlcsClient, rebuilder: Rebuilder, failures: FailureReader,
-                 clock: Callable[[], dt.datetime] = utcnow):
+                 clock: Callable[[], dt.datetime] = utcnow, *, stalled_after: float = 21_600):
         self.dlcs = dlcs
         self.rebuilder = rebuilder
         self.failures = failures
         self.clock = clock
+        # Seconds after which a batch still ingesting is reported stalled.
+        self.stalled_after = stalled_after
 
     def receive(self, delivery_id: str, transport: str, body: bytes) -> Outcome:
         """Record an authenticated delivery and process it exactly once."""
@@ -82,7 +86,9 @@ class Intake:
             raise NotFound(f"No delivery {delivery_id!r} is recorded.")
         completion = parse_notification(bytes(delivery.body))  # PayloadError: 422 again
         with db.transaction():
-            row = Delivery.select().where(Delivery.id == delivery.id).get()
+            row = Delivery.get_or_none(Delivery.id == delivery.id)
+            if row is None:  # pruned meanwhile
+                raise NotFound(f"No delivery {delivery_id!r} is recorded.")
             if row.outcome == FAILED:
                 step = self._resume(row)
             else:
@@ -90,13 +96,23 @@ class Intake:
         return self._after_commit(step)
 
     def reconcile(self, customer: int, slug: str) -> Reconciled:
-        """Complete the batches the DLCS reports finished, as their webhooks would have."""
+        """Complete the batches the DLCS reports finished, as their webhooks would have.
+
+        Batches the DLCS reports superseded are recorded so; with those
+        ingesting for longer than ``stalled_after``, they are reported stalled.
+        """
         manifest = Manifest.registered(customer, slug)
-        ingesting = [b.id for b in Batch.of_manifest(manifest.id) if b.status == INGESTING]
+        ingesting = [b for b in Batch.of_manifest(manifest.id) if b.status == INGESTING]
         outcome, completed = None, []
-        for batch_id in ingesting:
+        for batch in ingesting:
+            batch_id = batch.id
             state = self.dlcs.get_batch(customer, batch_id)
             if state.finished is None:
+                # A superseded batch never finishes: its assets were queued again
+                # elsewhere. It waits for an operator, who sees it in `stalled`.
+                if state.superseded and not batch.superseded:
+                    with db.transaction():
+                        Batch.mark_superseded(batch_id)
                 continue
             # One id per batch and registration: reconciling twice is a duplicate,
             # and a failed rebuild is resumed by the next reconcile.
@@ -107,12 +123,14 @@ class Intake:
         # What an outage kept from earlier completions: their failed assets.
         for batch in Batch.unchecked(manifest.id):
             self.failures.read(manifest.id, customer, batch.id)
+        stalled = stalled_batches(Batch.of_manifest(manifest.id), self.clock(),
+                                  self.stalled_after)
         if outcome is None:
             manifest = Manifest.get_by_id(manifest.id)
             if manifest.needs_rebuild and not Batch.count_ingesting(manifest.id):
-                return Reconciled(self.rebuilder.rebuild_now(customer, slug), completed)
+                return Reconciled(self.rebuilder.rebuild_now(customer, slug), completed, stalled)
             outcome = Outcome(UNCHANGED, None, manifest.key)
-        return Reconciled(outcome, completed)
+        return Reconciled(outcome, completed, stalled)
 
     def apply_early_completions(self, manifest: Manifest, batch_ids: list[int]) -> None:
         """Apply completions that arrived (and were ignored) before the registration.
@@ -144,14 +162,7 @@ class Intake:
         """Record and apply one delivery; count it under what it came to."""
         counted = "error"
         try:
-            try:
-                with db.transaction():
-                    step = self._record_and_apply(delivery_id, transport, body, completion,
-                                                  problem)
-            except _AlreadyRecorded:
-                # Its id was recorded first: what this transaction did is undone.
-                with db.transaction():
-                    step = self._redelivered(delivery_id, problem)
+            step = self._record_or_redeliver(delivery_id, transport, body, completion, problem)
             outcome = self._after_commit(step)
             counted = outcome.outcome
             return outcome
@@ -163,6 +174,22 @@ class Intake:
             raise
         finally:
             metrics.delivery(transport, counted)
+
+    def _record_or_redeliver(self, delivery_id, transport, body, completion, problem) -> _Step:
+        """Record and apply a delivery, or handle it as a redelivery when its id is recorded."""
+        try:
+            with db.transaction():
+                return self._record_and_apply(delivery_id, transport, body, completion, problem)
+        except _AlreadyRecorded:
+            pass
+        try:
+            # Its id was recorded first: what this transaction did is undone.
+            with db.transaction():
+                return self._redelivered(delivery_id, problem)
+        except _Pruned:
+            # Pruned between the two transactions (it was old): record it afresh. Only
+            # old deliveries are pruned, so the fresh record cannot vanish the same way.
+            return self._record_or_redeliver(delivery_id, transport, body, completion, problem)
 
     def _record_and_apply(self, delivery_id, transport, body, completion, problem) -> _Step:
         # Not written yet: _set inserts the row once, with its outcome, as the
@@ -179,11 +206,15 @@ class Intake:
     def _redelivered(self, delivery_id: str, problem: PayloadError | None) -> _Step:
         # Lock order: the manifest row before the delivery row, as a finishing
         # rebuild takes them; the other order deadlocks with it on PostgreSQL.
-        seen = Delivery.get(Delivery.delivery_id == delivery_id)
+        seen = Delivery.get_or_none(Delivery.delivery_id == delivery_id)
+        if seen is None:
+            raise _Pruned(delivery_id)
         manifest = _manifest_named(seen.manifest)
         if manifest is not None:
             Manifest.lock(manifest.id)
         delivery = Delivery.lock(delivery_id)
+        if delivery is None:
+            raise _Pruned(delivery_id)
         Delivery.update(attempts=Delivery.attempts + 1).where(Delivery.id == delivery.id).execute()
         if delivery.outcome in FINISHED:
             return _Step(Outcome(DUPLICATE, delivery.batch, delivery.manifest))
@@ -228,6 +259,10 @@ class Intake:
             if batch is None or batch.manifest_id != manifest.id:
                 self._set(delivery, IGNORED, batch=batch_id,
                           error="the batch was re-registered while this delivery was processed")
+                return _Step(Outcome(IGNORED, batch_id, None))
+            if batch.status == DROPPED:
+                self._set(delivery, IGNORED, batch=batch_id,
+                          error=f"the batch was dropped from manifest {manifest.key}")
                 return _Step(Outcome(IGNORED, batch_id, None))
         failures = ((manifest.id, manifest.customer, batch_id)
                     if first_completion and completion.errors else None)
@@ -278,6 +313,10 @@ class Intake:
 
 class _AlreadyRecorded(Exception):
     """A delivery's id is recorded already (a redelivery, or a concurrent duplicate)."""
+
+
+class _Pruned(Exception):
+    """A delivery found recorded was pruned before it could be read again."""
 
 
 def _manifest_named(key: str | None) -> Manifest | None:

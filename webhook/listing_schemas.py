@@ -114,6 +114,15 @@ class DeliveryPageQuerySchema(DeliveryQuerySchema):
     limit = _limit()
 
 
+class DeliveryLogQuerySchema(DeliveryQuerySchema):
+    """``GET /deliveries``: the filters and limit as before, and where the page starts."""
+
+    cursor = PageToken(DeliveryKey, load_default=None, metadata={
+        "description": "Where the page starts: the `cursor` of the URL in the previous "
+                       "answer's `Link: <...>; rel=\"next\"` header. Absent: the most "
+                       "recent."})
+
+
 class BatchCountsSchema(Schema):
     total = fields.Integer(required=True)
     complete = fields.Integer(required=True)

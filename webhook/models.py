@@ -26,12 +26,13 @@ import uuid
 import peewee
 
 from webhook.db import database, is_postgres
-from webhook.domain import (FAILED, MANIFEST_COMPLETED, MANIFEST_FAILED, BatchCompletion,
-                            PaintedResource)
+from webhook.domain import (FAILED, IGNORED, MANIFEST_COMPLETED, MANIFEST_FAILED,
+                            BatchCompletion, PaintedResource)
 from webhook.errors import NotFound
 
 INGESTING = "ingesting"
 COMPLETED = "completed"
+DROPPED = "dropped"      # taken out of its manifest by an operator; its completion is ignored
 
 
 def utcnow() -> dt.datetime:
@@ -100,11 +101,18 @@ class Manifest(BaseModel):
     # DLCS_PROJECTION=manifest found some in the DLCS); None: every asset.
     queue_plan = JSONField(null=True)
     ingest_failed = peewee.TextField(null=True)     # why nothing could be built, if so
+    # Replaced by every registration; a PUT's If-Match names it (see ``etag``).
+    version = peewee.CharField(max_length=32, null=True, default=lambda: uuid.uuid4().hex)
     published_key = peewee.CharField(max_length=300, null=True)  # the served document's key
     queueing_until = peewee.DateTimeField(null=True)  # a request is queueing assets until then
 
     class Meta:
         indexes = ((("customer", "slug"), True),)
+
+    @property
+    def etag(self) -> str:
+        """Return the registration's strong ETag: its version, quoted."""
+        return f'"{self.version}"'
 
     @property
     def key(self) -> str:
@@ -189,6 +197,12 @@ class Manifest(BaseModel):
         ).where((cls.id == pk) & (cls.rebuild_owner == token)).execute())
 
     @classmethod
+    def release_claim(cls, pk: int, token: str) -> None:
+        """Give up the rebuild claim ``token`` without recording anything else."""
+        cls.update(rebuild_owner=None, rebuild_lease_until=None).where(
+            (cls.id == pk) & (cls.rebuild_owner == token)).execute()
+
+    @classmethod
     def count_awaiting_rebuild(cls) -> int:
         """Count manifests whose batches are all complete but whose rebuild has not succeeded."""
         return cls.select().where(cls.needs_rebuild == True).count()  # noqa: E712
@@ -222,6 +236,12 @@ class Batch(BaseModel):
     def of_manifest(cls, manifest_pk: int) -> list["Batch"]:
         """Return a manifest's batches in id order."""
         return list(cls.select().where(cls.manifest == manifest_pk).order_by(cls.id))
+
+    @classmethod
+    def mark_superseded(cls, batch_id: int) -> None:
+        """Record that the DLCS superseded a batch still ingesting (it will never finish)."""
+        cls.update(superseded=True).where((cls.id == batch_id)
+                                          & (cls.status == INGESTING)).execute()
 
     @classmethod
     def count_ingesting(cls, manifest_pk: int) -> int:
@@ -431,9 +451,12 @@ class Delivery(BaseModel):
             (cls.manifest == manifest_key) & (cls.outcome == FAILED)).execute()
 
     @classmethod
-    def lock(cls, delivery_id: str) -> "Delivery":
-        """Read a recorded delivery holding its row lock to the end of the transaction."""
-        return _locked(cls.select().where(cls.delivery_id == delivery_id)).get()
+    def lock(cls, delivery_id: str) -> "Delivery | None":
+        """Read a recorded delivery holding its row lock to the end of the transaction.
+
+        None when it is not recorded (any more: pruning may have removed it).
+        """
+        return _locked(cls.select().where(cls.delivery_id == delivery_id)).get_or_none()
 
     @classmethod
     def settle(cls, delivery_id: str, outcome: str, error: str | None, updated_at: dt.datetime,
@@ -443,6 +466,27 @@ class Delivery(BaseModel):
             'UPDATE "delivery" SET "outcome" = {p}, "error" = {p}, "updated_at" = {p}, '
             '"batch" = {p}, "manifest" = {p} WHERE "delivery_id" = {p}'),
             (outcome, error, updated_at, batch, manifest, delivery_id))
+
+    @classmethod
+    def prune(cls, received_before: dt.datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest deliveries received before a time; count them.
+
+        Whatever their age, two kinds are kept: ``failed`` ones, whose rebuild
+        is pending (a redelivery or a replay finishes it), and those of a batch
+        still ingesting, which a replay could complete.
+        """
+        ingesting = Batch.select(Batch.id).where(Batch.status == INGESTING)
+        doomed = (cls.select(cls.id)
+                  .where((cls.received_at < received_before) & (cls.outcome != FAILED)
+                         & (cls.batch.is_null() | cls.batch.not_in(ingesting)))
+                  .order_by(cls.received_at, cls.id).limit(limit))
+        return cls.delete().where(cls.id.in_(doomed)).execute()
+
+    @classmethod
+    def abandon_pending(cls, manifest_key: str, error: str, now: dt.datetime) -> None:
+        """Settle the deliveries that waited for a deleted manifest's rebuild as ignored."""
+        cls.update(outcome=IGNORED, error=error, updated_at=now).where(
+            (cls.manifest == manifest_key) & (cls.outcome == FAILED)).execute()
 
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from webhook.config import Settings
-from webhook.domain import QUEUEING_INTERRUPTED, QUEUEING_STOPPED
+from webhook.domain import (QUEUEING_INTERRUPTED, QUEUEING_STOPPED, SUPERSEDED, UNFINISHED,
+                            DeliveryKey)
 from webhook.errors import RebuildFailed
 from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest, utcnow
 from webhook.storage import ManifestStore, published_key
@@ -26,6 +27,16 @@ REBUILD_FAILED = "rebuild-failed"
 
 
 @dataclass(frozen=True, slots=True)
+class StalledBatch:
+    """A batch still ingesting that will not, or has not for too long, finish."""
+
+    batch: int
+    reason: str                   # SUPERSEDED or UNFINISHED
+    age: int                      # whole seconds since the batch was recorded
+    since: dt.datetime | None     # when it was recorded (naive UTC)
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """A manifest's state, its batches and its last rebuild, as operators see them."""
 
@@ -35,6 +46,16 @@ class Status:
     error: str | None
     missing_assets: list[str]
     failed_assets: list[dict]   # {"asset", "canvas", "error"} per painted resource
+    stalled: list[StalledBatch]
+    etag: str                   # the registration's version (a PUT's If-Match)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPage:
+    """A page of the delivery log, and where the next one starts (None: this is the last)."""
+
+    rows: list[Delivery]
+    next: DeliveryKey | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +99,13 @@ class Reader:
         if manifest.published_at is not None:
             missing = [r.asset_id for r in CanvasPainting.select(CanvasPainting.asset_id).where(
                 (CanvasPainting.manifest == manifest.id) & CanvasPainting.ingesting)]
-        state, error = state_of(manifest, batches, self.clock())
+        now = self.clock()
+        state, error = state_of(manifest, batches, now)
         failed = [{"asset": row.asset_id, "canvas": row.canvas_id, "error": row.error}
                   for row in CanvasPainting.failed(manifest.id)]
-        return Status(state, batches, manifest.last_processed, error, missing, failed)
+        return Status(state, batches, manifest.last_processed, error, missing, failed,
+                      stalled_batches(batches, now, self.settings.stalled_batch_seconds),
+                      manifest.etag)
 
     def published(self, customer: int, slug: str, if_none_match: frozenset[str] = frozenset()
                   ) -> PublishedDocument | NotModified | NotPublishedYet:
@@ -131,16 +155,32 @@ class Reader:
             "ingesting": summary,
         }
 
-    def deliveries(self, batch: int | None, outcome: str | None, limit: int) -> list[Delivery]:
-        """List recorded deliveries, most recent first."""
-        query = Delivery.select(Delivery.delivery_id, Delivery.transport, Delivery.received_at,
-                                Delivery.batch, Delivery.manifest, Delivery.outcome,
-                                Delivery.error, Delivery.failed_assets)
+    def deliveries(self, batch: int | None, outcome: str | None, limit: int,
+                   cursor: DeliveryKey | None = None) -> DeliveryPage:
+        """List recorded deliveries, most recent first, from ``cursor`` on.
+
+        The page is cut by its last row's sort key (keyset paging), so a page
+        costs the same wherever it starts, and deliveries recorded meanwhile
+        neither repeat nor skip a row of the pages that follow.
+        """
+        query = Delivery.select(Delivery.id, Delivery.delivery_id, Delivery.transport,
+                                Delivery.received_at, Delivery.batch, Delivery.manifest,
+                                Delivery.outcome, Delivery.error, Delivery.failed_assets)
         if batch is not None:
             query = query.where(Delivery.batch == batch)
         if outcome is not None:
             query = query.where(Delivery.outcome == outcome)
-        return list(query.order_by(Delivery.received_at.desc(), Delivery.id.desc()).limit(limit))
+        if cursor is not None:
+            query = query.where((Delivery.received_at < cursor.received_at)
+                                | ((Delivery.received_at == cursor.received_at)
+                                   & (Delivery.id < cursor.id)))
+        # One more than asked tells whether another page follows.
+        rows = list(query.order_by(Delivery.received_at.desc(), Delivery.id.desc())
+                    .limit(limit + 1))
+        if len(rows) <= limit:
+            return DeliveryPage(rows, None)
+        last = rows[limit - 1]
+        return DeliveryPage(rows[:limit], DeliveryKey(last.received_at, last.id))
 
     def stale_manifests(self, older_than: dt.timedelta) -> list[tuple[int, str]]:
         """List manifests with a batch ingesting for longer than ``older_than``."""
@@ -150,6 +190,27 @@ class Reader:
                         & (Batch.created_at.is_null() | (Batch.created_at < cutoff)))
                  .distinct().order_by(Manifest.customer, Manifest.slug))
         return [(m.customer, m.slug) for m in query]
+
+
+def stalled_batches(batches: list[Batch], now: dt.datetime,
+                    stalled_after: float) -> list[StalledBatch]:
+    """Pick the batches still ingesting that the DLCS superseded or that are too old.
+
+    A superseded batch never finishes (the DLCS moved its assets to another
+    one); an unfinished one has been ingesting for more than ``stalled_after``
+    seconds since it was recorded. Either waits for an operator to requeue
+    the manifest's assets or drop the batch.
+    """
+    stalled = []
+    for batch in batches:
+        if batch.status != INGESTING:
+            continue
+        age = max(0, int((now - batch.created_at).total_seconds())) if batch.created_at else 0
+        if batch.superseded:
+            stalled.append(StalledBatch(batch.id, SUPERSEDED, age, batch.created_at))
+        elif age > stalled_after:
+            stalled.append(StalledBatch(batch.id, UNFINISHED, age, batch.created_at))
+    return stalled
 
 
 def state_of(manifest: Manifest, batches: list[Batch],

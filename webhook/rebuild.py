@@ -45,7 +45,7 @@ from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, DlcsError
                             NamedQueryNotFound, RebuildFailed, RebuildInProgress, UpstreamError,
                             WebhookError)
 from webhook.manifest import build_document, slim_canvas, write_manifest
-from webhook.models import COMPLETED, Batch, CanvasPainting, Delivery, Manifest, utcnow
+from webhook.models import COMPLETED, DROPPED, Batch, CanvasPainting, Delivery, Manifest, utcnow
 from webhook.storage import ManifestStore, published_key, version_key
 
 log = logging.getLogger("webhook.rebuild")
@@ -130,7 +130,9 @@ class Rebuilder:
         with _collector_paused():
             try:
                 painted, findings = CanvasPainting.for_rebuild(manifest.id)
-                batches = Batch.of_manifest(manifest.id)
+                registered = Batch.of_manifest(manifest.id)
+                # A dropped batch leaves the projection: built from the others.
+                batches = [b for b in registered if b.status != DROPPED]
                 batch_ids = [b.id for b in batches]
             except (peewee.DatabaseError, peewee.InterfaceError) as exc:
                 if not db.connection_lost(exc):
@@ -140,7 +142,8 @@ class Rebuilder:
                     f"database unavailable: {type(exc).__name__}") from exc
             with report.stage("named_query"):
                 try:
-                    answer = self._project(manifest, batch_ids, painted, deadline)
+                    answer = self._project(manifest, batch_ids, painted, deadline,
+                                           named_batches=bool(registered))
                 except NamedQueryNotFound as exc:
                     # A 404 also answers an unknown query name: only batches that
                     # say every asset failed make it the manifest's final failure.
@@ -171,15 +174,20 @@ class Rebuilder:
         return changes
 
     def _project(self, manifest: Manifest, batch_ids: list[int],
-                 painted: list[PaintedResource], deadline: Deadline) -> dict:
-        """Ask the DLCS's named query for the manifest's assets, as DLCS_PROJECTION says."""
+                 painted: list[PaintedResource], deadline: Deadline, *,
+                 named_batches: bool) -> dict:
+        """Ask the DLCS's named query for the manifest's assets, as DLCS_PROJECTION says.
+
+        ``named_batches`` tells a registration that named batches (all of them
+        dropped, when ``batch_ids`` is empty) from one with ``"batches": []``.
+        """
         customer = manifest.customer
         if self.settings.dlcs_projection == "manifest":
             if not painted:
                 return EMPTY_ANSWER
             return self.dlcs.manifest_query(customer, manifest.slug, object_hook=slim_canvas,
                                             deadline=deadline).document
-        if not batch_ids and painted:
+        if not batch_ids and painted and not named_batches:
             # Registered with "batches": []: the assets are in the DLCS already, in
             # batches of their own, which the DLCS names for each of them.
             found = self.dlcs.find_assets(customer, [row.asset_id for row in painted],

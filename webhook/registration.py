@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Callable
@@ -26,10 +27,11 @@ import peewee
 from webhook import db
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient
-from webhook.errors import (Conflict, DlcsError, InvalidRequest, QueuePartiallyFailed,
-                            QueueRejected)
+from webhook.domain import distinct_assets
+from webhook.errors import (Conflict, DlcsError, InvalidRequest, PreconditionFailed,
+                            QueuePartiallyFailed, QueueRejected)
 from webhook.intake import Intake
-from webhook.models import INGESTING, Batch, CanvasPainting, Manifest, utcnow
+from webhook.models import DROPPED, INGESTING, Batch, CanvasPainting, Manifest, utcnow
 from webhook.reading import state_of
 from webhook.rebuild import Rebuilder
 from webhook.schemas import Registration, parse_registration
@@ -43,10 +45,11 @@ NOTHING_TO_INGEST = "nothing-to-ingest"  # nothing left to ingest: rebuilt and p
 
 @dataclass(frozen=True, slots=True)
 class Registered:
-    """What a registration came to, and the manifest's state after it."""
+    """What a registration came to, the manifest after it, and the ETag it was given."""
 
     what: str
     manifest: Manifest
+    etag: str
 
 
 class Registrar:
@@ -60,17 +63,27 @@ class Registrar:
         self.rebuilder = rebuilder
         self.clock = clock
 
-    def register(self, customer: int, slug: str, raw: bytes) -> Registered:
-        """Register or replace a manifest; rebuild at once when nothing is ingesting."""
+    def register(self, customer: int, slug: str, raw: bytes,
+                 if_match: frozenset[str] | None = None) -> Registered:
+        """Register or replace a manifest; rebuild at once when nothing is ingesting.
+
+        ``if_match`` (the ``If-Match`` entity tags) makes the registration
+        conditional: it happens only if one of them is the manifest's current
+        ETag, or is ``*`` and the manifest exists; else PreconditionFailed.
+        The check and the change happen under the manifest's lock, so of two
+        registrations naming the same ETag exactly one succeeds.
+        """
         registration = parse_registration(raw, customer, slug)
         self._check_dlcs(registration)
+        # Checked once before any DLCS call too, so that a refused PUT changes nothing there.
+        check_precondition(Manifest.find(customer, slug), if_match)
         if registration.batches is None:
-            return self._register_and_queue(customer, slug, registration)
+            return self._register_and_queue(customer, slug, registration, if_match)
         tagging = self._tagging and bool(registration.painted)
         if self._tagging:
             self._untag_dropped(customer, slug, registration)
         with db.transaction():
-            manifest, created = self._upsert_manifest(customer, slug, registration)
+            manifest, created = self._upsert_manifest(customer, slug, registration, if_match)
             self._replace_batches(manifest, customer, registration.batches)
             self._replace_paintings(manifest, registration)
             token = None
@@ -80,8 +93,8 @@ class Registrar:
             token = self._tag_then_claim(manifest, registration)
         if token is not None:
             self.rebuilder.run(manifest.id, token, None)
-            return Registered(NOTHING_TO_INGEST, manifest)
-        return Registered(CREATED if created else REPLACED, manifest)
+            return Registered(NOTHING_TO_INGEST, manifest, manifest.etag)
+        return Registered(CREATED if created else REPLACED, manifest, manifest.etag)
 
     @property
     def _tagging(self) -> bool:
@@ -129,8 +142,8 @@ class Registrar:
                 (Manifest.id == manifest.id)
                 & (Manifest.generation == manifest.generation)).execute()
 
-    def _register_and_queue(self, customer: int, slug: str,
-                            registration: Registration) -> Registered:
+    def _register_and_queue(self, customer: int, slug: str, registration: Registration,
+                            if_match: frozenset[str] | None) -> Registered:
         """Register a manifest and queue its assets at the DLCS ourselves.
 
         The registration is stored, and the queueing claimed (``queueing_until``),
@@ -154,14 +167,14 @@ class Registrar:
             # Insert-and-catch: of two PUTs of a new manifest, the second waits for
             # the first's row (PostgreSQL's unique index, SQLite's write lock) and
             # then sees its claim, instead of replacing it and queueing again.
-            manifest, created = self._insert_or_lock(customer, slug, registration)
+            manifest, created = self._insert_or_lock(customer, slug, registration, if_match)
             now = self.clock()
             if not created and manifest.fingerprint == fingerprint:
                 # The same registration again: queued, being queued, or to resume.
                 if manifest.queueing_until is None and manifest.queue_error is None:
-                    return self._queued_already(manifest)
+                    return self._queued_already(manifest, manifest.etag)
                 if manifest.queueing_until is not None and manifest.queueing_until >= now:
-                    return self._queued_already(manifest)
+                    return self._queued_already(manifest, manifest.etag)
                 start, plan = manifest.queued_assets or 0, manifest.queue_plan
             else:
                 if self._tagging and plan is None:
@@ -178,6 +191,7 @@ class Registrar:
                             queueing_until=now + self._queueing_lease(len(members) - start)
                             ).where(Manifest.id == manifest.id).execute()
             manifest = Manifest.get_by_id(manifest.id)
+        etag = manifest.etag
         try:
             states = self.dlcs.queue_assets(customer, members[start:])
         except QueuePartiallyFailed as exc:
@@ -196,8 +210,8 @@ class Registrar:
         token = self._record_queued(manifest, states, len(members), None)
         if token is not None:
             self.rebuilder.run(manifest.id, token, None)
-            return Registered(NOTHING_TO_INGEST, manifest)
-        return self._queued_already(manifest)
+            return Registered(NOTHING_TO_INGEST, manifest, etag)
+        return self._queued_already(manifest, etag)
 
     def _queueing_lease(self, assets: int) -> dt.timedelta:
         """How long queueing ``assets`` may take before an identical PUT takes it over."""
@@ -213,10 +227,10 @@ class Registrar:
         return list(dict.fromkeys(p.asset_id for p in registration.painted
                                   if p.asset_id not in have))
 
-    def _queued_already(self, manifest: Manifest) -> Registered:
+    def _queued_already(self, manifest: Manifest, etag: str) -> Registered:
         manifest = Manifest.get_by_id(manifest.id)
         state, _ = state_of(manifest, Batch.of_manifest(manifest.id), self.clock())
-        return Registered(QUEUED if state == INGESTING else NOTHING_TO_INGEST, manifest)
+        return Registered(QUEUED if state == INGESTING else NOTHING_TO_INGEST, manifest, etag)
 
     def _record_queued(self, manifest: Manifest, states, queued: int,
                        error: str | None) -> str | None:
@@ -241,19 +255,23 @@ class Registrar:
                 return self.rebuilder.claim(current.id, mark=True)
         return None
 
-    def _upsert_manifest(self, customer: int, slug: str,
-                         registration: Registration) -> tuple[Manifest, bool]:
-        """Insert or replace the manifest's row; tell whether it was new."""
-        manifest, created = self._insert_or_lock(customer, slug, registration)
+    def _upsert_manifest(self, customer: int, slug: str, registration: Registration,
+                         if_match: frozenset[str] | None = None) -> tuple[Manifest, bool]:
+        """Insert or replace the manifest's row, giving it a new version; tell whether it was new."""
+        manifest, created = self._insert_or_lock(customer, slug, registration, if_match)
         if not created:
             manifest = self._replace_manifest(manifest, registration)
         return manifest, created
 
-    def _insert_or_lock(self, customer: int, slug: str,
-                        registration: Registration) -> tuple[Manifest, bool]:
-        """Insert the manifest with this registration, or lock the one registered; tell which."""
+    def _insert_or_lock(self, customer: int, slug: str, registration: Registration,
+                        if_match: frozenset[str] | None) -> tuple[Manifest, bool]:
+        """Insert the manifest with this registration, or lock the one registered; tell which.
+
+        Either way only if ``if_match`` allows (PreconditionFailed otherwise).
+        """
         existing = Manifest.find(customer, slug)
         if existing is None:
+            check_precondition(None, if_match)
             now = self.clock()
             try:
                 with db.database.atomic():
@@ -261,22 +279,27 @@ class Registrar:
                                            created_at=now, document=registration.document), True
             except peewee.IntegrityError:
                 existing = Manifest.find(customer, slug)  # registered concurrently
-        return Manifest.lock(existing.id), False
+        manifest = Manifest.lock(existing.id)
+        check_precondition(manifest, if_match)
+        return manifest, False
 
     def _replace_manifest(self, manifest: Manifest, registration: Registration) -> Manifest:
-        """Replace a locked manifest's registration: a new generation, nothing claimed."""
+        """Replace a locked manifest's registration: a new generation and version, nothing claimed."""
         # A registration starts its DLCS work afresh: what an earlier one queued
         # or failed to do (or is still queueing) is no longer this manifest's story.
         Manifest.update(document=registration.document, generation=Manifest.generation + 1,
                         needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
                         rebuild_error=None, ingest_failed=None, fingerprint=None,
                         queued_assets=None, queue_error=None, queue_plan=None,
-                        queueing_until=None, updated_at=self.clock()).where(
-            Manifest.id == manifest.id).execute()
+                        queueing_until=None, updated_at=self.clock(),
+                        version=uuid.uuid4().hex).where(Manifest.id == manifest.id).execute()
         return Manifest.get_by_id(manifest.id)
 
     def _replace_batches(self, manifest: Manifest, customer: int, batch_ids: Iterable[int]):
         wanted = set(batch_ids)
+        if wanted:
+            # A dropped batch named again ingests again, whichever manifest dropped it.
+            Batch.delete().where(Batch.id.in_(list(wanted)) & (Batch.status == DROPPED)).execute()
         taken = [b.id for b in Batch.select(Batch.id).where(
             Batch.id.in_(list(wanted)) & (Batch.manifest != manifest.id))] if wanted else []
         if taken:
@@ -322,19 +345,30 @@ def _fingerprint(registration: Registration) -> str:
                                      separators=(",", ":")).encode()).hexdigest()
 
 
+def check_precondition(manifest: Manifest | None, if_match: frozenset[str] | None) -> None:
+    """Refuse a conditional request whose ``If-Match`` names no current version of the manifest.
+
+    Strong comparison (RFC 9110, 13.1.1): a weak tag (``W/"..."``) never
+    matches; ``*`` matches any registered manifest and nothing else.
+    """
+    if if_match is None:
+        return
+    if manifest is None:
+        raise PreconditionFailed("If-Match was given, but no manifest is registered here.")
+    if "*" not in if_match and manifest.etag not in if_match:
+        raise PreconditionFailed(
+            "If-Match names no current version of the manifest: it was registered again "
+            "since. Read its status (and its ETag) again before replacing it.")
+
+
 def _queue_members(assets: Iterable[dict], plan: list[str] | None = None) -> list[dict]:
     """The distinct assets to queue, in registration order (an asset may be painted twice).
 
     With a ``plan`` (the manifest projection's), only the assets it names.
     """
     wanted = None if plan is None else {asset_id.split("/", 1)[1] for asset_id in plan}
-    seen, members = set(), []
-    for asset in assets:
-        key = (asset["space"], asset["id"])
-        if key not in seen and (wanted is None or f"{key[0]}/{key[1]}" in wanted):
-            seen.add(key)
-            members.append(asset)
-    return members
+    return distinct_assets(asset for asset in assets
+                           if wanted is None or f"{asset['space']}/{asset['id']}" in wanted)
 
 
 def _queue_failure(exc: DlcsError) -> Exception:

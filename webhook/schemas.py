@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from marshmallow import (EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, post_dump,
                          post_load, validate, validates_schema)
 
-from webhook.domain import (DELIVERY_OUTCOMES, MAX_INT32, MAX_JSON_DEPTH, BatchCompletion,
-                            PaintedResource)
+from webhook.domain import (DELIVERY_OUTCOMES, MAX_INT32, MAX_INT64, MAX_JSON_DEPTH,
+                            SUPERSEDED, UNFINISHED, BatchCompletion, PaintedResource)
 from webhook.errors import InvalidRequest, PayloadError
 from webhook.json_limits import JsonTooDeep, NonFiniteNumber, loads_bounded
 
 MANIFEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Every recorded delivery id (webhook-id, SNS MessageId, reconcile-...) is printable ASCII.
 DELIVERY_ID = r"^[!-~]{1,256}$"
-MAX_INT64 = 2**63 - 1
 # Properties of a registration that the service owns; the rest is kept verbatim.
 SERVICE_OWNED = ("id", "@context", "items", "paintedResources", "batches")
 
@@ -335,7 +334,9 @@ class OutcomeSchema(Schema):
 
 class BatchStatusSchema(Schema):
     id = fields.Integer()
-    status = fields.String()
+    status = fields.String(metadata={
+        "description": "`ingesting`, `completed`, or `dropped` (by an operator: the manifest "
+                       "does not wait for it, and its notification is ignored)."})
     count = fields.Integer(allow_none=True)
     completed = fields.Integer(allow_none=True)
     errors = fields.Integer(allow_none=True)
@@ -347,6 +348,20 @@ class FailedAssetSchema(Schema):
     asset = fields.String(metadata={"description": "The DLCS asset, customer/space/id."})
     canvas = fields.String(metadata={"description": "The canvasId it is painted on."})
     error = fields.String(metadata={"description": "The DLCS's error text for its ingest."})
+
+
+class StalledBatchSchema(Schema):
+    """A batch still ingesting that the DLCS superseded, or that has been for too long."""
+
+    batch = fields.Integer(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf([SUPERSEDED, UNFINISHED]),
+                           metadata={"description": "`superseded`: the DLCS says it will never "
+                                                    "finish; `unfinished`: still ingesting "
+                                                    "after STALLED_BATCH_SECONDS."})
+    age = fields.Integer(required=True, metadata={
+        "description": "Seconds since the batch was recorded."})
+    since = UtcDateTime(allow_none=True, required=True, metadata={
+        "description": "When the batch was recorded."})
 
 
 class StatusSchema(Schema):
@@ -362,6 +377,11 @@ class StatusSchema(Schema):
                                 metadata={"description": (
                                     "Painted resources whose asset the DLCS failed to ingest, "
                                     "read from the API once their batch finished with errors.")})
+    stalled = fields.List(fields.Nested(StalledBatchSchema), metadata={
+        "description": "Batches that need an operator: requeue the manifest, or drop them."})
+    etag = fields.String(metadata={
+        "description": "The registration's ETag (also the `ETag` header): what a PUT's "
+                       "`If-Match` names. Not the published document's ETag."})
 
 
 class DeliverySchema(Schema):
@@ -387,9 +407,27 @@ class DeliveryQuerySchema(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
 
+
 class ReconcileSchema(OutcomeSchema):
     completed = fields.List(fields.Integer(), required=True, metadata={
         "description": "The batches this request completed from the DLCS's answer."})
+    stalled = fields.List(fields.Nested(StalledBatchSchema), required=True, metadata={
+        "description": "Batches still ingesting that the DLCS superseded or that are older "
+                       "than STALLED_BATCH_SECONDS."})
+
+
+class RequeueSchema(Schema):
+    """What requeueing a manifest's unfinished assets came to."""
+
+    outcome = fields.String(required=True, metadata={
+        "description": "`requeued`, or `manifest-completed` when nothing was left to ingest "
+                       "and the manifest was rebuilt."})
+    manifest = fields.String(required=True)
+    assets = fields.Integer(required=True, metadata={"description": "Assets queued again."})
+    batches = fields.List(fields.Integer(), required=True, metadata={
+        "description": "The batches the DLCS created for them, now ingesting."})
+    dropped = fields.List(fields.Integer(), required=True, metadata={
+        "description": "The unfinished batches they replace, now `dropped`."})
 
 
 class ProblemSchema(Schema):

@@ -6,6 +6,7 @@ Each room has one job, and the views reach them through ``Services``:
 - ``registration``  register manifests and queue their assets (``registration.py``)
 - ``rebuild``       produce and store published manifests under a claim (``rebuild.py``)
 - ``reading``       states, public documents and the delivery log (``reading.py``)
+- ``maintenance``   requeue, drop batches, delete manifests, prune the log (``maintenance.py``)
 
 None of them knows HTTP: they return states and values, and raise the errors
 of ``webhook.errors``; the views map both to statuses.
@@ -21,6 +22,7 @@ from webhook.config import Settings
 from webhook.dlcs import DlcsClient
 from webhook.failures import FailureReader
 from webhook.intake import Intake
+from webhook.maintenance import Maintenance
 from webhook.models import utcnow
 from webhook.reading import Reader
 from webhook.rebuild import Rebuilder
@@ -36,14 +38,17 @@ class Services:
     registration: Registrar
     rebuild: Rebuilder
     reading: Reader
+    maintenance: Maintenance
 
 
 def build_services(settings: Settings, dlcs: DlcsClient, store: ManifestStore,
                    clock: Callable[[], dt.datetime] = utcnow) -> Services:
     """Assemble the use cases, sharing one clock."""
     rebuild = Rebuilder(settings, dlcs, store, clock)
-    intake = Intake(dlcs, rebuild, FailureReader(settings, dlcs, clock), clock)
+    intake = Intake(dlcs, rebuild, FailureReader(settings, dlcs, clock), clock,
+                    stalled_after=settings.stalled_batch_seconds)
     return Services(intake=intake,
                     registration=Registrar(settings, dlcs, intake, rebuild, clock),
                     rebuild=rebuild,
-                    reading=Reader(settings, store, clock))
+                    reading=Reader(settings, store, clock),
+                    maintenance=Maintenance(settings, dlcs, store, intake, rebuild, clock))

@@ -80,12 +80,12 @@ class ManifestStore(Protocol):
         """
         ...
 
-    def delete(self, key: str) -> None:
-        """Remove the document stored under ``key``; nothing there is no error."""
-        ...
-
     def get(self, key: str) -> StoredDocument | None:
         """Return the document stored under ``key``, or None when there is none."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the document stored under ``key``; nothing there is no error."""
         ...
 
     def check(self) -> None:
@@ -211,14 +211,6 @@ class FileStore:
             raise StorageError(f"cannot write {key} in {self.describe()}: {exc.strerror or exc}") from exc
         return etag
 
-    @_measured("delete")
-    def delete(self, key: str) -> None:
-        try:
-            self._path(key).unlink(missing_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot delete {key} in {self.describe()}: "
-                               f"{exc.strerror or exc}") from exc
-
     @_measured("get")
     def get(self, key: str) -> StoredDocument | None:
         path = self._path(key)
@@ -231,6 +223,18 @@ class FileStore:
         except OSError as exc:
             raise StorageError(f"cannot read {key} in {self.describe()}: {exc.strerror or exc}") from exc
         return StoredDocument(body=body, etag=etag_for(body))
+
+    @_measured("delete")
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing stored there, as S3 answers a delete of an absent key
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key} in {self.describe()}: "
+                               f"{exc.strerror or exc}") from exc
+        _fsync_directory(path.parent)
 
     @_measured("check")
     def check(self) -> None:
@@ -377,11 +381,6 @@ class S3Store:
             _PUT_DEADLINE.reset(reset)
         return etag
 
-    @_measured("delete")
-    def delete(self, key: str) -> None:
-        with _storage_errors(f"cannot delete {key} from {self.describe()}"):
-            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
-
     @_measured("get")
     def get(self, key: str) -> StoredDocument | None:
         object_key = self.object_key(key)
@@ -401,6 +400,13 @@ class S3Store:
         # it is not a content hash for multipart or KMS-encrypted objects and
         # would differ from FileStore's for the same bytes.
         return StoredDocument(body=body, etag=etag_for(body))
+
+    @_measured("delete")
+    def delete(self, key: str) -> None:
+        object_key = self.object_key(key)
+        with _storage_errors(f"cannot delete {key} from {self.describe()}"):
+            # S3 answers 204 whether or not the object was there.
+            self.client.delete_object(Bucket=self.bucket, Key=object_key)
 
     @_measured("check")
     def check(self) -> None:

@@ -132,7 +132,8 @@ def utc(moment: dt.datetime | None) -> str | None:
 
 
 def batch_document(api_url: str, customer: int, batch_id: int, count: int, errors: int,
-                   submitted: dt.datetime, finished: dt.datetime | None) -> bytes:
+                   submitted: dt.datetime, finished: dt.datetime | None, *,
+                   superseded: bool = False) -> bytes:
     """Return the API's Batch resource: counts are 0 until the batch has finished."""
     document = {
         "@context": f"{PUBLIC_HOST}/contexts/Batch.jsonld",
@@ -142,7 +143,7 @@ def batch_document(api_url: str, customer: int, batch_id: int, count: int, error
         "count": count,
         "completed": count - errors if finished else 0,
         "errors": errors if finished else 0,
-        "superseded": False,
+        "superseded": superseded,
     }
     if finished is not None:
         document["finished"] = utc(finished)

@@ -87,6 +87,7 @@ class _Batch:
     errors: int = 0
     finished: dt.datetime | None = None
     finish_at: float | None = None   # time.monotonic() when it reports itself finished
+    superseded: bool = False         # it will never finish: its assets went elsewhere
 
 
 def _now() -> dt.datetime:
@@ -252,6 +253,12 @@ class DevDlcs:
             timer.daemon = True
             timer.start()
 
+    def supersede_batch(self, customer: int, batch_id: int) -> None:
+        """Make a batch report itself superseded, as the DLCS does when its assets are
+        queued again in another batch: it stays unfinished, and no completion is sent."""
+        with self._lock:
+            self._batches[(customer, batch_id)].superseded = True
+
     def _announce(self, customer: int, batch_id: int) -> None:
         with self._lock:
             batch = self._settled(customer, batch_id)
@@ -349,7 +356,7 @@ class DevDlcs:
                 return 404, b""
             return 200, batch_document(self.url, batch.customer, batch.batch_id,
                                        len(batch.assets), batch.errors, batch.submitted,
-                                       batch.finished)
+                                       batch.finished, superseded=batch.superseded)
 
 
 class _Server(ThreadingHTTPServer):

@@ -1,14 +1,16 @@
-"""Manifest endpoints: list, register, publish, status, rebuild, reconcile."""
+"""Manifest endpoints: list, register, publish, status, rebuild, reconcile, requeue, drop,
+delete."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from flask import Blueprint, Response, request
 from marshmallow import ValidationError
 
 from webhook import listing
-from webhook.domain import MAX_INT32, MAX_REGISTRATION_BYTES
+from webhook.domain import MANIFEST_COMPLETED, MAX_INT32, MAX_INT64, MAX_REGISTRATION_BYTES
 from webhook.errors import NotFound
 from webhook.listing_schemas import ManifestListQuerySchema, ManifestListSchema
 from webhook.reading import NotModified, PublishedDocument
@@ -16,7 +18,7 @@ from webhook.registration import NOTHING_TO_INGEST
 from webhook.routes.http import (admin_required, answer, outcome_answer, problem, services,
                                  settings, too_large)
 from webhook.schemas import (MANIFEST_ID, IngestingManifestSchema, ReconcileSchema,
-                             StatusSchema)
+                             RequeueSchema, StatusSchema)
 
 bp = Blueprint("manifests", __name__)
 
@@ -25,6 +27,7 @@ _ID = re.compile(MANIFEST_ID)
 _STATUS = StatusSchema()
 _INGESTING = IngestingManifestSchema()
 _RECONCILED = ReconcileSchema()
+_REQUEUED = RequeueSchema()
 _LIST_QUERY = ManifestListQuerySchema()
 _LIST = ManifestListSchema()
 
@@ -67,11 +70,23 @@ def register(customer: int, manifest_id: str):
                        f"The customer must be a positive number and the id match {MANIFEST_ID}.")
     if request.content_length is not None and request.content_length > MAX_REGISTRATION_BYTES:
         return too_large(MAX_REGISTRATION_BYTES)
-    registered = services().registration.register(customer, manifest_id, request.get_data())
-    status = services().reading.status(customer, manifest_id)
+    registered = services().registration.register(customer, manifest_id, request.get_data(),
+                                                  _if_match())
+    # The ETag this registration was given, even if another one has followed it since.
+    status = dataclasses.replace(services().reading.status(customer, manifest_id),
+                                 etag=registered.etag)
     response = answer(_STATUS, status, 200 if registered.what == NOTHING_TO_INGEST else 202)
     response.headers["Location"] = _public_url(customer, manifest_id)
+    response.headers["ETag"] = registered.etag
     return response
+
+
+@bp.delete("/<int:customer>/manifests/<manifest_id>")
+@admin_required
+def delete_manifest(customer: int, manifest_id: str):
+    _check_id(customer, manifest_id)
+    services().maintenance.delete(customer, manifest_id)
+    return Response(status=204)
 
 
 @bp.get("/<int:customer>/manifests/<manifest_id>")
@@ -95,7 +110,10 @@ def published(customer: int, manifest_id: str):
 @admin_required
 def status(customer: int, manifest_id: str):
     _check_id(customer, manifest_id)
-    return answer(_STATUS, services().reading.status(customer, manifest_id))
+    status = services().reading.status(customer, manifest_id)
+    response = answer(_STATUS, status)
+    response.headers["ETag"] = status.etag
+    return response
 
 
 @bp.post("/<int:customer>/manifests/<manifest_id>/rebuild")
@@ -112,7 +130,33 @@ def reconcile(customer: int, manifest_id: str):
     reconciled = services().intake.reconcile(customer, manifest_id)
     outcome = reconciled.outcome
     return answer(_RECONCILED, {"outcome": outcome.outcome, "batch": outcome.batch,
-                                "manifest": outcome.manifest, "completed": reconciled.completed})
+                                "manifest": outcome.manifest, "completed": reconciled.completed,
+                                "stalled": reconciled.stalled})
+
+
+@bp.post("/<int:customer>/manifests/<manifest_id>/requeue")
+@admin_required
+def requeue(customer: int, manifest_id: str):
+    _check_id(customer, manifest_id)
+    requeued = services().maintenance.requeue(customer, manifest_id)
+    return answer(_REQUEUED, requeued, 200 if requeued.outcome == MANIFEST_COMPLETED else 202)
+
+
+@bp.delete("/<int:customer>/manifests/<manifest_id>/batches/<int:batch>")
+@admin_required
+def drop_batch(customer: int, manifest_id: str, batch: int):
+    _check_id(customer, manifest_id)
+    if not 1 <= batch <= MAX_INT64:
+        raise NotFound(f"Batch ids are numbers from 1 to {MAX_INT64}.")
+    return outcome_answer(services().maintenance.drop_batch(customer, manifest_id, batch))
+
+
+def _if_match() -> frozenset[str] | None:
+    """The entity tags of ``If-Match`` as sent (``W/`` kept: a weak tag never matches)."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    return frozenset(tag.strip() for tag in header.split(",") if tag.strip())
 
 
 def _if_none_match() -> frozenset[str]:

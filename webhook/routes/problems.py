@@ -9,9 +9,9 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from webhook import logs, metrics
-from webhook.errors import (Conflict, InvalidRequest, NotFound, PayloadError, QueueRejected,
-                            RebuildFailed, RebuildInProgress, SignatureError, SnsRejected,
-                            UpstreamError)
+from webhook.errors import (Conflict, InvalidRequest, NotFound, PayloadError,
+                            PreconditionFailed, QueueRejected, RebuildFailed, RebuildInProgress,
+                            SignatureError, SnsRejected, UpstreamError)
 from webhook.routes.http import problem
 
 log = logging.getLogger("webhook.http")
@@ -59,6 +59,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Conflict)
     def _conflict(exc: Conflict):
         return problem(409, "conflict", "Conflict", str(exc))
+
+    @app.errorhandler(PreconditionFailed)
+    def _precondition(exc: PreconditionFailed):
+        return problem(412, "precondition-failed", "Precondition failed", str(exc))
 
     @app.errorhandler(UpstreamError)
     def _upstream(exc: UpstreamError):
