@@ -17,20 +17,16 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
-from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NewConnectionError,
-                                ReadTimeoutError, ResponseError)
-from urllib3.util import Timeout
-from urllib3.util.retry import Retry
 
 from webhook import metrics
 from webhook.capped import read_capped
+from webhook.deadlines import DeadlineRetry, DeadlineTimeout, call_deadline, timed_out
 from webhook.dlcs_documents import (AssetPage, json_text, parse_asset_page, parse_batch,
                                     parse_json, require_status)
 from webhook.domain import BatchState, Deadline, DlcsAsset
@@ -53,13 +49,6 @@ _ASSET_PAGE_SIZE = 500
 # that its argument parser does not split (it splits on "/" and ",").
 _MANIFEST_ARGUMENT = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
 
-#: Least time a retry must have left before the call's deadline (after its
-#: backoff) to be worth starting; with less it would only be cut short.
-MIN_RETRY_SECONDS = 1.0
-
-# The deadline of the DLCS call under way in this thread, for the retry policy:
-# one Retry object serves every call of the session, so it is told this way.
-_CALL_DEADLINE: ContextVar[Deadline | None] = ContextVar("dlcs_call_deadline", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,54 +59,10 @@ class NamedQueryAnswer:
     size: int       # bytes of the response body
 
 
-class _DeadlineRetry(Retry):
-    """The retry policy, except that no retry starts too close to the call's deadline.
-
-    A call without a deadline retries as ``Retry`` does. With one, a retry
-    starts only if, after its backoff (or the DLCS's ``Retry-After``), at least
-    ``MIN_RETRY_SECONDS`` remain; otherwise the last error is raised (or, for
-    a status, the last response returned) as when retries run out.
-    """
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None,
-                  _stacktrace=None):
-        retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        deadline = _CALL_DEADLINE.get()
-        if deadline is None:
-            return retry
-        wait = retry.get_backoff_time()
-        if response is not None and retry.respect_retry_after_header:
-            wait = retry.get_retry_after(response) or wait
-        if deadline.remaining() - wait < MIN_RETRY_SECONDS:
-            raise MaxRetryError(_pool, url, error or ResponseError(
-                f"no time left for a retry before the deadline ({response and response.status})"))
-        return retry
-
-
-class _DeadlineTimeout(Timeout):
-    """Connect and read timeouts that each attempt cuts to the time left before a deadline.
-
-    urllib3 clones the timeout at the start of every attempt (retries
-    included), so no attempt can wait past the deadline for a connection or
-    for a byte; the deadline for the whole answer is kept by ``read_capped``.
-    """
-
-    def __init__(self, timeout: float, deadline: Deadline):
-        super().__init__(connect=timeout, read=timeout)
-        self._limit = timeout
-        self._deadline = deadline
-
-    def clone(self) -> Timeout:
-        # Never zero or less: urllib3 would take that as "do not wait at all"
-        # (non-blocking) or refuse it.
-        left = max(self._deadline.remaining(), 0.01)
-        return Timeout(connect=min(self._limit, left), read=min(self._limit, left))
-
-
 def make_session(retries: int = 2, backoff: float = 0.5, *,
                  max_retry_after: int = 10) -> requests.Session:
     """Build the session every DLCS call goes through, with its retry policy."""
-    retry = _DeadlineRetry(
+    retry = DeadlineRetry(
         total=retries,
         # A connect error means the request never reached the server, so even
         # the (non-idempotent) queue POST is safe to send again.
@@ -413,18 +358,22 @@ class DlcsClient:
         find_assets, patch_assets, batch_assets). With a ``deadline``, every
         attempt and the reading of the answer end by then.
         """
+        timeout = self._timeout if deadline is None else DeadlineTimeout(self._timeout, deadline)
+        with call_deadline(deadline):
+            return self._send(method, url, what, json_body, call, timeout, deadline)
+
+    def _send(self, method: str, url: str, what: str, json_body: object, call: str,
+              timeout, deadline: Deadline | None) -> tuple[int, bytearray]:
         started = time.perf_counter()
         outcome: object = "error"
         failure: str | None = None
-        timeout = self._timeout if deadline is None else _DeadlineTimeout(self._timeout, deadline)
-        reset = _CALL_DEADLINE.set(deadline)
         try:
             try:
                 response = self._session.request(
                     method, url, json=json_body, auth=self._auth,
                     timeout=timeout, allow_redirects=False, stream=True)
             except requests.RequestException as exc:
-                if _timed_out(exc):
+                if timed_out(exc):
                     outcome, failure = type(exc).__name__, "timeout"
                     raise DlcsError(f"{what}: the DLCS did not answer within "
                                     f"{self._waited(deadline):g} s") from exc
@@ -436,7 +385,7 @@ class DlcsClient:
                 try:
                     body = read_capped(response, self._max_response_bytes, deadline)
                 except requests.RequestException as exc:
-                    if _timed_out(exc):
+                    if timed_out(exc):
                         failure = "timeout"
                         raise DlcsError(f"{what}: the DLCS did not answer within "
                                         f"{self._waited(deadline):g} s (its answer was "
@@ -452,36 +401,17 @@ class DlcsClient:
                                     status=response.status_code)
                 return response.status_code, body
         finally:
-            _CALL_DEADLINE.reset(reset)
             elapsed = time.perf_counter() - started
             log.debug("%s %s -> %s in %.0f ms", method, url, outcome, elapsed * 1000)
             if failure is None and not (isinstance(outcome, int) and 200 <= outcome < 300):
                 failure = f"status-{outcome}" if isinstance(outcome, int) else "error"
             metrics.dlcs_call(call, elapsed, failure)
 
-
     def _waited(self, deadline: Deadline | None) -> float:
         """The limit a timed-out call ran into: its deadline once that has passed, else the timeout."""
         if deadline is not None and deadline.remaining() < self._timeout:
             return deadline.seconds
         return self._timeout
-
-
-def _timed_out(exc: requests.RequestException) -> bool:
-    """Tell whether a failure was a timeout, including one that ended urllib3's retries.
-
-    urllib3 reports retries that ran out on read timeouts as MaxRetryError,
-    which requests turns into a ConnectionError: a DLCS that hung is not one
-    that "could not be reached".
-    """
-    if isinstance(exc, requests.Timeout):
-        return True
-    reason = exc.args[0] if exc.args else None
-    if isinstance(reason, MaxRetryError):
-        reason = reason.reason
-    # urllib3's NewConnectionError (refused, unresolvable) derives from ConnectTimeoutError.
-    return (isinstance(reason, (ReadTimeoutError, ConnectTimeoutError, TimeoutError))
-            and not isinstance(reason, NewConnectionError))
 
 
 def _base_url(url: str | None, name: str) -> str | None:
