@@ -11,9 +11,9 @@ PACKAGE = Path(__file__).parent.parent / "webhook"
 
 # Lower numbers are lower floors; a module may import only from floors below its own.
 FLOORS = {
-    "domain": 0, "errors": 1,
-    "config": 2, "metrics": 2, "capped": 2, "signature": 2, "logs": 2,
-    "dlcs_documents": 2, "named_query": 2, "deadline": 2, "cpu": 2,
+    "domain": 0, "errors": 1, "json_limits": 1,
+    "config": 2, "metrics": 2, "capped": 2, "signature": 2, "logs": 2, "deadlines": 2,
+    "dlcs_documents": 2, "named_query": 2, "body_deadline": 2, "cpu": 2,
     "db": 3, "schemas": 3, "manifest": 3, "storage": 3, "dlcs": 3, "sns": 3,
     "models": 4, "listing_schemas": 4, "startup": 4,
     "devdlcs.documents": 3, "devdlcs.assets": 3, "devdlcs.server": 4,

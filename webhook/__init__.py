@@ -11,7 +11,7 @@ from flask import Flask
 
 from webhook import db, logs
 from webhook.config import Settings
-from webhook.deadline import BodyDeadline
+from webhook.body_deadline import BodyDeadline
 from webhook.dlcs import DlcsClient, make_session
 from webhook.domain import MAX_REGISTRATION_BYTES
 from webhook.service import build_services

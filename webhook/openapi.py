@@ -144,7 +144,7 @@ _SIGNATURE_HEADERS = [
      "schema": {"type": "string", "minLength": 1,
                 "maxLength": signature.MAX_SIGNATURE_HEADER_LENGTH}},
 ]
-# Every endpoint that reads a body (BODY_TIMEOUT_SECONDS, webhook/deadline.py).
+# Every endpoint that reads a body (BODY_TIMEOUT_SECONDS, webhook/body_deadline.py).
 _BODY_TIMEOUT = _problem("The body did not fully arrive within BODY_TIMEOUT_SECONDS; "
                          "nothing is recorded.")
 _WEBHOOK_RESPONSES = {
