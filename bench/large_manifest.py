@@ -42,7 +42,8 @@ from tests.servers import AWS, LOOPBACK, start_gunicorn, start_moto_server  # no
 from webhook import create_app, db  # noqa: E402
 from webhook.config import Settings, parse_secret  # noqa: E402
 from webhook.signature import sign  # noqa: E402
-from webhook.storage import S3Store, manifest_key  # noqa: E402
+from webhook.models import Manifest  # noqa: E402
+from webhook.storage import S3Store, published_key  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -77,7 +78,9 @@ def publish(database_url: str, storage_url: str, store, size: int) -> int:
             assert answer.json["outcome"] == "manifest-completed", answer.data
             published = json.loads(client.get("/2/manifests/large").data)
             document = json.dumps({**published, "summary": {"en": ["x" * size]}}).encode()
-            app.extensions["webhook.store"].put(manifest_key(2, "large"), document)
+            # Where the database says the published document is (a version key).
+            key = published_key(2, "large", Manifest.registered(2, "large").published_key)
+            app.extensions["webhook.store"].put(key, document)
             return len(document)
         finally:
             db.dispose()

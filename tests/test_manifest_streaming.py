@@ -22,7 +22,8 @@ from tests.servers import AWS, LOOPBACK
 from tests.test_end_to_end import running_service, service_environment
 from webhook import create_app, db
 from webhook.config import Settings
-from webhook.storage import S3Store, manifest_key
+from webhook.models import Manifest
+from webhook.storage import S3Store, published_key
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +59,9 @@ def publish_large_manifest(database_url: str, storage_url: str, store=None) -> i
             assert answer.json["outcome"] == "manifest-completed"
             published = json.loads(client.get("/2/manifests/large").data)
             document = json.dumps({**published, "summary": {"en": ["x" * SIZE]}}).encode()
-            app.extensions["webhook.store"].put(manifest_key(2, "large"), document)
+            # Where the database says the published document is (a version key).
+            key = published_key(2, "large", Manifest.registered(2, "large").published_key)
+            app.extensions["webhook.store"].put(key, document)
             return len(document)
         finally:
             db.dispose()
