@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,28 @@ def test_postgresql_connections_are_pooled(postgres_url):
         assert not database._in_use
     finally:
         db.dispose()
+
+
+def test_sqlite_connections_are_pooled_and_keep_the_wal(tmp_path):
+    database = db.open_database(f"sqlite:///{tmp_path}/pooled.db")
+    db.bind(database)
+    try:
+        for _ in range(20):
+            db.connect()
+            database.execute_sql("CREATE TABLE IF NOT EXISTS t (x)")
+            database.execute_sql("INSERT INTO t VALUES (1)")
+            db.close()  # back to the pool, not closed
+            # Closing the last connection would checkpoint the WAL into the file and delete it.
+            assert (tmp_path / "pooled.db-wal").exists()
+        assert len(database._connections) == 1
+        assert not database._in_use
+        # A pooled connection may serve another thread than the one that opened it.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            assert pool.submit(lambda: database.execute_sql(
+                "SELECT count(*) FROM t").fetchone()[0]).result() == 20
+    finally:
+        db.dispose()
+    assert not (tmp_path / "pooled.db-wal").exists()
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
