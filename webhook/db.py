@@ -93,6 +93,21 @@ def transaction():
         raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
 
 
+@contextmanager
+def autocommit():
+    """Run a block's statements each in a transaction of its own, mapping connection loss.
+
+    For a single statement that needs no other: it saves ``BEGIN`` and
+    ``COMMIT``, and on SQLite it holds the write lock for that statement only.
+    """
+    if database.in_transaction():
+        raise RuntimeError("autocommit() inside a transaction would join it")
+    try:
+        yield
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+
 def connect() -> None:
     """Open (or take from the pool) this thread's connection."""
     try:

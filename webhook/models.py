@@ -4,8 +4,9 @@ Times are stored as naive UTC datetimes; ``utcnow()`` is the one clock.
 The tables are created and changed only by the migrations in ``migrations/``;
 these classes describe the newest schema.
 
-The few statements every delivery runs (``Delivery.record`` and ``.settle``,
-``Batch.lock_owner``, ``.complete`` and ``.count_ingesting``) are written out in
+The few statements every delivery runs (``Delivery.record``,
+``.record_known_completion`` and ``.settle``, ``Batch.lock_owner``,
+``.complete`` and ``.count_ingesting``) are written out in
 SQL once per backend (see ``_statement``) instead of being built by peewee on
 each call: building one costs 100-200 us of Python, many times what SQLite
 takes to run it, and it was most of a delivery's cost.
@@ -24,6 +25,8 @@ from webhook.domain import BatchCompletion, PaintedResource
 
 INGESTING = "ingesting"
 COMPLETED = "completed"
+# The outcome of a delivery that changed nothing (the service names the others).
+DUPLICATE = "duplicate"
 
 
 def utcnow() -> dt.datetime:
@@ -279,6 +282,32 @@ class Delivery(BaseModel):
             (delivery_id, transport, received_at, updated_at, batch, manifest, outcome, error,
              body))
         return cursor.rowcount == 1
+
+    @classmethod
+    def record_known_completion(cls, delivery_id: str, transport: str, now: dt.datetime,
+                                body: bytes, completion: BatchCompletion) -> str | None:
+        """Record a completion of a batch already complete as a duplicate, in one statement.
+
+        Inserts the row, outcome ``duplicate``, only if the batch is complete,
+        the customer's, and its manifest needs no rebuild, all as one
+        statement sees them, and only if the id is new; returns the manifest's
+        key, or None when nothing was inserted. Run it outside a transaction:
+        it is one (see ``Service._known_completion`` for why that is enough).
+        """
+        cursor = database.execute_sql(_statement(
+            'INSERT INTO "delivery" ("delivery_id", "transport", "received_at", "updated_at", '
+            '"batch", "manifest", "outcome", "error", "attempts", "body") '
+            "SELECT {p}, {p}, {p}, {p}, b.\"id\", CAST(m.\"customer\" AS TEXT) || '/' || "
+            "m.\"slug\", {p}, NULL, 1, {p} "
+            'FROM "batch" AS b JOIN "manifest" AS m ON m."id" = b."manifest_id" '
+            'WHERE b."id" = {p} AND b."customer" = {p} AND b."status" = {p} '
+            'AND NOT m."needs_rebuild" '
+            'ON CONFLICT ("delivery_id") DO NOTHING RETURNING "manifest"'),
+            (delivery_id, transport, now, now, DUPLICATE, body, completion.batch_id,
+             completion.customer, COMPLETED))
+        # Read to the end: SQLite holds the write lock until the statement is done.
+        rows = cursor.fetchall()
+        return rows[0][0] if rows else None
 
     @classmethod
     def settle(cls, delivery_id: str, outcome: str, error: str | None, updated_at: dt.datetime,

@@ -42,8 +42,8 @@ from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, DlcsError
                             PayloadError, QueueRejected, RebuildFailed, RebuildInProgress,
                             UpstreamError)
 from webhook.manifest import build_document, slim_canvas, write_manifest
-from webhook.models import (COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest,
-                            utcnow)
+from webhook.models import (COMPLETED, DUPLICATE, INGESTING, Batch, CanvasPainting, Delivery,
+                            Manifest, utcnow)
 from webhook.schemas import Registration, parse_notification, parse_registration
 from webhook.storage import ManifestStore, manifest_key
 
@@ -52,7 +52,6 @@ log = logging.getLogger("webhook.service")
 IGNORED = "ignored"
 BATCH_COMPLETED = "batch-completed"
 MANIFEST_COMPLETED = "manifest-completed"
-DUPLICATE = "duplicate"
 UNPROCESSABLE = "unprocessable"
 FAILED = "failed"
 # A delivery with one of these outcomes has nothing left to do.
@@ -110,6 +109,10 @@ class Service:
                 completion, problem = parse_notification(body), None
             except PayloadError as exc:
                 completion, problem = None, exc
+            if completion is not None:
+                known = self._known_completion(delivery_id, transport, body, completion)
+                if known is not None:
+                    return counted(known)
             try:
                 with db.transaction():
                     step = self._record_and_apply(delivery_id, transport, body, completion,
@@ -119,6 +122,56 @@ class Service:
                 with db.transaction():
                     step = self._redelivered(delivery_id, problem)
             return counted(self._after_commit(step, delivery_id))
+
+    def _known_completion(self, delivery_id: str, transport: str, body: bytes,
+                          completion: BatchCompletion) -> Outcome | None:
+        """Answer a completion of a batch already complete without the manifest's lock.
+
+        Senders re-notify: they retry, and SNS and the webhook both deliver.
+        When the batch is complete, the customer's, and its manifest needs no
+        rebuild, the locked path (``_apply``) would answer ``duplicate`` and
+        change nothing but insert the delivery's row. That row is inserted
+        here by one statement, ``INSERT ... SELECT`` from the batch and its
+        manifest (``Delivery.record_known_completion``), in a transaction of
+        its own, taking no lock but the row's unique key (and, on SQLite, the
+        write lock for that one statement only). When it inserts nothing (a
+        condition does not hold, or the id is recorded), None: the locked path
+        runs as before, and nothing has been written.
+
+        Why this stays exactly once. The statement's conditions and its insert
+        see one snapshot, so the delivery is ordered at that snapshot: it
+        behaves as if it had run, alone, just before every transaction not yet
+        committed then. A ``duplicate`` changes no batch or manifest, so
+        nothing anyone else does depends on it having happened or not:
+
+        - A concurrent first completion of the same batch: until it commits
+          the batch is ``ingesting`` in every snapshot, so a re-notification
+          takes the locked path, waits behind it and is answered there.
+        - A concurrent completion of the manifest's last batch: it marks the
+          manifest ``needs_rebuild`` in the transaction that completes the
+          batch. Seen: the locked path runs (and claims, or is told the
+          rebuild is in progress, as before). Not seen: the re-notification is
+          a duplicate ordered before that completion, as the locked path
+          would have answered had it had the lock first.
+        - A registration replacing the manifest's batches: committed before
+          the snapshot, the statement sees its batches (a dropped batch has no
+          row, so the locked path answers ``ignored``; a kept one is still
+          complete, and the registration cleared ``needs_rebuild``); not yet
+          committed, the delivery is ordered before it and names the manifest
+          it belonged to then, which is what the locked path records when it
+          wins the lock. A registration only ever re-applies ``ignored``
+          deliveries (early completions), never a ``duplicate``.
+        - Another copy of the same webhook-id: the unique key decides. On
+          PostgreSQL the insert waits for an uncommitted copy and then inserts
+          nothing; as this statement holds no other lock, it cannot deadlock
+          with the locked path's order (manifest row, then delivery row).
+          The copy that inserted nothing goes the locked path, finds the id
+          recorded and is answered as a redelivery.
+        """
+        now = self.clock()
+        with db.autocommit():
+            key = Delivery.record_known_completion(delivery_id, transport, now, body, completion)
+        return None if key is None else Outcome(DUPLICATE, completion.batch_id, key)
 
     def replay(self, delivery_id: str) -> Outcome:
         """Run a recorded delivery through the same processing again."""
