@@ -7,6 +7,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import peewee
 import pytest
 from playhouse.pool import PooledPostgresqlDatabase
 
@@ -124,6 +125,50 @@ def test_postgresql_connections_are_pooled(postgres_url):
             db.close()  # back to the pool, not closed
         assert len(database._connections) == 1
         assert not database._in_use
+    finally:
+        db.dispose()
+
+
+def _terminate_pooled_backends(database_url: str) -> None:
+    """End, from another session, every other server session on this database."""
+    import psycopg2
+
+    with psycopg2.connect(database_url) as admin, admin.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    admin.close()
+
+
+def query_once() -> int:
+    db.connect()
+    try:
+        return db.database.execute_sql("SELECT 41 + 1").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_pooled_connection_that_idled_is_checked_before_use(postgres_url, monkeypatch):
+    monkeypatch.setattr(db, "CHECK_IDLE_AFTER_SECONDS", 0.0)
+    db.bind(db.open_database(postgres_url))
+    try:
+        assert query_once() == 42
+        _terminate_pooled_backends(postgres_url)
+        assert query_once() == 42      # the dead connection was found out and replaced
+    finally:
+        db.dispose()
+
+
+def test_a_connection_given_back_moments_ago_is_used_unchecked(postgres_url, monkeypatch):
+    monkeypatch.setattr(db, "CHECK_IDLE_AFTER_SECONDS", 3600.0)
+    db.bind(db.open_database(postgres_url))
+    try:
+        assert query_once() == 42
+        _terminate_pooled_backends(postgres_url)
+        # Used without a round trip first: the statement meets the dead session...
+        with pytest.raises(peewee.OperationalError):
+            query_once()
+        # ...and the pool drops that connection rather than hand it out again.
+        assert query_once() == 42
     finally:
         db.dispose()
 
