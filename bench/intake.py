@@ -180,6 +180,44 @@ def start(app: str, config: Config, database_url: str, workdir: Path) -> Gunicor
                           args=("--no-control-socket", "-k", config.worker_class))
 
 
+# ---------------------------------------------------------------- CPU time
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """Return each live process's user + system CPU seconds so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def app_pids(target: Target) -> list[int]:
+    """The gunicorn master and its workers."""
+    master = target.server.process.pid
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        children = []
+    return [master, *map(int, children)]
+
+
+def database_pids(target: Target) -> list[int]:
+    """The PostgreSQL server processes serving the app's database (none for SQLite)."""
+    if target.database == "sqlite":
+        return []
+    return query_column(target.database_url, "SELECT pid FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    # A process started during the run used all its CPU time within it.
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 # ---------------------------------------------------------------- deliveries
 
 def notification(batch_id: int) -> bytes:
@@ -272,7 +310,12 @@ def one_run(target: Target, connections: int, run_path: str, round_number: int, 
     pool_path = workdir / f"pool-{target.name}-{target.database}.tsv"
     for _ in range(3):
         write_pool(pool_path, target, pool_size, run_path, args.batches_per_manifest)
+        before = (cpu_seconds(app_pids(target)), cpu_seconds(database_pids(target)))
         result = run_wrk(target, connections, args.duration, args.wrk_threads, pool_path)
+        after = (cpu_seconds(app_pids(target)), cpu_seconds(database_pids(target)))
+        answered = max(result["requests"], 1)
+        result["app_cpu_ms"] = cpu_used(before[0], after[0]) / answered * 1000
+        result["db_cpu_ms"] = cpu_used(before[1], after[1]) / answered * 1000
         if not result["wrapped"]:
             break
         # Ran out and re-sent deliveries: those were duplicates. Again, with more.
@@ -293,7 +336,8 @@ def one_run(target: Target, connections: int, run_path: str, round_number: int, 
     missing = "  !! fewer rows than answers" if recorded < answered else ""
     print(f"  {target.database:<10} {target.config.name:<7} {run_path:<8} {target.name:<8} "
           f"c={connections:<3} {result['rps']:>7.0f} req/s  p50 {result['p50_us'] / 1000:>6.1f} "
-          f"ms  p99 {result['p99_us'] / 1000:>7.1f} ms  errors {result['errors']:>4}  "
+          f"ms  p99 {result['p99_us'] / 1000:>7.1f} ms  errors {result['errors']:>4}  cpu "
+          f"{result['app_cpu_ms']:.2f}+{result['db_cpu_ms']:.2f} ms/req  "
           f"(recorded {recorded} of {result['requests']}){missing}", flush=True)
     return result
 
@@ -326,6 +370,9 @@ def summarise(targets: dict[tuple, Target], args) -> list[dict]:
                     "c_p99": statistics.median(r["p99_us"] for r in c_runs) / 1000,
                     "ratio": statistics.median(ratios), "low": min(ratios), "high": max(ratios),
                     "p99_ratio": statistics.median(p99_ratios),
+                    "cpu": statistics.median(r["app_cpu_ms"] + r["db_cpu_ms"] for r in s_runs),
+                    "c_cpu": statistics.median(r["app_cpu_ms"] + r["db_cpu_ms"]
+                                               for r in c_runs),
                     "errors": sum(r["errors"] for r in s_runs + c_runs),
                 }
                 row["goal"] = (row["ratio"] >= GOAL_RATIO and row["p99_ratio"] <= GOAL_P99
@@ -334,15 +381,18 @@ def summarise(targets: dict[tuple, Target], args) -> list[dict]:
     print()
     print(f"{'database':<10} {'config':<8} {'conns':>5} {'path':<9} {'req/s':>7} {'p99':>8} "
           f"{'ceiling':>8} {'c. p99':>8} {'ratio':>6} {'(range)':>11} {'p99 x':>6} "
-          f"{'errors':>6}  goal")
+          f"{'errors':>6}  goal  {'cpu/req':>7} {'ceiling':>7} {'cpu x':>5}")
     for r in rows:
         print(f"{r['database']:<10} {r['config']:<8} {r['connections']:>5} {r['path']:<9} "
               f"{r['rps']:>7.0f} {r['p99']:>6.1f}ms {r['c_rps']:>8.0f} {r['c_p99']:>6.1f}ms "
               f"{r['ratio']:>5.2f}x {r['low']:>5.2f}-{r['high']:<5.2f} {r['p99_ratio']:>5.1f}x "
-              f"{r['errors']:>6}  {'ok' if r['goal'] else 'SHORT'}")
+              f"{r['errors']:>6}  {'ok   ' if r['goal'] else 'SHORT'} {r['cpu']:>5.2f}ms "
+              f"{r['c_cpu']:>5.2f}ms {r['c_cpu'] / r['cpu']:>4.2f}x")
     print(f"ratio: the median of the per-round ratios service / ceiling (range over the "
           f"rounds); p99 x: the service's p99 over the ceiling's; goal: ratio >= {GOAL_RATIO}, "
-          f"p99 x <= {GOAL_P99}, no errors")
+          f"p99 x <= {GOAL_P99}, no errors; cpu/req: CPU time per request of the app's "
+          f"gunicorn processes and (PostgreSQL) the database's server processes, cpu x: the "
+          f"ceiling's over the service's (less sensitive to other load than req/s)")
     return rows
 
 
