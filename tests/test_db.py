@@ -173,6 +173,54 @@ def test_a_connection_given_back_moments_ago_is_used_unchecked(postgres_url, mon
         db.dispose()
 
 
+@pytest.fixture
+def pg_table(postgres_url):
+    """A bound PostgreSQL database with a scratch table t(x), and a second connection."""
+    import psycopg2
+
+    db.bind(db.open_database(postgres_url))
+    db.database.execute_sql("DROP TABLE IF EXISTS t; CREATE TABLE t (x integer PRIMARY KEY)")
+    other = psycopg2.connect(postgres_url)
+    other.autocommit = True
+    try:
+        yield other
+    finally:
+        other.close()
+        db.database.execute_sql("DROP TABLE IF EXISTS t")
+        db.dispose()
+
+
+def test_begin_goes_with_the_first_statement_and_holds_its_lock(pg_table):
+    import psycopg2
+
+    db.database.execute_sql("INSERT INTO t VALUES (1)")
+    with db.transaction():
+        db.database.execute_sql("SELECT x FROM t WHERE x = 1 FOR UPDATE")
+        # The lock is held to the commit, so that statement ran inside the transaction.
+        with pg_table.cursor() as cursor, pytest.raises(psycopg2.errors.LockNotAvailable):
+            cursor.execute("SELECT x FROM t WHERE x = 1 FOR UPDATE NOWAIT")
+        db.database.execute_sql("INSERT INTO t VALUES (2)")
+        with pg_table.cursor() as cursor:   # not committed yet: not seen
+            cursor.execute("SELECT count(*) FROM t")
+            assert cursor.fetchone()[0] == 1
+    with pg_table.cursor() as cursor:
+        cursor.execute("SELECT x FROM t WHERE x = 1 FOR UPDATE NOWAIT")
+        cursor.execute("SELECT count(*) FROM t")
+        assert cursor.fetchone()[0] == 2
+
+
+def test_a_failed_transaction_leaves_nothing_and_an_empty_one_nothing_behind(pg_table):
+    with pytest.raises(RuntimeError), db.transaction():
+        db.database.execute_sql("INSERT INTO t VALUES (3)")
+        raise RuntimeError("undo")
+    with db.transaction():
+        pass                      # no statement: nothing was sent, nothing is left open
+    db.database.execute_sql("INSERT INTO t VALUES (4)")   # autocommit again
+    with pg_table.cursor() as cursor:
+        cursor.execute("SELECT x FROM t ORDER BY x")
+        assert cursor.fetchall() == [(4,)]
+
+
 def test_sqlite_connections_are_pooled_and_keep_the_wal(tmp_path):
     database = db.open_database(f"sqlite:///{tmp_path}/pooled.db")
     db.bind(database)
