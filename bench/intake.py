@@ -15,7 +15,8 @@ One run measures every combination of:
 - 16 and 64 connections.
 
 Each is measured for the service (``wsgi:app``) and for the ceiling
-(``bench/ceiling.py``: verify, parse, insert one row) under the same gunicorn
+(``bench/ceiling.py``: verify, parse, insert one row in a transaction of its
+own; ``--ceiling transaction`` puts it in BEGIN ... COMMIT) under the same gunicorn
 settings, each app on a fresh database of its own per gunicorn configuration.
 ``wrk`` drives both with the same bounded closed-loop load
 (``bench/intake.lua``): valid, unique, signed deliveries, ``--duration``
@@ -37,11 +38,13 @@ Printed: requests/s, p50 and p99 latency and errors (non-2xx, socket errors)
 per run; then per database, configuration, connection count and path the
 medians, the median of the per-round ratios service / ceiling (with their
 range) and whether the goal holds: ratio >= 0.8, p99 within 2x the ceiling's,
-no errors.
+no errors. Since other load on a shared machine moves req/s a lot, the CPU
+time per request (the app's gunicorn processes, and on PostgreSQL the server
+processes of its database) is printed too, with its ratio.
 
 Run: ``.venv/bin/python bench/intake.py [--quick] [--databases sqlite,postgresql]
 [--configs gthread,sync] [--paths first,renotify] [--connections 16,64]
-[--duration 5] [--repeat 3]``. ``--quick`` is 2 s runs, one round (about
+[--duration 5] [--repeat 3] [--ceiling autocommit|transaction]``. ``--quick`` is 2 s runs, one round (about
 3 minutes); the full run takes about 12. Needs ``wrk`` (Debian:
 ``apt-get install -y wrk``) and, for PostgreSQL, a server at ``--postgres-url``
 where the user may create databases.
@@ -174,8 +177,12 @@ def environment(database_url: str, workdir: Path) -> dict[str, str]:
     return env
 
 
-def start(app: str, config: Config, database_url: str, workdir: Path) -> GunicornServer:
-    return start_gunicorn(environment(database_url, workdir), cwd=ROOT, workers=config.workers,
+def start(app: str, config: Config, database_url: str, workdir: Path,
+          ceiling_transaction: bool = False) -> GunicornServer:
+    env = environment(database_url, workdir)
+    if ceiling_transaction:
+        env["CEILING_TRANSACTION"] = "1"
+    return start_gunicorn(env, cwd=ROOT, workers=config.workers,
                           threads=config.threads, app=app, timeout=60,
                           args=("--no-control-socket", "-k", config.worker_class))
 
@@ -412,6 +419,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--duration", type=int, help="seconds per run (default: 5, quick: 2)")
     parser.add_argument("--repeat", type=int, help="rounds (default: 3, quick: 1)")
+    parser.add_argument("--ceiling", choices=("autocommit", "transaction"),
+                        default="autocommit",
+                        help="the ceiling's insert on its own (default), or in BEGIN ... "
+                             "COMMIT as issue 15's ceiling had it")
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--batches-per-manifest", type=int, default=50)
     parser.add_argument("--rate-guess", type=float, default=FIRST_RATE_GUESS,
@@ -434,6 +445,8 @@ def main(argv: list[str] | None = None) -> None:
                                  text=True).stdout.splitlines()[0]
     print(machine_line())
     print(f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {wrk_version}")
+    insert = "in BEGIN ... COMMIT" if args.ceiling == "transaction" else "on its own (autocommit)"
+    print(f"ceiling: verify, parse, one insert {insert}")
     print(f"gunicorn: {'; '.join(c.describe() for c in args.configs)}, the same for both apps; "
           f"wrk: {args.wrk_threads} threads, {args.duration} s per run, {args.repeat} rounds")
     targets: dict[tuple, Target] = {}
@@ -445,7 +458,8 @@ def main(argv: list[str] | None = None) -> None:
                     for name, app in (("service", SERVICE_APP), ("ceiling", CEILING_APP)):
                         url = stack.enter_context(fresh_database(
                             database, f"{name}_{config.name}", workdir, args.postgres_url))
-                        server = start(app, config, url, workdir)
+                        server = start(app, config, url, workdir,
+                                       args.ceiling == "transaction")
                         stack.callback(server.cleanup)
                         targets[(database, config.name, name)] = Target(
                             name, database, config, url, server)
