@@ -281,6 +281,21 @@ class FakeDlcs:
         with self._lock:
             self._state.documents[(customer, _ids_key(batch_ids))] = json.dumps(document).encode()
 
+    def freeze(self, customer: int, batch_ids: Iterable[int]) -> int:
+        """Render the answer over exactly these batches once and serve those bytes from now on.
+
+        For large answers (the benchmarks): a 50,000-canvas answer is then
+        sent as soon as it is asked for, at the speed of the socket, instead
+        of being shuffled and joined per request. Returns its size in bytes.
+        """
+        key = _ids_key(batch_ids)
+        status, body = self._named_query(customer, key)
+        if status != 200:
+            raise ValueError(f"no canvases in batches {sorted(key)} of customer {customer}")
+        with self._lock:
+            self._state.documents[(customer, key)] = body
+        return len(body)
+
     def fail_next(self, count: int = 1, *, status: int | None = None, delay: float = 0.0,
                   invalid_json: bool = False, endpoint: str = NAMED_QUERY) -> None:
         """Make the next ``count`` calls to ``endpoint`` wait ``delay`` s, then fail.
