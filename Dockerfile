@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY requirements.txt requirements.lock ./
-# Every package, transitive ones included, at the version requirements.lock pins.
+# The runtime only (test and CI tools are in requirements-dev.txt), every package,
+# transitive ones included, at the version requirements.lock pins.
 RUN pip install -r requirements.txt -c requirements.lock
 
 COPY webhook ./webhook

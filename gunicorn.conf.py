@@ -1,50 +1,78 @@
-"""Gunicorn settings, read by ``gunicorn wsgi:app`` from the working directory.
+"""Gunicorn settings: ``gunicorn -c gunicorn.conf.py wsgi:app`` (from any working directory).
 
-Each can be overridden from the environment (GUNICORN_* names below) or the
-command line.
+This file runs in gunicorn's master before any worker starts. The service's
+settings and the GUNICORN_* variables below are validated here, once, by
+``webhook.config`` (a bad value: one JSON line naming the variable, exit
+status 3); ``on_starting`` then reaches and migrates the database (unreachable:
+one line naming its host and port, exit status 69) and logs one line naming
+what is disabled and what is defaulted. The workers inherit the validated
+settings. A command-line option overrides what is set here.
 """
 
+import atexit
 import glob
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-# Above the longest rebuild: DLCS timeout with retries, plus storing the document;
-# and above the rebuild lease when REBUILD_LEASE_SECONDS makes it longer.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", str(max(
-    # "" means the default, as in webhook.config
-    4 * int(os.environ.get("DLCS_TIMEOUT_SECONDS") or "30") + 150,
-    int(os.environ.get("REBUILD_LEASE_SECONDS") or "0") + 30))))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+# Metrics from every worker: prometheus_client's multiprocess mode has each
+# worker write its values to files in PROMETHEUS_MULTIPROC_DIR, and /metrics
+# (answered by any worker) adds them up. prometheus_client reads the variable
+# when it is first imported, which importing webhook below does, so it is set
+# first; without one from the operator, to a private temporary directory.
+_METRICS_DIR_PREFIX = "dlcs-webhook-metrics-"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=_METRICS_DIR_PREFIX)
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+_MASTER = os.getpid()
+
+
+@atexit.register
+def _remove_own_metrics_dir():
+    """When the master exits, however (a refused setting too), remove the directory it made."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if (os.getpid() == _MASTER  # not a worker: they exit through here as well
+            and os.path.dirname(directory) == tempfile.gettempdir()
+            and os.path.basename(directory).startswith(_METRICS_DIR_PREFIX)):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# gunicorn puts only its working directory on sys.path; the project's modules
+# are found from wherever it starts.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from webhook import logs, startup  # noqa: E402 - needs the two above
+
+_settings = startup.settings_or_exit(os.environ)
+_server = startup.server_settings_or_exit(os.environ, _settings)
+startup.hand_over(_settings)
+
+bind = _server.bind
+workers = _server.workers
+threads = _server.threads
+# Above the longest rebuild and the rebuild lease: Settings.worker_timeout_seconds.
+timeout = _server.timeout
+graceful_timeout = _server.graceful_timeout
 keepalive = 5
 # The webhook answers a hostile 100 KB signature header itself (401 problem+json).
 limit_request_field_size = 131072
-accesslog = os.environ.get("GUNICORN_ACCESSLOG", None)
+accesslog = _server.accesslog
+# gunicorn's own lines (and the service's) as one JSON object per line.
+logconfig_dict = logs.gunicorn_logconfig(accesslog)
 # gunicorn 27's runtime control socket defaults to one path per user
 # (~/.gunicorn/gunicorn.ctl), so two instances on a host would fight over it;
 # the service does not use it.
 control_socket_disable = True
 
-# Metrics from every worker: prometheus_client's multiprocess mode has each
-# worker write its values to files in PROMETHEUS_MULTIPROC_DIR, and /metrics
-# (answered by any worker) adds them up. The variable must be set before a
-# worker imports prometheus_client: on_starting sets it in the master, before
-# the first fork; without one from the operator, to a private temporary directory.
-_METRICS_DIR_PREFIX = "dlcs-webhook-metrics-"
-
 
 def on_starting(server):
-    """Give the workers a metrics directory, emptied of a previous run's files."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
-        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
-            prefix=_METRICS_DIR_PREFIX)
-    os.makedirs(directory, exist_ok=True)
-    for path in glob.glob(os.path.join(directory, "*.db")):
+    """Migrate the database (or exit), empty the metrics directory, say what is off."""
+    startup.migrate_or_exit(_settings)
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(path)
+    startup.log_configuration(_settings)
 
 
 def child_exit(server, worker):
@@ -52,11 +80,3 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):
-    """Remove the temporary metrics directory, if this file created it."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-    if (os.path.dirname(directory) == tempfile.gettempdir()
-            and os.path.basename(directory).startswith(_METRICS_DIR_PREFIX)):
-        shutil.rmtree(directory, ignore_errors=True)

@@ -7,9 +7,9 @@ loopback HTTP. Printed per size:
 
 - ``first``: the delivery that completes the last batch (named query, build,
   store, and the first write-back of every canvas-painting row);
-- ``rebuild``: ``Service.rebuild_now`` again (rows unchanged, so no row writes);
+- ``rebuild``: ``Rebuilder.rebuild_now`` again (rows unchanged, so no row writes);
   the median of ``--repeat`` runs;
-- ``build``: the pure ``build_manifest`` on the parsed answer (median);
+- ``build``: the pure build (``build_document``, written as a rebuild writes it) on the parsed answer (median);
 - ``data``: the unavoidable data cost, ``json.loads`` of the named-query answer
   plus ``json.dumps`` of the published document (median);
 - ``ratio``: rebuild / data, i.e. how many times the bare JSON work the whole
@@ -42,7 +42,8 @@ import requests  # noqa: E402
 from tests.fake_dlcs import FakeDlcs, image_assets  # noqa: E402
 from webhook import create_app, db  # noqa: E402
 from webhook.config import Settings  # noqa: E402
-from webhook.manifest import build_manifest, serialise  # noqa: E402
+from tests.building import build_manifest  # noqa: E402
+from webhook.manifest import serialise  # noqa: E402
 from webhook.models import CanvasPainting, Manifest  # noqa: E402
 
 CUSTOMER = 5
@@ -97,7 +98,7 @@ def measure(size: int, batch_size: int, repeat: int, workdir: Path) -> dict:
             "DLCS_TIMEOUT_SECONDS": "300",
         })
         app = create_app(settings)
-        service = app.extensions["webhook.service"]
+        services = app.extensions["webhook.services"]
         try:
             body = registration(slug, batches)
             register_s, response = timed(lambda: app.test_client().put(
@@ -107,15 +108,15 @@ def measure(size: int, batch_size: int, repeat: int, workdir: Path) -> dict:
 
             *early, last = batches
             for batch_id in early:
-                outcome = service.receive(f"bench-{batch_id}", "webhook",
+                outcome = services.intake.receive(f"bench-{batch_id}", "webhook",
                                           notification(batch_id, len(batches[batch_id])))
                 assert outcome.outcome == "batch-completed", outcome
-            first_s, outcome = timed(lambda: service.receive(
+            first_s, outcome = timed(lambda: services.intake.receive(
                 f"bench-{last}", "webhook", notification(last, len(batches[last]))))
             assert outcome.outcome == "manifest-completed", outcome
             assert fake.calls(CUSTOMER, batches) == 1
 
-            rebuild_s = median_time(lambda: service.rebuild_now(CUSTOMER, slug), repeat)
+            rebuild_s = median_time(lambda: services.rebuild.rebuild_now(CUSTOMER, slug), repeat)
 
             # The inputs of the pure build, and the data it moves.
             ids = ",".join(map(str, batches))
@@ -124,17 +125,15 @@ def measure(size: int, batch_size: int, repeat: int, workdir: Path) -> dict:
                                   params={"cacheBust": "bench"}, timeout=300).content
             answer = json.loads(raw)
             manifest = Manifest.find(CUSTOMER, slug)
-            rows = [row.painted_resource() for row in CanvasPainting.select()
-                    .where(CanvasPainting.manifest == manifest.id)
-                    .order_by(CanvasPainting.position)]
+            rows, _ = CanvasPainting.for_rebuild(manifest.id)
             build = lambda: build_manifest(  # noqa: E731
                 manifest.document, rows, answer, base_url=settings.public_base_url,
                 customer=CUSTOMER, manifest_id=slug)
             build_s = median_time(build, repeat)
             document = build().document
             assert len(document["items"]) == size
-            published = service.published(CUSTOMER, slug)
-            assert published.status == 200 and published.body == serialise(document)
+            published = services.reading.published(CUSTOMER, slug)
+            assert published.body == serialise(document)
 
             loads_s = median_time(lambda: json.loads(raw), repeat)
             dumps_s = median_time(lambda: json.dumps(document, ensure_ascii=False,

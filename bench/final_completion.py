@@ -64,7 +64,8 @@ from bench.build import CUSTOMER, notification, registration  # noqa: E402
 from bench.intake import cpu_seconds, fresh_database, machine_line  # noqa: E402
 from tests.fake_dlcs import FakeDlcs, image_assets  # noqa: E402
 from tests.servers import GunicornServer, start_gunicorn, start_moto_server  # noqa: E402
-from webhook.signature import parse_secret, sign  # noqa: E402
+from webhook.config import parse_secret  # noqa: E402
+from webhook.signature import sign  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ADMIN_TOKEN = "bench-admin-token-0123456789"

@@ -17,7 +17,8 @@ import time
 
 import schemathesis
 
-from webhook.signature import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, parse_secret, sign
+from webhook.config import parse_secret
+from webhook.signature import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 WEBHOOK_PATH = "/webhooks/batch-completed"
 SNS_PATH = "/webhooks/sns"

@@ -1,5 +1,6 @@
 """The operator commands, through Flask's CLI runner."""
 
+import dataclasses
 import json
 import re
 import shlex
@@ -8,7 +9,7 @@ import time
 import responses
 
 from tests.conftest import ORCHESTRATOR, sample
-from webhook import db
+from webhook import create_app, db
 from webhook.schemas import parse_notification
 from webhook.signature import verify
 
@@ -113,6 +114,24 @@ def test_send_completion_exits_non_zero_on_a_rejection(app):
 def test_commands_have_help(app):
     runner = app.test_cli_runner()
     for command in (["db", "upgrade"], ["db", "version"], ["status"], ["rebuild"],
-                    ["completion-curl"], ["send-completion"]):
+                    ["completion-curl"], ["send-completion"], ["secret"], ["dev-dlcs"],
+                    ["reconcile"], ["requeue"], ["prune-deliveries"]):
         result = runner.invoke(args=[*command, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_requeue_prints_what_it_queued(settings, admin, fake_dlcs):
+    application = create_app(dataclasses.replace(settings, dlcs_api_url=fake_dlcs.url))
+    _register(application.test_client(), admin)
+    runner = application.test_cli_runner()
+
+    result = runner.invoke(args=["requeue", "2", "letters"])
+
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["outcome"] == "requeued" and answer["dropped"] == [1234]
+    assert answer["assets"] == 2 and len(answer["batches"]) == 1
+    assert [call.status for call in fake_dlcs.requests("queue")] == [201]
+    again = runner.invoke(args=["requeue", "2", "nope"])
+    assert again.exit_code == 1 and "No manifest 2/nope is registered" in again.output
+    db.dispose()

@@ -1,6 +1,8 @@
 """The schema is created and upgraded by the service, and PostgreSQL connections are pooled."""
 
+import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,7 +77,10 @@ def test_upgrading_a_live_first_release_database_keeps_its_rows(bound):
     assert manifest.document == {"type": "Manifest"} and manifest.fingerprint is None
     batch = Batch.get_by_id(1234)
     assert batch.manifest_id == manifest.id and batch.status == "ingesting"
-    assert batch.created_at is None
+    # 0005: a batch recorded undated takes its manifest's registration time (its age
+    # decides whether it is stalled), and the manifest gets a version for If-Match.
+    assert batch.created_at == dt.datetime(2025, 1, 1)
+    assert re.fullmatch(r"[0-9a-f]{32}", manifest.version)
 
 
 def test_a_later_migration_adds_a_column_without_losing_rows(bound, tmp_path):

@@ -26,15 +26,9 @@ import requests
 import responses
 from responses import matchers
 
-from webhook.dlcs import (
-    BatchState,
-    DlcsClient,
-    NamedQueryAnswer,
-    NamedQueryNotFound,
-    QueuePartiallyFailed,
-    make_session,
-)
-from webhook.errors import DlcsError
+from webhook.dlcs import DlcsClient, NamedQueryAnswer, make_session
+from webhook.domain import BatchState
+from webhook.errors import DlcsError, NamedQueryNotFound, QueuePartiallyFailed
 
 SAMPLES = Path(__file__).parent / "samples"
 ORCHESTRATOR = "https://dlcs.example"

@@ -279,7 +279,8 @@ def test_manifests_are_published_when_their_last_batch_completes(service):
              make_plan(8, "three-batches", {521: 1, 522: 2, 523: 3})]
     client = service.client
     ready = client.session.get(f"{client.url}/readyz", timeout=10)
-    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "storage": "ok"}}
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "storage": "ok"},
+                            "disabled": {"sns": "SNS_TOPIC_ARNS"}, "defaulted": []}
 
     for plan in plans:
         register_with_fake(service.fake, plan)
@@ -289,7 +290,7 @@ def test_manifests_are_published_when_their_last_batch_completes(service):
         assert client.status(plan)["state"] == "ingesting"
         pending = client.manifest(plan)
         assert pending.status_code == 202
-        assert pending.json()["ingesting"] == {"total": len(plan.assets), "finished": 0,
+        assert pending.json()["ingesting"] == {"state": "ingesting", "total": len(plan.assets), "finished": 0,
                                                "errors": 0}
 
     # Interleave the manifests' completions; the last of each completes its manifest.
@@ -493,4 +494,61 @@ def test_queued_assets_are_published_after_a_webhook_and_a_reconcile(service):
                                 timeout=30)
     assert again.json()["completed"] == [] and again.json()["outcome"] == "unchanged"
     assert service.fake.calls(10, batch_ids) == 1
+    assert_no_tracebacks(service.server)
+
+
+def test_stalled_batches_are_requeued_or_dropped_and_a_manifest_deleted(service):
+    """A superseded batch is reported and requeued, another dropped, then a manifest deleted."""
+    client, fake = service.client, service.fake
+    admin = {"headers": client.admin, "timeout": 30}
+    # The fake DLCS ingests what is queued at 4000 x 3000: so are these, to compare.
+    plan = Plan(12, "stalled", {batch: image_assets(f"stalled-{batch}", 2,
+                                                    sizes=((4000, 3000),))
+                                for batch in (701, 702)})
+    register_with_fake(fake, plan)
+    assert client.register(plan).status_code == 202
+    assert service.complete(plan, 701).json()["outcome"] == "batch-completed"
+    fake.supersede_batch(12, 702)
+
+    reconciled = client.session.post(plan.url(client.url) + "/reconcile", **admin)
+    assert reconciled.status_code == 200, reconciled.text
+    assert [(s["batch"], s["reason"]) for s in reconciled.json()["stalled"]] == [
+        (702, "superseded")]
+    assert [(s["batch"], s["reason"]) for s in client.status(plan)["stalled"]] == [
+        (702, "superseded")]
+
+    requeued = client.session.post(plan.url(client.url) + "/requeue", **admin)
+    assert requeued.status_code == 202, requeued.text
+    [fresh] = requeued.json()["batches"]  # DLCS_MAX_BATCH_SIZE=2: one batch for both
+    assert requeued.json()["dropped"] == [702] and requeued.json()["assets"] == 2
+    assert fake.calls(12, [701]) == 1  # what the completed batch holds
+    assert [call.authorization.startswith("Basic ") for call in fake.requests("queue")] == [
+        True]
+    assert service.complete(plan, 702).json()["outcome"] == "ignored"
+    requeued_plan = Plan(12, "stalled", {701: plan.batches[701], fresh: plan.batches[702]})
+    completed = service.complete(requeued_plan, fresh)
+    assert completed.json() == {"outcome": "manifest-completed", "batch": fresh,
+                                "manifest": plan.key}
+    assert_published(client.manifest(plan).json(), plan)
+    assert fake.calls(12, [701, fresh]) == 1
+
+    dropping = make_plan(12, "dropping", {711: 1, 712: 1})
+    register_with_fake(fake, dropping)
+    assert client.register(dropping).status_code == 202
+    assert service.complete(dropping, 711).json()["outcome"] == "batch-completed"
+    dropped = client.session.delete(dropping.url(client.url) + "/batches/712", **admin)
+    assert dropped.status_code == 200, dropped.text
+    assert dropped.json() == {"outcome": "manifest-completed", "batch": 712,
+                              "manifest": dropping.key}
+    assert_published(client.manifest(dropping).json(),
+                     Plan(12, "dropping", {711: dropping.batches[711]}))
+    assert client.status(dropping)["missingAssets"] == [dropping.batches[712][0].asset_id(12)]
+
+    deleted = client.session.delete(plan.url(client.url), **admin)
+    assert deleted.status_code == 204, deleted.text
+    with pytest.raises(service.s3.exceptions.NoSuchKey):
+        service.object(plan)
+    assert client.manifest(plan).status_code == 404
+    assert service.object(dropping)["Body"].read() == client.manifest(dropping).content
+    assert service.complete(requeued_plan, fresh).json()["outcome"] == "ignored"
     assert_no_tracebacks(service.server)

@@ -1,57 +1,72 @@
-"""gunicorn.conf.py: its settings come from the environment, its timeout outlasts a rebuild."""
+"""gunicorn.conf.py as gunicorn reads it: settings from Settings and GUNICORN_*, one timeout formula.
+
+Each test runs ``gunicorn -c gunicorn.conf.py --print-config wsgi:app`` (gunicorn
+loads the file, prints the settings it ended with, and exits) from a folder that
+is not the project, so the values are the ones a real start would use.
+"""
 
 from __future__ import annotations
 
-import runpy
+import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from webhook.config import Settings
-from webhook.service import Service
 
 CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
-VARIABLES = ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
-             "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_ACCESSLOG", "DLCS_TIMEOUT_SECONDS",
-             "REBUILD_LEASE_SECONDS")
 
 
-def load(monkeypatch, **environ) -> dict:
-    """Evaluate gunicorn.conf.py as gunicorn does, with only ``environ`` set."""
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    return runpy.run_path(str(CONF))
+def gunicorn_settings(tmp_path, **environ) -> dict:
+    """The settings gunicorn prints after loading gunicorn.conf.py with only ``environ`` set."""
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/webhook.db",
+           "STORAGE_URL": f"file://{tmp_path}/manifests", **environ}
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--print-config", "wsgi:app"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    printed = {}
+    for line in result.stdout.splitlines():
+        name, sep, value = line.partition(" = ")
+        if sep:
+            printed[name.strip()] = value.strip()
+    return printed
 
 
-def test_defaults(monkeypatch):
-    conf = load(monkeypatch)
-    assert (conf["bind"], conf["workers"], conf["threads"]) == ("0.0.0.0:8000", 2, 4)
-    assert (conf["timeout"], conf["graceful_timeout"]) == (270, 30)
-    assert conf["accesslog"] is None
+def test_defaults(tmp_path):
+    conf = gunicorn_settings(tmp_path)
+    assert conf["bind"] == "['0.0.0.0:8000']"
+    assert (conf["workers"], conf["threads"]) == ("2", "4")
+    assert (conf["timeout"], conf["graceful_timeout"], conf["keepalive"]) == ("270", "30", "5")
+    assert conf["accesslog"] == "None"
 
 
-def test_every_setting_comes_from_the_environment(monkeypatch):
-    conf = load(monkeypatch, GUNICORN_BIND="127.0.0.1:9000", GUNICORN_WORKERS="5",
-                GUNICORN_THREADS="8", GUNICORN_TIMEOUT="600", GUNICORN_GRACEFUL_TIMEOUT="90",
-                GUNICORN_ACCESSLOG="-")
-    assert (conf["bind"], conf["workers"], conf["threads"]) == ("127.0.0.1:9000", 5, 8)
-    assert (conf["timeout"], conf["graceful_timeout"], conf["accesslog"]) == (600, 90, "-")
+def test_every_setting_comes_from_the_environment(tmp_path):
+    conf = gunicorn_settings(tmp_path, GUNICORN_BIND="127.0.0.1:9000", GUNICORN_WORKERS="5",
+                             GUNICORN_THREADS="8", GUNICORN_TIMEOUT="600",
+                             GUNICORN_GRACEFUL_TIMEOUT="90", GUNICORN_ACCESSLOG="-")
+    assert conf["bind"] == "['127.0.0.1:9000']"
+    assert (conf["workers"], conf["threads"]) == ("5", "8")
+    assert (conf["timeout"], conf["graceful_timeout"], conf["accesslog"]) == ("600", "90", "-")
 
 
-@pytest.mark.parametrize("dlcs_timeout", ["1", "5", "30", "120", "600", ""])
-def test_the_worker_timeout_outlasts_the_rebuild_lease(monkeypatch, dlcs_timeout):
-    # The lease is longer than any rebuild can take; a worker killed before it ran
-    # out would cut rebuilds short. "" is the default, as for the service.
-    conf = load(monkeypatch, DLCS_TIMEOUT_SECONDS=dlcs_timeout)
-    settings = Settings.from_env({"DLCS_TIMEOUT_SECONDS": dlcs_timeout})
-    lease = Service(settings, dlcs=None, store=None).lease.total_seconds()
-    assert conf["timeout"] >= lease + 30
+@pytest.mark.parametrize("environ", [
+    {"DLCS_TIMEOUT_SECONDS": "1"}, {"DLCS_TIMEOUT_SECONDS": "120"}, {"DLCS_TIMEOUT_SECONDS": ""},
+    {"DLCS_TIMEOUT_SECONDS": "5", "REBUILD_LEASE_SECONDS": "5"},
+    {"DLCS_TIMEOUT_SECONDS": "5", "REBUILD_LEASE_SECONDS": "3600"},
+])
+def test_the_worker_timeout_is_the_settings_formula(tmp_path, environ):
+    # One formula (Settings.worker_timeout_seconds): past the longest rebuild and the lease.
+    conf = gunicorn_settings(tmp_path, **environ)
+    settings = Settings.from_env(environ)
+    assert int(conf["timeout"]) == settings.worker_timeout_seconds
+    assert int(conf["timeout"]) >= settings.rebuild_lease_seconds + 30
 
 
-@pytest.mark.parametrize("lease", ["5", "600", "3600"])
-def test_the_worker_timeout_outlasts_a_configured_lease(monkeypatch, lease):
-    conf = load(monkeypatch, DLCS_TIMEOUT_SECONDS="5", REBUILD_LEASE_SECONDS=lease)
-    settings = Settings.from_env({"DLCS_TIMEOUT_SECONDS": "5", "REBUILD_LEASE_SECONDS": lease})
-    assert conf["timeout"] >= Service(settings, dlcs=None, store=None).lease.total_seconds() + 30
+def test_gunicorn_logs_through_the_json_formatter(tmp_path):
+    logconfig = ast.literal_eval(gunicorn_settings(tmp_path)["logconfig_dict"])
+    assert logconfig["formatters"]["json"] == {"()": "webhook.logs.JsonFormatter"}
+    assert logconfig["loggers"]["gunicorn.error"]["handlers"] == ["stderr"]
+    assert logconfig["handlers"]["stderr"]["formatter"] == "json"

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.iiif import assert_valid_iiif
+from tests.building import Published, build_manifest
 from webhook.domain import PaintedResource
 from webhook.errors import BuildError
-from webhook.manifest import (PRESENTATION_3, BuildResult, RowUpdate, asset_id_from_canvas_id,
-                              build_document, build_manifest, serialise, slim_canvas,
+from webhook.manifest import (PRESENTATION_3, RowUpdate, asset_id_from_canvas_id,
+                              build_document, serialise, slim_canvas,
                               write_manifest)
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -129,7 +130,7 @@ def all_returned(rows: list[PaintedResource]) -> dict:
     return named_query(*(canvas(asset) for asset in assets if asset != "gone"))
 
 
-def build(rows, answer: dict | None = None, registered: dict = REGISTERED) -> BuildResult:
+def build(rows, answer: dict | None = None, registered: dict = REGISTERED) -> Published:
     """Build with the test defaults; every manifest built is checked against the schema."""
     result = build_manifest(registered, rows, all_returned(rows) if answer is None else answer,
                             base_url=BASE, customer=2, manifest_id="m")
@@ -143,7 +144,7 @@ def annotations(canvas_doc: dict) -> list[dict]:
     return canvas_doc["items"][0]["items"]
 
 
-def only_body(result: BuildResult) -> dict:
+def only_body(result: Published) -> dict:
     """The body of a one-canvas, one-annotation manifest."""
     [canvas_doc] = result.document["items"]
     [annotation] = annotations(canvas_doc)
@@ -198,6 +199,33 @@ def test_worked_example_key_order_matches_the_sample():
     expected = json.dumps(load("published-2-assets.json"), ensure_ascii=False,
                           separators=(",", ":")).encode()
     assert result.body == expected
+
+
+def test_born_digital_worked_example_publishes_the_sample():
+    # A file-only PDF and a video with a file channel, as the DLCS's manifest-query
+    # projects them; the registration lends each canvas a rendering (one of which
+    # the DLCS gives too) and the video a behavior (rule 9).
+    registration = load("registration-born-digital.json")
+    registered = {k: v for k, v in registration.items() if k not in ("paintedResources", "batches")}
+    result = build_manifest(registered, painted_from_registration(registration, 2),
+                            load("named-query-born-digital.json"),
+                            base_url="https://presentation.example", customer=2,
+                            manifest_id="report-2024")
+    expected = load("published-born-digital.json")
+    assert result.body == serialise(expected)
+    assert_valid_iiif(result.document)
+    assert result.missing_assets == ()
+    assert result.row_updates == (RowUpdate(None, 1000, 1000, None),
+                                  RowUpdate(None, 1920, 1080, 95.4))
+
+
+def test_born_digital_behaviors_are_valid_only_under_their_extension_context():
+    # The schema knows only the core vocabulary: "placeholder" passes because the
+    # manifest declares the born-digital context, and fails without it.
+    published = load("published-born-digital.json")
+    assert_valid_iiif(published)
+    with pytest.raises(AssertionError, match="behavior"):
+        assert_valid_iiif({**published, "@context": PRESENTATION_3})
 
 
 # --- rule 1: top level --------------------------------------------------------------
@@ -615,6 +643,118 @@ def test_named_query_canvas_of_another_form_is_ignored(canvas_id):
     assert result.document["items"] == [] and result.missing_assets == ("2/5/x",)
 
 
+# --- rule 9: canvas rendering and behavior ------------------------------------------------
+
+def file_link(name: str, kind: str = "Dataset", media: str = "application/pdf",
+              **extra) -> dict:
+    """A rendering of the DLCS's file channel shape (or anyone's, by id)."""
+    return {"id": f"{DLCS}/file/2/5/{name}", "type": kind, "label": {"en": [f"File {name}"]},
+            "format": media, **extra}
+
+
+def linked(found: dict, **links) -> dict:
+    """A named-query canvas that also carries canvas-level behavior/rendering values."""
+    return {**found, **links}
+
+
+def registered_with(*canvases: dict) -> dict:
+    """A registration whose items lend canvases to the paintedResources."""
+    return {**REGISTERED, "items": list(canvases)}
+
+
+@pytest.mark.parametrize("rows, answer, registered, expected", [
+    ([row("a", 0, "x")], named_query(linked(canvas("x"), rendering=[file_link("x")])),
+     REGISTERED, {"rendering": [file_link("x")]}),
+    ([row("a", 0, "x")], named_query(linked(canvas("x"), behavior=["auto-advance"])),
+     REGISTERED, {"behavior": ["auto-advance"]}),
+    ([row("a", 0, "x")],
+     named_query(linked(canvas("x"), behavior=["non-paged"], rendering=[file_link("x")])),
+     registered_with({"id": "a", "type": "Canvas", "behavior": ["facing-pages"],
+                      "rendering": [file_link("reg", "Text", "text/plain")]}),
+     {"behavior": ["facing-pages", "non-paged"],
+      "rendering": [file_link("reg", "Text", "text/plain"), file_link("x")]}),
+    ([row("a", 0, "x")],
+     named_query(linked(canvas("x"), behavior=["auto-advance", "facing-pages"],
+                        rendering=[file_link("x", label="the DLCS's")])),
+     registered_with({"id": "a", "behavior": ["facing-pages", "facing-pages"],
+                      "rendering": [file_link("x")]}),
+     {"behavior": ["facing-pages", "auto-advance"], "rendering": [file_link("x")]}),
+    ([row("a", 1, "y"), row("a", 0, "x")],
+     named_query(linked(canvas("y"), rendering=[file_link("y")], behavior=["no-auto-advance"]),
+                 linked(canvas("x"), rendering=[file_link("x")], behavior=["auto-advance"])),
+     REGISTERED,
+     {"behavior": ["auto-advance", "no-auto-advance"],
+      "rendering": [file_link("x"), file_link("y")]}),
+    ([row("a", 0, "y", choice_order=2), row("a", 0, "x", choice_order=1)],
+     named_query(linked(canvas("y"), rendering=[file_link("y")]),
+                 linked(canvas("x"), rendering=[file_link("x")])),
+     REGISTERED, {"rendering": [file_link("x"), file_link("y")]}),
+    ([row("a", 0, "x"), row("a", 1, "x", target="xywh=0,0,10,10")],
+     named_query(linked(canvas("x"), rendering=[file_link("x")])),
+     REGISTERED, {"rendering": [file_link("x")]}),
+    ([row("a", 0, "x"), row("a", 1, "gone")],
+     named_query(linked(canvas("x"), rendering=[file_link("x")])),
+     REGISTERED, {"rendering": [file_link("x")]}),
+    ([row("a", 0, "x")],
+     named_query(linked(canvas("x"), behavior="auto-advance", rendering=file_link("x"))),
+     REGISTERED, {"behavior": ["auto-advance"], "rendering": [file_link("x")]}),
+    ([row("a", 0, "x")],
+     named_query(linked(canvas("x"), behavior=[1, None, {"no": "string"}, "auto-advance"],
+                        rendering=["text", None, {"id": 1, "type": "Text"},
+                                   {"type": "Text"}, {"id": f"{DLCS}/untyped"},
+                                   file_link("x")])),
+     REGISTERED, {"behavior": ["auto-advance"], "rendering": [file_link("x")]}),
+    ([row("a", 0, "x")], named_query(linked(canvas("x"), behavior=[], rendering=[])),
+     registered_with({"id": "a", "behavior": None, "rendering": {"not": "a resource"}}), {}),
+    ([row("a", 0, "x")], named_query(canvas("x")),
+     registered_with({"id": f"{CANVASES}/a", "behavior": ["non-paged"]}),
+     {"behavior": ["non-paged"]}),
+    ([row("a", 0, "x")], named_query(canvas("x")),
+     registered_with({"id": "a", "behavior": ["non-paged"]},
+                     {"id": "a", "behavior": ["facing-pages"]}),
+     {"behavior": ["non-paged"]}),
+    ([row("a", 0, "x")], named_query(canvas("x")),
+     registered_with({"id": "b", "behavior": ["non-paged"]}, "not a canvas", {"id": 7}), {}),
+    ([row("a", 0, "x")], named_query(canvas("x")),
+     {**REGISTERED, "items": {"id": "a", "behavior": ["non-paged"]}}, {}),
+], ids=["named-query-rendering", "named-query-behavior", "registration-first",
+        "duplicates-keep-the-first", "rows-in-canvas-order", "choice-members-in-choice-order",
+        "one-asset-painted-twice", "missing-row-lends-nothing", "lone-values",
+        "malformed-entries-left-out", "empty-lists-no-property", "matched-by-published-id",
+        "first-registered-canvas-of-an-id", "other-canvases-ignored", "items-not-a-list"])
+def test_canvas_rendering_and_behavior(rows, answer, registered, expected):
+    result = build(rows, answer, registered)
+    [canvas_doc] = result.document["items"]
+    assert {key: canvas_doc[key] for key in ("behavior", "rendering") if key in canvas_doc} \
+        == expected
+
+
+def test_rendering_and_behavior_come_before_the_canvas_items():
+    answer = named_query(linked(canvas("x", thumbnail=[thumb("x")]), behavior=["auto-advance"],
+                                rendering=[file_link("x")]))
+    [canvas_doc] = build([row("a", 0, "x", label=FRONT)], answer).document["items"]
+    assert list(canvas_doc) == ["id", "type", "label", "width", "height", "thumbnail",
+                                "behavior", "rendering", "items"]
+
+
+def test_a_registered_canvas_lends_only_rendering_and_behavior():
+    lent = {"id": "a", "type": "Canvas", "label": {"en": ["Registered"]}, "width": 1,
+            "height": 1, "seeAlso": [{"id": "https://example.org/a.xml", "type": "Dataset"}],
+            "items": [], "behavior": ["non-paged"]}
+    document = build([row("a", 0, "x")], registered=registered_with(lent)).document
+    [canvas_doc] = document["items"]
+    assert canvas_doc["behavior"] == ["non-paged"]
+    assert "seeAlso" not in canvas_doc and "label" not in canvas_doc
+    assert (canvas_doc["width"], canvas_doc["height"]) == (4000, 3000)
+    assert len(canvas_doc["items"][0]["items"]) == 1
+    assert [c["id"] for c in document["items"]] == [f"{CANVASES}/a"]
+
+
+def test_a_registered_canvas_without_returned_rows_is_not_published():
+    registered = registered_with({"id": "a", "rendering": [file_link("reg")]})
+    assert build([row("a", 0, "gone")], named_query(), registered).document["items"] == []
+
+
 # --- rule 8: row updates -----------------------------------------------------------------
 
 @pytest.mark.parametrize("fields, found, expected", [
@@ -843,6 +983,18 @@ def test_ten_thousand_canvases_build():
 
 
 # --- slim_canvas: the named-query answer as the service parses it ------------------------
+
+def test_slim_canvas_keeps_rendering_and_behavior():
+    full = linked(canvas("a"), behavior=["placeholder"], rendering=[file_link("a")])
+    slim = slim_canvas(copy.deepcopy(full))
+    assert (slim["behavior"], slim["rendering"]) == (full["behavior"], full["rendering"])
+    answer = named_query(full)
+    slimmed = json.loads(json.dumps(answer), object_hook=slim_canvas)
+    rows = [row("p1", 0, "a")]
+    assert build_manifest(REGISTERED, rows, slimmed, base_url=BASE, customer=2,
+                          manifest_id="m").body == \
+        build_manifest(REGISTERED, rows, answer, base_url=BASE, customer=2, manifest_id="m").body
+
 
 def test_slim_canvas_keeps_only_what_the_build_reads():
     full = canvas("a", thumbnail=[thumb("a", 200, 150)])

@@ -135,9 +135,11 @@ def test_register_answers_202_with_location_and_status(client, admin):
 
     assert response.status_code == 202
     assert response.headers["Location"] == PUBLIC_URL
+    etag = response.headers["ETag"]
+    assert re.fullmatch(r'"[0-9a-f]{32}"', etag)
     assert response.get_json() == {
         "state": "ingesting", "batches": [ingesting_batch(1234)], "lastProcessed": None,
-        "error": None, "missingAssets": []}
+        "error": None, "missingAssets": [], "failedAssets": [], "stalled": [], "etag": etag}
 
 
 @pytest.mark.parametrize("url", [URL, f"{URL}/status", f"{URL}/rebuild", "/deliveries",
@@ -318,7 +320,7 @@ def test_a_refused_replacement_leaves_the_registered_manifest_unchanged(client, 
     assert status_of(client, admin, other)["batches"] == [ingesting_batch(999)]
     view = client.get(other).get_json()
     assert view["label"] == {"en": ["Letters, 1890-1895"]}
-    assert view["ingesting"] == {"total": 2, "finished": 0, "errors": 0}
+    assert view["ingesting"] == {"state": "ingesting", "total": 2, "finished": 0, "errors": 0}
     assert Manifest.find(CUSTOMER, "other").generation == 1
 
 
@@ -340,7 +342,7 @@ def test_a_second_registration_replaces_the_first(client, admin):
     view = client.get(URL)
     assert view.status_code == 202
     assert view.get_json()["label"] == {"en": ["Letters, revised"]}
-    assert view.get_json()["ingesting"] == {"total": 1, "finished": 1, "errors": 0}
+    assert view.get_json()["ingesting"] == {"state": "ingesting", "total": 1, "finished": 1, "errors": 0}
     # Batch 1235 left the manifest with the first registration.
     dropped = deliver(client, notification(1235))
     assert dropped.get_json() == {"outcome": "ignored", "batch": 1235, "manifest": None}
@@ -358,23 +360,28 @@ def test_a_second_registration_replaces_the_first(client, admin):
                                                    completed_batch(1236)]
 
 
-def test_registering_with_no_batches_publishes_at_once(client, admin):
+def test_registering_existing_assets_needs_the_dlcs_api(client, admin):
+    # "batches": [] says the assets are in the DLCS already; without its API the
+    # service could only publish a manifest without canvases (issue 13), so it refuses.
+    # tests/test_projection.py covers the same registration with the API configured.
     with responses.RequestsMock():  # no DLCS call at all
         response = put(client, admin, registration(batches=[]))
 
+    assert response.status_code == 400
+    assert response.content_type == "application/problem+json"
+    assert "DLCS_API_URL" in response.get_json()["errors"]["batches"][0]
+    assert client.get("/2/manifests/letters/status", headers=admin).status_code == 404
+
+
+def test_a_manifest_without_painted_resources_publishes_at_once(client, admin):
+    with responses.RequestsMock():  # nothing to ask the DLCS
+        response = put(client, admin, registration(batches=[], paintedResources=[]))
+
     assert response.status_code == 200
-    assert response.headers["Location"] == PUBLIC_URL
     assert response.get_json()["state"] == "complete"
-    assert response.get_json()["batches"] == []
     assert ISO_UTC.match(response.get_json()["lastProcessed"])
-    published = fetch_published(client)
-    assert published.status_code == 200
-    document = json.loads(published.data)
-    assert document["items"] == []
-    assert document["id"] == PUBLIC_URL
-    assert document["label"] == {"en": ["Letters, 1890-1895"]}
-    # The painted resources were never ingested, so they are reported missing.
-    assert sorted(response.get_json()["missingAssets"]) == ["2/5/bar", "2/5/foo"]
+    document = json.loads(fetch_published(client).data)
+    assert document["items"] == [] and document["id"] == PUBLIC_URL
 
 
 def test_reregistering_a_complete_manifest_rebuilds_at_once(client, admin):
@@ -418,13 +425,14 @@ def test_an_ingesting_manifest_answers_202_with_a_summary(client, admin):
     assert body["type"] == "Manifest"
     assert body["label"] == {"en": ["Letters, 1890-1895"]}
     assert body["summary"] == {"en": ["Two letters"]}
-    assert body["ingesting"] == {"total": 2, "finished": 0, "errors": 0}
+    assert body["ingesting"] == {"state": "ingesting", "total": 2, "finished": 0, "errors": 0}
     assert "paintedResources" not in body and "batches" not in body
+    assert "Retry-After" not in response.headers  # progressing: nothing to wait for
 
     deliver(client, notification(1234, count=1, completed=0, errors=1))
 
     body = client.get(URL).get_json()
-    assert body["ingesting"] == {"total": 2, "finished": 1, "errors": 1}
+    assert body["ingesting"] == {"state": "ingesting", "total": 2, "finished": 1, "errors": 1}
 
 
 def test_a_completed_manifest_is_published(client, admin):
@@ -484,20 +492,23 @@ def test_if_none_match_on_an_ingesting_manifest_answers_202(client, admin):
 
 
 def test_status_follows_the_manifest_from_ingesting_to_complete(client, admin):
-    put(client, admin, registration(batches=[1234, 1235]))
+    etag = put(client, admin, registration(batches=[1234, 1235])).headers["ETag"]
     assert status_of(client, admin) == {
         "state": "ingesting", "batches": [ingesting_batch(1234), ingesting_batch(1235)],
-        "lastProcessed": None, "error": None, "missingAssets": []}
+        "lastProcessed": None, "error": None, "missingAssets": [], "failedAssets": [],
+        "stalled": [], "etag": etag}
 
     deliver(client, notification(1234, count=1, completed=1))
     assert status_of(client, admin) == {
         "state": "ingesting",
         "batches": [completed_batch(1234, count=1, completed=1), ingesting_batch(1235)],
-        "lastProcessed": None, "error": None, "missingAssets": []}
+        "lastProcessed": None, "error": None, "missingAssets": [], "failedAssets": [],
+        "stalled": [], "etag": etag}
 
     complete(client, 1234, 1235, count=1, completed=0, errors=1)
     status = status_of(client, admin)
-    assert status["state"] == "complete"
+    # An asset of 1235 failed: published, but not "complete" (issue 13).
+    assert status["state"] == "complete-with-errors"
     assert status["batches"] == [completed_batch(1234, count=1, completed=1),
                                  completed_batch(1235, count=1, completed=0, errors=1)]
     assert ISO_UTC.match(status["lastProcessed"])
@@ -521,7 +532,8 @@ def test_status_lists_assets_the_named_query_did_not_return(client, admin):
 
 # ----------------------------------------------------------------- deliveries
 
-DELIVERY_KEYS = {"id", "transport", "receivedAt", "batch", "manifest", "outcome", "error"}
+DELIVERY_KEYS = {"id", "transport", "receivedAt", "batch", "manifest", "outcome", "error",
+                 "failedAssets"}
 
 
 def _three_deliveries(client, admin):
@@ -542,8 +554,9 @@ def test_deliveries_are_listed_most_recent_first(client, admin):
     unprocessable, completed, ignored = items
     assert {k: v for k, v in completed.items() if k != "receivedAt"} == {
         "id": "msg_b", "transport": "webhook", "batch": 1234, "manifest": "2/letters",
-        "outcome": "batch-completed", "error": None}
-    assert {k: v for k, v in ignored.items() if k not in ("receivedAt", "error")} == {
+        "outcome": "batch-completed", "error": None, "failedAssets": None}
+    unchecked = ("receivedAt", "error", "failedAssets")
+    assert {k: v for k, v in ignored.items() if k not in unchecked} == {
         "id": "msg_a", "transport": "webhook", "batch": 999, "manifest": None,
         "outcome": "ignored"}
     assert unprocessable["outcome"] == "unprocessable"

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ADMIN_TOKEN, ORCHESTRATOR, SECRET, sample, signed_headers
 from webhook import create_app, db
-from webhook.config import Settings
+from webhook.config import Settings, parse_storage_url
 from webhook.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,7 +192,7 @@ def test_a_storage_failure_is_counted(settings, tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("a file where the store wants a directory")
     client = create_app(dataclasses.replace(
-        settings, storage_url=f"file://{blocked}/manifests")).test_client()
+        settings, storage=parse_storage_url(f"file://{blocked}/manifests"))).test_client()
     before = scrape(client)
     assert client.get("/readyz").status_code == 503
     after = scrape(client)

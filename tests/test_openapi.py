@@ -12,8 +12,9 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_spec
 
 from tests.conftest import ORCHESTRATOR, sample, signed_headers
+from webhook.listing_schemas import DeliveryLogQuerySchema
 from webhook.openapi import IMPLICIT_METHODS, OPERATIONS, openapi_path
-from webhook.schemas import CurrentNotificationSchema, DeliveryQuerySchema, RegistrationSchema
+from webhook.schemas import CurrentNotificationSchema, RegistrationSchema
 
 URL = "/2/manifests/letters"
 MANIFEST_PATH = "/{customer}/manifests/{manifest_id}"
@@ -33,9 +34,14 @@ def _operations(spec: dict) -> set[tuple[str, str]]:
             for method in item if method != "parameters"}
 
 
+def _api_rules(app) -> list:
+    # The operator console is pages for people (tests/test_console.py), not the API.
+    return [rule for rule in app.url_map.iter_rules()
+            if rule.endpoint != "static" and not rule.endpoint.startswith("console.")]
+
+
 def _routes(app) -> set[tuple[str, str]]:
-    return {(openapi_path(rule.rule), method) for rule in app.url_map.iter_rules()
-            if rule.endpoint != "static"
+    return {(openapi_path(rule.rule), method) for rule in _api_rules(app)
             for method in (rule.methods or set()) - IMPLICIT_METHODS}
 
 
@@ -87,13 +93,11 @@ def test_every_url_rule_is_described(app, spec):
     assert not missing, f"URL rules with no description in webhook/openapi.py: {sorted(missing)}"
     stale = _operations(spec) - _routes(app)
     assert not stale, f"described operations the app does not serve: {sorted(stale)}"
-    assert {rule.endpoint for rule in app.url_map.iter_rules()} - {"static"} <= set(OPERATIONS)
+    assert {rule.endpoint for rule in _api_rules(app)} <= set(OPERATIONS)
 
 
 def test_every_path_parameter_is_described(app, spec):
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+    for rule in _api_rules(app):
         item = spec["paths"][openapi_path(rule.rule)]
         described = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
         assert described == set(rule.arguments), rule.rule
@@ -119,8 +123,12 @@ def test_admin_operations_need_the_bearer_token(spec):
     admin = {(path, method) for path, item in spec["paths"].items()
              for method, operation in item.items()
              if method != "parameters" and {"bearerAuth": []} in operation.get("security", [])}
-    assert admin == {(MANIFEST_PATH, "put"), (MANIFEST_PATH + "/status", "get"),
+    assert admin == {(MANIFEST_PATH, "put"), (MANIFEST_PATH, "delete"),
+                     (MANIFEST_PATH + "/status", "get"),
+                     ("/{customer}/manifests", "get"),
                      (MANIFEST_PATH + "/rebuild", "post"), (MANIFEST_PATH + "/reconcile", "post"),
+                     (MANIFEST_PATH + "/requeue", "post"),
+                     (MANIFEST_PATH + "/batches/{batch}", "delete"),
                      ("/deliveries", "get"), ("/deliveries/{delivery_id}/replay", "post")}
     for path, method in admin:
         assert "401" in spec["paths"][path][method]["responses"]
@@ -135,7 +143,7 @@ def test_the_schemas_are_generated_from_the_marshmallow_schemas(spec):
         field.data_key or name for name, field in RegistrationSchema().fields.items()}
     assert schemas["Registration"]["additionalProperties"] is True  # kept verbatim
     query = {p["name"]: p for p in spec["paths"]["/deliveries"]["get"]["parameters"]}
-    assert set(query) == set(DeliveryQuerySchema().fields)
+    assert set(query) == set(DeliveryLogQuerySchema().fields)
     assert query["limit"]["schema"] == {"type": "integer", "default": 50,
                                         "minimum": 1, "maximum": 500}
 
@@ -226,18 +234,75 @@ def test_the_manifest_lifecycle_matches_the_document(client, admin, spec):
                    client.post(URL + "/reconcile", headers=admin))
 
 
+def test_the_operators_answers_match_the_document(client, admin, spec):
+    batches = MANIFEST_PATH + "/batches/{batch}"
+    registered = client.put(URL, data=sample("registration-2-assets.json"), headers=admin)
+    check_response(spec, "PUT", MANIFEST_PATH, registered)
+    stale = client.put(URL, data=sample("registration-2-assets.json"),
+                       headers={**admin, "If-Match": '"stale"'})
+    assert stale.status_code == 412
+    check_response(spec, "PUT", MANIFEST_PATH, stale)
+    status = client.get(URL + "/status", headers=admin)
+    assert check_response(spec, "GET", MANIFEST_PATH + "/status", status)["etag"] == \
+        registered.headers["ETag"]
+    # No DLCS_API_URL in the test settings: nothing can be queued, 503.
+    check_response(spec, "POST", MANIFEST_PATH + "/requeue",
+                   client.post(URL + "/requeue", headers=admin))
+    check_response(spec, "POST", MANIFEST_PATH + "/requeue",
+                   client.post("/2/manifests/unknown/requeue", headers=admin))  # 404
+    check_response(spec, "DELETE", batches, client.delete(URL + "/batches/999", headers=admin))
+
+    with responses.RequestsMock():  # its only batch dropped, it is built from nothing
+        dropped = client.delete(URL + "/batches/1234", headers=admin)
+    assert check_response(spec, "DELETE", batches, dropped)["outcome"] == "manifest-completed"
+    check_response(spec, "DELETE", batches, client.delete(URL + "/batches/1234", headers=admin))
+    nothing = client.post(URL + "/requeue", headers=admin)
+    assert nothing.status_code == 409
+    check_response(spec, "POST", MANIFEST_PATH + "/requeue", nothing)
+
+    deleted = client.delete(URL, headers=admin)
+    assert deleted.status_code == 204
+    check_response(spec, "DELETE", MANIFEST_PATH, deleted)
+    check_response(spec, "DELETE", MANIFEST_PATH, client.delete(URL, headers=admin))  # 404
+
+
 def test_delivery_log_answers_match_the_document(client, admin, spec):
     _deliver(client, sample("notification-current.json"), "msg_one")
     listed = client.get("/deliveries?outcome=ignored&limit=5", headers=admin)
     assert [item["id"] for item in check_response(spec, "GET", "/deliveries", listed)] == [
         "msg_one"]
+    _deliver(client, sample("notification-current.json"), "msg_two")
+    paged = client.get("/deliveries?limit=1", headers=admin)
+    assert paged.headers["Link"].endswith('; rel="next"')
+    check_response(spec, "GET", "/deliveries", paged)
     check_response(spec, "GET", "/deliveries",
                    client.get("/deliveries?limit=0", headers=admin))  # 400
+    check_response(spec, "GET", "/deliveries",
+                   client.get("/deliveries?cursor=nope", headers=admin))  # 400
     replayed = client.post("/deliveries/msg_one/replay", headers=admin)
     assert check_response(spec, "POST", "/deliveries/{delivery_id}/replay",
                           replayed)["outcome"] == "ignored"
     check_response(spec, "POST", "/deliveries/{delivery_id}/replay",
                    client.post("/deliveries/unknown/replay", headers=admin))  # 404
+
+
+def test_manifest_list_answers_match_the_document(client, admin, spec):
+    client.put(URL, data=sample("registration-2-assets.json"), headers=admin)
+    client.put(URL + "-2", data=sample("registration-2-assets.json").replace(
+        b"1234", b"1235"), headers=admin)
+    first = check_response(spec, "GET", "/{customer}/manifests",
+                           client.get("/2/manifests?state=ingesting&limit=1", headers=admin))
+    assert [item["id"] for item in first["items"]] == ["letters"]
+    last = check_response(spec, "GET", "/{customer}/manifests",
+                          client.get(f"/2/manifests?page={first['next']}", headers=admin))
+    assert [item["id"] for item in last["items"]] == ["letters-2"] and last["next"] is None
+    refused = [(f"/2/manifests?{query}", admin, 400)
+               for query in ("state=lost", "limit=201", "page=bm90IGEgdG9rZW4", "surprise=1")]
+    refused += [("/2/manifests", {}, 401), (f"/{2**31}/manifests", admin, 404)]
+    for url, headers, status in refused:
+        response = client.get(url, headers=headers)
+        assert response.status_code == status, url
+        check_response(spec, "GET", "/{customer}/manifests", response)
 
 
 def test_the_sns_endpoint_answers_match_the_document(client, spec):
@@ -258,7 +323,8 @@ def test_replay_of_an_id_no_delivery_can_have_is_404(client, admin, spec, delive
 
 
 @pytest.mark.parametrize("method, suffix", [("GET", ""), ("GET", "/status"),
-                                            ("POST", "/rebuild"), ("POST", "/reconcile")])
+                                            ("POST", "/rebuild"), ("POST", "/reconcile"),
+                                            ("POST", "/requeue"), ("DELETE", "")])
 @pytest.mark.parametrize("customer", ["0", str(2**31), "16632797579774640783360"])
 def test_a_customer_no_manifest_can_have_is_404(client, admin, spec, method, suffix, customer):
     # A customer past 64 bits made SQLite raise OverflowError: a 500.

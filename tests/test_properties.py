@@ -29,7 +29,8 @@ from tests.iiif import assert_valid_iiif
 from tests.test_manifest import (BASE, canvas, choice, image, named_query, row, sound, thumb,
                                  video)
 from webhook.errors import SignatureError
-from webhook.manifest import build_manifest, serialise, slim_canvas, write_manifest
+from tests.building import build_manifest
+from webhook.manifest import serialise, slim_canvas, write_manifest
 from webhook.signature import (ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified,
                                sign, verify)
 

@@ -2,7 +2,7 @@
 
 A large rebuild allocates millions of containers and no cycles, so the service
 pauses the collector around the named query and the build
-(``webhook.service._collector_paused``). The pause must never leak: the
+(``webhook.rebuild._collector_paused``). The pause must never leak: the
 collector is back on after a rebuild that succeeds or fails, stays on while
 another rebuild of the worker still runs only if it was paused by that one,
 and stays off if something else had switched it off.
@@ -18,7 +18,7 @@ import responses
 
 from tests.conftest import sample, signed_headers
 from tests.test_webhook_http import BOTH_BATCHES, URL, register
-from webhook.service import _collector_paused
+from webhook.rebuild import _collector_paused
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import responses
 from tests.conftest import ORCHESTRATOR, sample, signed_headers
 from tests.iiif import assert_valid_iiif
 from webhook import create_app, db
+from webhook.config import parse_storage_url
 
 URL = "/2/manifests/letters"
 MANIFEST = "2/letters"
@@ -74,13 +75,13 @@ class Setup:
                                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
                 monkeypatch.setenv(name, value)
             bucket = f"missing-{uuid.uuid4().hex[:16]}"
-            settings = dataclasses.replace(settings, storage_url=f"s3://{bucket}")
+            settings = dataclasses.replace(settings, storage=parse_storage_url(f"s3://{bucket}"))
             self.repair = lambda: boto3.client("s3", endpoint_url=moto.url).create_bucket(
                 Bucket=bucket)
         elif failure.store == "file":
             blocked = tmp_path / "blocked"
             blocked.write_text("a file where the store's directory should be")
-            settings = dataclasses.replace(settings, storage_url=f"file://{blocked}")
+            settings = dataclasses.replace(settings, storage=parse_storage_url(f"file://{blocked}"))
             self.repair = blocked.unlink
         self.app = create_app(settings)
         self.client = self.app.test_client()
@@ -174,9 +175,15 @@ def _fail_the_last_completion(setup: Setup, admin) -> None:
         MSG_ID, "webhook", 1234, MANIFEST, "failed")
     assert setup.failure.message in item["error"]
 
-    still_ingesting = client.get(URL)
-    assert still_ingesting.status_code == 202
-    assert still_ingesting.get_json()["ingesting"] == {"total": 2, "finished": 2, "errors": 0}
+    # The public answer tells a viewer it is stuck, not still ingesting.
+    stuck = client.get(URL)
+    assert stuck.status_code == 202
+    assert stuck.headers["Retry-After"] == "30"
+    assert "Retry-After" in stuck.headers["Access-Control-Expose-Headers"]
+    summary = stuck.get_json()["ingesting"]
+    assert summary == {"state": "rebuild-failed", "total": 2, "finished": 2, "errors": 0,
+                       "reason": status["error"]}
+    assert setup.failure.message in summary["reason"]
 
 
 @pytest.mark.parametrize("finish", list(FINISHES))

@@ -49,7 +49,7 @@ def test_a_lost_notification_is_recovered(client, admin, registered):
         first = client.post("/2/manifests/letters/reconcile", headers=admin)
     assert first.status_code == 200
     assert first.json == {"outcome": "batch-completed", "batch": 1234, "manifest": "2/letters",
-                          "completed": [1234]}
+                          "completed": [1234], "stalled": []}
     log = client.get("/deliveries?batch=1234", headers=admin).json
     assert [(d["transport"], d["outcome"]) for d in log] == [("reconcile", "batch-completed")]
 
@@ -58,7 +58,7 @@ def test_a_lost_notification_is_recovered(client, admin, registered):
         mock.get(NAMED_QUERY, body=sample("named-query-2-assets.json"))
         second = client.post("/2/manifests/letters/reconcile", headers=admin)
     assert second.json == {"outcome": "manifest-completed", "batch": 1235,
-                           "manifest": "2/letters", "completed": [1235]}
+                           "manifest": "2/letters", "completed": [1235], "stalled": []}
     assert client.get("/2/manifests/letters").status_code == 200
     status = client.get("/2/manifests/letters/status", headers=admin).json
     assert status["state"] == "complete"
@@ -109,3 +109,33 @@ def test_the_command_exits_non_zero_when_a_manifest_fails(app, registered):
 def test_the_command_rejects_a_bad_duration(app):
     result = app.test_cli_runner().invoke(args=["reconcile", "--older-than", "soon"])
     assert result.exit_code == 2 and "not a duration" in result.output
+
+
+def test_a_superseded_batch_is_recorded_and_reported_stalled(client, admin, registered):
+    superseded = batch_state(1235, finished=False)
+    superseded["superseded"] = True
+    with responses.RequestsMock() as mock:
+        answer_batches(mock, b1234=False)
+        mock.get(f"{API}/customers/2/queue/batches/1235", json=superseded)
+        answer = client.post("/2/manifests/letters/reconcile", headers=admin)
+    assert answer.status_code == 200
+    body = answer.json
+    assert (body["outcome"], body["completed"]) == ("unchanged", [])
+    [stalled] = body["stalled"]
+    assert (stalled["batch"], stalled["reason"]) == (1235, "superseded")
+    assert 0 <= stalled["age"] < 60 and stalled["since"].endswith("Z")
+    status = client.get("/2/manifests/letters/status", headers=admin).json
+    assert status["stalled"] == [stalled | {"age": status["stalled"][0]["age"]}]
+    assert status["state"] == "ingesting"
+
+
+def test_the_command_reports_stalled_batches_on_the_manifests_line(app, registered):
+    superseded = batch_state(1235, finished=False)
+    superseded["superseded"] = True
+    with responses.RequestsMock() as mock:
+        answer_batches(mock, b1234=True)
+        mock.get(f"{API}/customers/2/queue/batches/1235", json=superseded)
+        result = app.test_cli_runner().invoke(args=["reconcile", "--older-than", "0s"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "2/letters: completed 1234 -> batch-completed; stalled 1235 (superseded, 0m00s)"]

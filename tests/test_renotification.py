@@ -1,7 +1,7 @@
 """Re-notifications of completed batches, racing on real threads, on SQLite and PostgreSQL.
 
 A completion of a batch already complete, under a new webhook-id, is answered
-without the manifest's lock (``Service._known_completion``). These tests race
+without the manifest's lock (``Intake._known_completion``). These tests race
 such deliveries against what could make that wrong: the first completion of
 the same batch, the completion of the manifest's last batch, a registration
 that replaces the batches, and copies of the same webhook-id. Each checks what
@@ -22,7 +22,7 @@ from tests.conftest import ADMIN_TOKEN, sample, signed_headers
 from tests.test_webhook_http import (BOTH_BATCHES, MANIFEST, URL, assert_outcome,  # noqa: F401
                                      make_app, notification, post, register, threaded_app)
 from webhook.models import COMPLETED, INGESTING, Batch, Delivery, Manifest
-from webhook.routes.problems import PROBLEM_TYPE
+from webhook.routes.http import PROBLEM_TYPE
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SENDERS = 12

@@ -260,7 +260,33 @@ def test_sample_registration_loads():
                  "mediaType": "image/jpeg"},
                 {"id": "bar", "space": 5, "origin": "https://example.org/bar.jpg",
                  "mediaType": "image/jpeg"}),
-        batches=(1234,))
+        batches=(1234,), reingest=(False, False))
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), (False, False)])
+def test_reingest_is_read_per_painted_resource(value, expected):
+    document = {"paintedResources": [row(0, "a"), {**row(1, "b"), "reingest": value}]}
+    assert register(document).reingest == (False, expected)
+
+
+@pytest.mark.parametrize("value", ["true", 1, None, []])
+def test_reingest_must_be_a_boolean(value):
+    document = {"paintedResources": [{**row(0, "a"), "reingest": value}]}
+    with pytest.raises(PayloadError) as info:
+        register(document)
+    assert "reingest" in info.value.errors["paintedResources"][0]
+
+
+def test_registered_canvases_keep_only_what_they_lend_the_build():
+    link = {"id": "https://example.org/a.txt", "type": "Text", "format": "text/plain"}
+    items = [{"id": "a", "type": "Canvas", "label": {"en": ["x"]}, "rendering": [link],
+              "items": [{"id": "page"}]},
+             {"id": "b", "behavior": ["non-paged"], "seeAlso": []},
+             {"id": "c", "type": "Canvas", "label": {"en": ["nothing lent"]}},
+             {"rendering": [link]}, "not a canvas"]
+    document = register({"label": {"en": ["x"]}, "items": items}).document
+    assert document["items"] == [{"id": "a", "rendering": [link]},
+                                 {"id": "b", "behavior": ["non-paged"]}]
 
 
 def test_every_canvas_painting_field_is_loaded():

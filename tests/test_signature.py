@@ -12,7 +12,8 @@ import pytest
 from werkzeug.datastructures import EnvironHeaders, Headers
 
 from webhook.errors import SignatureError
-from webhook.signature import Verified, parse_secret, sign, verify
+from webhook.config import parse_secret
+from webhook.signature import Verified, sign, verify
 
 # The known-answer vector from the Standard Webhooks specification.
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -27,10 +27,10 @@ from tests.conftest import ORCHESTRATOR, sample
 from webhook import create_app, db
 from webhook.config import Settings
 from webhook.errors import ConfigError
+from webhook.errors import CertificateUnavailable, ConfirmationFailed, SnsRejected
 from webhook.sns import (MAX_CERTIFICATE_BYTES, MAX_MESSAGE_BYTES, CertificateFetcher,
-                         CertificateUnavailable, ConfirmationFailed, SnsRejected, SnsVerifier,
-                         SubscriptionConfirmer, is_sns_url, parse_message, parse_timestamp,
-                         string_to_sign)
+                         SnsVerifier, SubscriptionConfirmer, is_sns_url, parse_message,
+                         parse_timestamp, string_to_sign)
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:dlcs-batch-completion"
 CERT_URL = ("https://sns.eu-west-1.amazonaws.com/"

@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 # module; drop it from this import once tests/conftest.py provides it, or the
 # session would start a second server for this module.
 from tests.servers import free_port
+from webhook.config import parse_storage_url
 from webhook.errors import StorageError
 from webhook.storage import (
     FileStore,
@@ -114,6 +115,45 @@ def test_get_without_a_document_returns_none(store, key):
     assert store.get(key) is None
 
 
+def test_delete_removes_the_document_and_nothing_else(store):
+    store.put("7/manifests/m1", DOCUMENT)
+    store.put("7/manifests/m2", b"{}")
+
+    store.delete("7/manifests/m1")
+
+    assert store.get("7/manifests/m1") is None
+    assert store.get("7/manifests/m2").body == b"{}"
+
+
+@pytest.mark.parametrize("key", ["7/manifests/absent", "8/manifests/m1"])
+def test_delete_of_a_key_with_no_document_is_no_error(store, key):
+    store.put("7/manifests/m1", DOCUMENT)
+    store.delete(key)
+    store.delete(key)
+    assert store.get("7/manifests/m1").body == DOCUMENT
+
+
+def test_a_deleted_document_can_be_stored_again(store):
+    store.put("7/manifests/m1", DOCUMENT)
+    store.delete("7/manifests/m1")
+    etag = store.put("7/manifests/m1", DOCUMENT)
+    assert store.get("7/manifests/m1") == StoredDocument(DOCUMENT, etag)
+
+
+def test_s3_delete_removes_the_object_under_the_prefix(s3, bucket):
+    store = S3Store(bucket, prefix="pre/fix")
+    store.put("7/manifests/m1", DOCUMENT)
+    store.delete("7/manifests/m1")
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_file_store_delete_of_what_it_cannot_remove_is_a_storage_error(tmp_path):
+    store = FileStore(tmp_path)
+    (tmp_path / "7" / "manifests" / "m1").mkdir(parents=True)  # a directory, not a document
+    with pytest.raises(StorageError, match="cannot delete 7/manifests/m1"):
+        store.delete("7/manifests/m1")
+
+
 def test_empty_document_round_trips(store):
     etag = store.put("7/manifests/empty", b"")
 
@@ -135,6 +175,8 @@ def test_keys_that_could_escape_are_rejected(store, tmp_path, key):
         store.put(key, DOCUMENT)
     with pytest.raises(ValueError, match="storage key"):
         store.get(key)
+    with pytest.raises(ValueError, match="storage key"):
+        store.delete(key)
     assert sorted(tmp_path.rglob("*")) == before
 
 
@@ -207,14 +249,14 @@ def test_s3_object_keeps_a_given_content_type(s3, bucket):
 
 
 def test_open_store_uses_aws_endpoint_url_from_the_environment(s3, bucket):
-    store = open_store(f"s3://{bucket}/a/b")
+    store = open_store(parse_storage_url(f"s3://{bucket}/a/b"))
     store.put("7/manifests/m1", DOCUMENT)
 
     assert s3.get_object(Bucket=bucket, Key="a/b/7/manifests/m1")["Body"].read() == DOCUMENT
     assert store.get("7/manifests/m1").body == DOCUMENT
 
 
-@pytest.mark.parametrize("operation", ["put", "get", "check"])
+@pytest.mark.parametrize("operation", ["put", "get", "delete", "check"])
 def test_missing_bucket_is_a_storage_error(aws_env, operation):
     store = S3Store(f"missing-{uuid.uuid4().hex[:16]}", prefix="p")
 
@@ -224,7 +266,7 @@ def test_missing_bucket_is_a_storage_error(aws_env, operation):
     assert SECRET not in str(caught.value)
 
 
-@pytest.mark.parametrize("operation", ["put", "get", "check"])
+@pytest.mark.parametrize("operation", ["put", "get", "delete", "check"])
 def test_refused_endpoint_is_a_quick_storage_error(aws_env, monkeypatch, closed_port, operation):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
     client = build_s3_client(connect_timeout=0.5, read_timeout=0.5, total_attempts=1)
@@ -241,7 +283,7 @@ def test_refused_endpoint_is_a_quick_storage_error(aws_env, monkeypatch, closed_
 def test_default_client_gives_up_on_a_refused_endpoint_within_seconds(aws_env, monkeypatch, closed_port):
     # Three attempts with jittered backoff sleep at most ~3 s in all.
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
-    store = open_store("s3://some-bucket")
+    store = open_store(parse_storage_url("s3://some-bucket"))
 
     started = time.monotonic()
     with pytest.raises(StorageError):
@@ -372,7 +414,7 @@ def test_file_store_get_of_a_document_it_cannot_read_is_a_storage_error(tmp_path
 def test_open_store_accepts(monkeypatch, tmp_path, url, kind, description):
     monkeypatch.chdir(tmp_path)
 
-    store = open_store(url)
+    store = open_store(parse_storage_url(url))
 
     assert type(store) is kind
     assert store.describe() == description.format(cwd=tmp_path)
@@ -400,7 +442,7 @@ def test_open_store_accepts(monkeypatch, tmp_path, url, kind, description):
 ])
 def test_open_store_rejects(url, message):
     with pytest.raises(ValueError, match=message):
-        open_store(url)
+        parse_storage_url(url)
 
 
 @pytest.mark.parametrize("url", [
@@ -410,7 +452,7 @@ def test_open_store_rejects(url, message):
 ])
 def test_open_store_never_repeats_what_may_be_a_credential(url):
     with pytest.raises(ValueError) as caught:
-        open_store(url)
+        parse_storage_url(url)
     assert SECRET not in str(caught.value)
 
 
@@ -420,8 +462,8 @@ def test_open_store_does_no_io(tmp_path, monkeypatch):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
 
-    open_store("s3://bucket-1/a")
-    open_store(f"file://{tmp_path}/not/yet")
+    open_store(parse_storage_url("s3://bucket-1/a"))
+    open_store(parse_storage_url(f"file://{tmp_path}/not/yet"))
 
     assert not (tmp_path / "not").exists()
 
@@ -431,4 +473,6 @@ def _call(store, operation: str):
         return store.put("7/manifests/m1", DOCUMENT)
     if operation == "get":
         return store.get("7/manifests/m1")
+    if operation == "delete":
+        return store.delete("7/manifests/m1")
     return store.check()

@@ -12,8 +12,8 @@ from flask import Flask
 from webhook import db, logs
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient, make_session
-from webhook.errors import ConfigError
-from webhook.service import Service
+from webhook.domain import MAX_REGISTRATION_BYTES
+from webhook.service import build_services
 from webhook.sns import CertificateFetcher, SnsVerifier, SubscriptionConfirmer
 from webhook.storage import ManifestStore, open_store
 
@@ -28,17 +28,16 @@ def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = No
     logs.configure()
     app = Flask(__name__)
     # Bodies are read as streams with per-route limits; this caps anything else.
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REGISTRATION_BYTES
     app.json.sort_keys = False
 
-    db.bind(db.open_database(settings.database_url))
+    # Without migrate, nothing is created: a SQLite file must exist already
+    # (gunicorn's master or `flask db upgrade` made it).
+    db.bind(db.open_database(settings.database_url, create=migrate))
     if migrate:
         db.migrate()
         db.close()
-    try:
-        store = store or open_store(settings.storage_url)
-    except ValueError as exc:
-        raise ConfigError("STORAGE_URL", str(exc)) from exc
+    store = store or open_store(settings.storage)
     dlcs = dlcs or DlcsClient(
         orchestrator_url=settings.dlcs_orchestrator_url, api_url=settings.dlcs_api_url,
         named_query=settings.dlcs_named_query, timeout=settings.dlcs_timeout_seconds,
@@ -46,7 +45,7 @@ def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = No
         session=make_session())
     app.extensions["webhook.settings"] = settings
     app.extensions["webhook.store"] = store
-    app.extensions["webhook.service"] = Service(settings, dlcs, store)
+    app.extensions["webhook.services"] = build_services(settings, dlcs, store)
     # No retries on this session: SNS redelivers whatever we answer with a 503.
     sns_session = requests.Session()
     app.extensions["webhook.sns.verifier"] = SnsVerifier(

@@ -2,34 +2,64 @@
 
 ``Settings.from_env(os.environ)`` turns the variables named in the contract into
 typed values, or raises ``ConfigError`` naming the first variable that is wrong.
-Secrets are kept out of ``repr`` so a logged Settings never leaks them.
+``ServerSettings.from_env(os.environ, settings)`` does the same for the
+``GUNICORN_*`` variables that ``gunicorn.conf.py`` applies, with the worker
+timeout derived from ``Settings``. Secrets are kept out of ``repr`` so a logged
+Settings never leaks them.
+
+This module sits on the bottom floor beside ``errors``: it parses values
+(webhook secrets, ``STORAGE_URL``) into what the modules above take, so
+nothing here imports them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
+import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
 from webhook.errors import ConfigError
-from webhook.signature import parse_secret
-from webhook.sns import SIGNATURE_VERSIONS
-from webhook.storage import open_store
+
+SECRET_PREFIX = "whsec_"
+# Standard Webhooks: a secret is 24 to 64 random bytes; shorter keys are refused,
+# new_secret() makes 32.
+MIN_SECRET_BYTES = 24
+NEW_SECRET_BYTES = 32
+# The SNS signature versions the service can verify (SHA1withRSA, SHA256withRSA).
+SNS_SIGNATURE_VERSIONS = ("1", "2")
+
+# The project's folder (where wsgi.py is). The embedded defaults live in its var/,
+# so the service and `flask --app DIR/wsgi.py` use the same files from any
+# working directory.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 DEFAULTS = {
-    "DATABASE_URL": "sqlite:///var/webhook.db",
-    "STORAGE_URL": "file://var/manifests",
+    "DATABASE_URL": f"sqlite:///{PROJECT_DIR / 'var' / 'webhook.db'}",
+    "STORAGE_URL": f"file://{PROJECT_DIR / 'var' / 'manifests'}",
     "PUBLIC_BASE_URL": "http://localhost:8000",
     "WEBHOOK_TOLERANCE_SECONDS": "300",
-    "DLCS_NAMED_QUERY": "batch-query",
+    "DLCS_PROJECTION": "batches",
     "DLCS_TIMEOUT_SECONDS": "30",
     "DLCS_MAX_BATCH_SIZE": "100",
     "SNS_SIGNATURE_VERSIONS": "1 2",
     "METRICS": "on",
+    "STALLED_BATCH_SECONDS": "21600",
+    "DELIVERY_RETENTION_DAYS": "30",
 }
 
+# Left unset, these serve a single-host trial (local ids, SQLite, a local folder):
+# start-up and /readyz name the ones that were defaulted.
+DEVELOPMENT_DEFAULTS = ("PUBLIC_BASE_URL", "DATABASE_URL", "STORAGE_URL")
+
+#: How the DLCS projects a manifest's assets, and the named query each uses by default.
+PROJECTIONS = {"batches": "batch-query", "manifest": "manifest-query"}
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _NAMED_QUERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SNS_TOPIC = re.compile(r"^arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}$")
 
@@ -39,7 +69,8 @@ class Settings:
     """Everything the service is configured with, validated."""
 
     database_url: str = field(default=DEFAULTS["DATABASE_URL"], repr=False)
-    storage_url: str = DEFAULTS["STORAGE_URL"]
+    storage: "StorageLocation" = field(
+        default_factory=lambda: parse_storage_url(DEFAULTS["STORAGE_URL"]))
     public_base_url: str = DEFAULTS["PUBLIC_BASE_URL"]
     webhook_keys: tuple[bytes, ...] = field(default=(), repr=False)
     webhook_tolerance_seconds: int = 300
@@ -47,17 +78,36 @@ class Settings:
     dlcs_api_url: str | None = None
     dlcs_orchestrator_url: str | None = None
     dlcs_credentials: tuple[str, str] | None = field(default=None, repr=False)
-    dlcs_named_query: str = DEFAULTS["DLCS_NAMED_QUERY"]
+    # "batches": the named query over the manifest's batch ids; "manifest": its
+    # assets carry the manifest id and the named query takes that id.
+    dlcs_projection: str = DEFAULTS["DLCS_PROJECTION"]
+    dlcs_named_query: str = PROJECTIONS[DEFAULTS["DLCS_PROJECTION"]]
     dlcs_timeout_seconds: float = 30.0
     dlcs_max_batch_size: int = 100
     # None: derived from the DLCS timeout (see rebuild_lease_seconds).
     rebuild_lease: int | None = None
     sns_topic_arns: tuple[str, ...] = ()
-    sns_signature_versions: tuple[str, ...] = SIGNATURE_VERSIONS
+    sns_signature_versions: tuple[str, ...] = SNS_SIGNATURE_VERSIONS
     metrics_enabled: bool = True
     metrics_token: str | None = field(default=None, repr=False)
     # Set (by gunicorn.conf.py) when several worker processes share the metrics.
     metrics_multiprocess_dir: str | None = None
+    # A batch still ingesting this long after it was recorded is reported stalled.
+    stalled_batch_seconds: int = 21_600
+    # What `flask prune-deliveries` keeps by default.
+    delivery_retention_days: int = 30
+    # The DEVELOPMENT_DEFAULTS variables that were left unset.
+    defaulted: tuple[str, ...] = ()
+
+    @property
+    def rebuild_budget_seconds(self) -> float:
+        """The longest a rebuild can take: the DLCS call with its retries, then storing.
+
+        The named query is tried 3 times with DLCS_TIMEOUT_SECONDS each and at
+        most 10 s of Retry-After between tries; storing takes at most about
+        30 s (S3: bounded connect and read timeouts and retries); the rest is margin.
+        """
+        return 4 * self.dlcs_timeout_seconds + 120
 
     @property
     def rebuild_lease_seconds(self) -> float:
@@ -69,7 +119,28 @@ class Settings:
         """
         if self.rebuild_lease is not None:
             return float(self.rebuild_lease)
-        return 4 * self.dlcs_timeout_seconds + 120
+        return self.rebuild_budget_seconds
+
+    @property
+    def worker_timeout_seconds(self) -> int:
+        """How long gunicorn lets a silent worker live: past any rebuild and any lease.
+
+        A worker killed before then would cut a rebuild short, even with one
+        thread (the sync worker's heartbeat waits for the request).
+        """
+        return int(max(self.rebuild_budget_seconds, self.rebuild_lease_seconds)) + 30
+
+    def disabled(self) -> dict[str, str]:
+        """Name each feature the configuration leaves off, with the variable that turns it on."""
+        switches = {
+            "webhook": ("WEBHOOK_SECRETS", bool(self.webhook_keys)),
+            "sns": ("SNS_TOPIC_ARNS", bool(self.sns_topic_arns)),
+            "admin": ("ADMIN_TOKEN", self.admin_token is not None),
+            "dlcs-orchestrator": ("DLCS_ORCHESTRATOR_URL", self.dlcs_orchestrator_url is not None),
+            "dlcs-api": ("DLCS_API_URL", self.dlcs_api_url is not None),
+            "metrics": ("METRICS", self.metrics_enabled),
+        }
+        return {feature: variable for feature, (variable, on) in switches.items() if not on}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
@@ -79,9 +150,13 @@ class Settings:
         if (api_key is None) != (api_secret is None):
             missing = "DLCS_API_SECRET" if api_secret is None else "DLCS_API_KEY"
             raise ConfigError(missing, "DLCS_API_KEY and DLCS_API_SECRET must be set together")
+        projection = _projection(env["DLCS_PROJECTION"])
+        if projection == "manifest" and "DLCS_API_URL" not in env:
+            # The projection tags assets through the API; without it nothing is found.
+            raise ConfigError("DLCS_PROJECTION", "manifest needs DLCS_API_URL (and its key)")
         return cls(
             database_url=_database_url(env["DATABASE_URL"]),
-            storage_url=_storage_url(env["STORAGE_URL"]),
+            storage=_storage(env["STORAGE_URL"]),
             public_base_url=_http_url("PUBLIC_BASE_URL", env["PUBLIC_BASE_URL"]),
             webhook_keys=_secrets(env.get("WEBHOOK_SECRETS", "")),
             webhook_tolerance_seconds=_int("WEBHOOK_TOLERANCE_SECONDS",
@@ -91,7 +166,8 @@ class Settings:
             dlcs_orchestrator_url=_optional_http_url("DLCS_ORCHESTRATOR_URL",
                                                      env.get("DLCS_ORCHESTRATOR_URL")),
             dlcs_credentials=(api_key, api_secret) if api_key is not None else None,
-            dlcs_named_query=_named_query(env["DLCS_NAMED_QUERY"]),
+            dlcs_projection=projection,
+            dlcs_named_query=_named_query(env.get("DLCS_NAMED_QUERY", PROJECTIONS[projection])),
             dlcs_timeout_seconds=float(_int("DLCS_TIMEOUT_SECONDS",
                                             env["DLCS_TIMEOUT_SECONDS"], 1, 600)),
             dlcs_max_batch_size=_int("DLCS_MAX_BATCH_SIZE", env["DLCS_MAX_BATCH_SIZE"], 1, 10_000),
@@ -103,7 +179,50 @@ class Settings:
             metrics_token=_token("METRICS_TOKEN", env.get("METRICS_TOKEN")),
             metrics_multiprocess_dir=_directory("PROMETHEUS_MULTIPROC_DIR",
                                                 env.get("PROMETHEUS_MULTIPROC_DIR")),
+            stalled_batch_seconds=_int("STALLED_BATCH_SECONDS", env["STALLED_BATCH_SECONDS"],
+                                       60, 365 * 86_400),
+            delivery_retention_days=_int("DELIVERY_RETENTION_DAYS",
+                                         env["DELIVERY_RETENTION_DAYS"], 1, 36_500),
+            defaulted=tuple(name for name in DEVELOPMENT_DEFAULTS if not environ.get(name)),
         )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What gunicorn.conf.py gives gunicorn, from the GUNICORN_* variables, validated."""
+
+    bind: str = "0.0.0.0:8000"
+    workers: int = 2
+    threads: int = 4
+    timeout: int = 270
+    graceful_timeout: int = 30
+    accesslog: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], settings: Settings) -> "ServerSettings":
+        """Read the GUNICORN_* variables; the timeout defaults to Settings.worker_timeout_seconds."""
+        env = {k: v for k, v in environ.items() if k.startswith("GUNICORN_") and v != ""}
+        return cls(
+            bind=_bind(env.get("GUNICORN_BIND", cls.bind)),
+            workers=_int("GUNICORN_WORKERS", env.get("GUNICORN_WORKERS", "2"), 1, 256),
+            threads=_int("GUNICORN_THREADS", env.get("GUNICORN_THREADS", "4"), 1, 1024),
+            timeout=_int("GUNICORN_TIMEOUT", env.get("GUNICORN_TIMEOUT",
+                                                     str(settings.worker_timeout_seconds)),
+                         1, 86_400),
+            graceful_timeout=_int("GUNICORN_GRACEFUL_TIMEOUT",
+                                  env.get("GUNICORN_GRACEFUL_TIMEOUT", "30"), 0, 86_400),
+            accesslog=env.get("GUNICORN_ACCESSLOG"),
+        )
+
+
+def _bind(value: str) -> str:
+    # gunicorn's own forms: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N.
+    if value.startswith(("unix:", "fd://")):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+        raise ConfigError("GUNICORN_BIND", f"expected HOST:PORT, unix:PATH or fd://N, got {value!r}")
+    return value
 
 
 def _database_url(value: str) -> str:
@@ -124,13 +243,11 @@ def _database_url(value: str) -> str:
     raise ConfigError("DATABASE_URL", "expected a sqlite:/// or postgresql:// URL")
 
 
-def _storage_url(value: str) -> str:
-    # One parser for STORAGE_URL: the store's own (it does no I/O).
+def _storage(value: str) -> "StorageLocation":
     try:
-        open_store(value)
+        return parse_storage_url(value)
     except ValueError as exc:
         raise ConfigError("STORAGE_URL", str(exc)) from None
-    return value
 
 
 def _http_url(name: str, value: str) -> str:
@@ -162,11 +279,16 @@ def _int(name: str, value: str, low: int, high: int) -> int:
 def _secrets(value: str) -> tuple[bytes, ...]:
     keys = []
     for position, secret in enumerate(value.split(), start=1):
+        # The messages name the position, never the secret itself.
         try:
-            keys.append(parse_secret(secret))
+            key = parse_secret(secret)
         except ValueError as exc:
-            # The message names the position, never the secret itself.
             raise ConfigError("WEBHOOK_SECRETS", f"secret #{position} is malformed: {exc}") from None
+        if len(key) < MIN_SECRET_BYTES:
+            raise ConfigError("WEBHOOK_SECRETS", (
+                f"secret #{position} is {len(key)} bytes; at least {MIN_SECRET_BYTES} are "
+                "needed (`flask --app wsgi secret` makes one)"))
+        keys.append(key)
     return tuple(keys)
 
 
@@ -180,6 +302,14 @@ def _named_query(value: str) -> str:
     return value
 
 
+def _projection(value: str) -> str:
+    projection = value.strip().lower()
+    if projection not in PROJECTIONS:
+        raise ConfigError("DLCS_PROJECTION",
+                          f"expected {' or '.join(PROJECTIONS)}, got {value!r}")
+    return projection
+
+
 def _topics(value: str) -> tuple[str, ...]:
     topics = tuple(value.split())
     for topic in topics:
@@ -190,9 +320,10 @@ def _topics(value: str) -> tuple[str, ...]:
 
 def _signature_versions(value: str) -> tuple[str, ...]:
     versions = tuple(dict.fromkeys(value.split()))
-    if not versions or not set(versions) <= set(SIGNATURE_VERSIONS):
+    if not versions or not set(versions) <= set(SNS_SIGNATURE_VERSIONS):
         raise ConfigError("SNS_SIGNATURE_VERSIONS",
-                          f"expected one or more of {' '.join(SIGNATURE_VERSIONS)}, got {value!r}")
+                          f"expected one or more of {' '.join(SNS_SIGNATURE_VERSIONS)}, "
+                          f"got {value!r}")
     return versions
 
 
@@ -218,3 +349,97 @@ def _directory(name: str, value: str | None) -> str | None:
     if not os.path.isdir(value):
         raise ConfigError(name, f"{value!r} is not a directory")
     return value
+
+
+def parse_secret(value: str) -> bytes:
+    """Decode a ``whsec_<base64>`` secret into HMAC key bytes.
+
+    Raises ``ValueError`` whose message describes the problem but never
+    contains the value itself.
+
+    The ``whsec_`` prefix is required. The Standard Webhooks libraries also
+    accept a bare base64 secret, but the contract defines ``WEBHOOK_SECRETS``
+    as ``whsec_<base64>`` values, and almost any short password is itself valid
+    base64: accepting bare values would silently turn a pasted-in wrong value
+    (an API key, a password) into a working key instead of stopping start-up.
+    """
+    if not isinstance(value, str):
+        raise TypeError("a webhook secret must be a str")
+    if not value.startswith(SECRET_PREFIX):
+        raise ValueError(f"a webhook secret must start with {SECRET_PREFIX!r}")
+    encoded = value[len(SECRET_PREFIX):]
+    try:
+        # Standard alphabet with padding; validate=True rejects anything else
+        # (URL-safe characters, spaces, missing padding) instead of skipping it.
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        # `from None`: keep the library's exception (and its context) out of
+        # tracebacks that might end up in a log next to the value.
+        raise ValueError(
+            f"a webhook secret is not valid standard base64 after {SECRET_PREFIX!r}"
+        ) from None
+    if not key:
+        raise ValueError(f"a webhook secret has an empty key after {SECRET_PREFIX!r}")
+    return key
+
+
+def new_secret() -> str:
+    """Return a fresh random ``whsec_<base64>`` secret of NEW_SECRET_BYTES bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(NEW_SECRET_BYTES)).decode("ascii")
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    """Where published manifests are kept: a local directory, or an S3 bucket and prefix."""
+
+    scheme: str                   # "file" or "s3"
+    directory: Path | None = None  # file: as given (relative to the working directory)
+    bucket: str | None = None      # s3
+    prefix: str = ""               # s3: no leading or trailing slash
+
+
+def parse_storage_url(url: str) -> StorageLocation:
+    """Parse ``STORAGE_URL``: ``file://DIR`` or ``s3://bucket[/prefix]``.
+
+    Raises ValueError with a message fit for an operator (it never repeats
+    what could be a credential); no I/O happens here.
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("expected file://DIR or s3://bucket[/prefix] (no '://' found)")
+    scheme = scheme.lower()  # URL schemes are case-insensitive (RFC 3986)
+    if scheme == "file":
+        # Everything after "file://" is the directory, verbatim: "file://var/x"
+        # is relative to the working directory, "file:///srv/x" absolute.
+        if not rest:
+            raise ValueError("file:// needs a directory, e.g. file://var/manifests")
+        return StorageLocation("file", directory=Path(rest))
+    if scheme == "s3":
+        return _s3_location(rest)
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        raise ValueError("expected file://DIR or s3://bucket[/prefix]")
+    raise ValueError(f"unsupported scheme {scheme!r}: expected file://DIR or s3://bucket[/prefix]")
+
+
+def _s3_location(rest: str) -> StorageLocation:
+    bucket, _, prefix = rest.partition("/")
+    if "@" in bucket or ":" in bucket:
+        raise ValueError(
+            "s3:// URL must not carry credentials or a port; use AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL")
+    if "?" in rest or "#" in rest:
+        raise ValueError(
+            "s3:// URL takes no query or fragment; region and endpoint come from "
+            "AWS_DEFAULT_REGION and AWS_ENDPOINT_URL")
+    if not bucket:
+        raise ValueError("s3:// needs a bucket name, e.g. s3://my-bucket/manifests")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(
+            f"invalid S3 bucket name {bucket!r}: 3-63 lowercase letters, digits, "
+            "dots and hyphens, starting and ending with a letter or digit")
+    prefix = prefix.strip("/")
+    if prefix and ("\\" in prefix or "\0" in prefix
+                   or any(part in ("", ".", "..") for part in prefix.split("/"))):
+        raise ValueError(f"invalid S3 prefix {prefix!r}: no empty, '.' or '..' segments")
+    return StorageLocation("s3", bucket=bucket, prefix=prefix)

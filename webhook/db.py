@@ -19,7 +19,7 @@ import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import peewee
 from playhouse.migrations import Runner
@@ -39,8 +39,12 @@ CHECK_IDLE_AFTER_SECONDS = 5.0
 _MIGRATION_LOCK_KEY = zlib.crc32(b"dlcs-webhook:migrations")
 
 
-def open_database(url: str, *, pool_size: int = 32) -> peewee.Database:
-    """Create (not connect) the peewee database a DATABASE_URL names."""
+def open_database(url: str, *, pool_size: int = 32, create: bool = True) -> peewee.Database:
+    """Create (not connect) the peewee database a DATABASE_URL names.
+
+    With ``create=False`` a SQLite file that does not exist is not made (nor its
+    folder): connecting fails instead, as for an unreachable server.
+    """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = unquote(url[len("sqlite:///"):])
@@ -56,7 +60,11 @@ def open_database(url: str, *, pool_size: int = 32) -> peewee.Database:
         if path == ":memory:":
             # Every connection to :memory: is a database of its own: never pool them.
             return peewee.SqliteDatabase(path, timeout=30, **options)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            # mode=rw: SQLite opens an existing file, never creates one.
+            path, options["uri"] = f"file:{quote(str(Path(path).resolve()))}?mode=rw", True
         # A pooled connection serves one thread at a time, not always the one
         # that opened it, hence check_same_thread=False.
         # (``timeout`` is the pool's wait for a free connection here; the

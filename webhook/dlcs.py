@@ -1,23 +1,23 @@
-"""The DLCS client: the named query on the Orchestrator and the queue on the API.
+"""The DLCS client: named queries on the Orchestrator; queue, batches and assets on the API.
 
 One ``requests.Session`` (built by ``make_session``, the only place retries are
 configured) serves every call. Each call has a timeout, sends HTTP Basic
 credentials only when they are configured, never follows redirects (so nothing
 goes to a host other than the configured ones), and turns every failure of
 ``requests``/``urllib3`` or of the DLCS's answer into ``DlcsError`` exactly once.
-Credentials never appear in messages, reprs or logs.
+Credentials never appear in messages, reprs or logs. The answers' shapes are
+judged in ``webhook.dlcs_documents``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import operator
+import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -26,18 +26,11 @@ from requests.auth import HTTPBasicAuth
 from urllib3.util.retry import Retry
 
 from webhook import metrics
-from webhook.errors import DlcsError
-
-__all__ = [
-    "BatchState",
-    "DlcsClient",
-    "DlcsError",
-    "MAX_RESPONSE_BYTES",
-    "NamedQueryAnswer",
-    "NamedQueryNotFound",
-    "QueuePartiallyFailed",
-    "make_session",
-]
+from webhook.capped import read_capped
+from webhook.dlcs_documents import (AssetPage, json_text, parse_asset_page, parse_batch,
+                                    parse_json, require_status)
+from webhook.domain import BatchState, DlcsAsset
+from webhook.errors import DlcsError, NamedQueryNotFound, QueuePartiallyFailed
 
 log = logging.getLogger("webhook.dlcs")
 
@@ -45,28 +38,16 @@ log = logging.getLogger("webhook.dlcs")
 #: assets is a few MiB, so anything near this is a fault, not a manifest.
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
+#: Most pages of a batch's assets followed before giving up: the DLCS caps a
+#: page at 500 and a batch at a few hundred assets, so this is a paging loop.
+MAX_ASSET_PAGES = 100
+
 _HYDRA_CONTEXT = "http://www.w3.org/ns/hydra/context.jsonld"
-_DESCRIPTION_LIMIT = 500  # characters of a DLCS description surfaced in a message
-
-
-class NamedQueryNotFound(DlcsError):
-    """The named query matched no asset (or its name is unknown): the DLCS answered 404."""
-
-
-class QueuePartiallyFailed(DlcsError):
-    """A queue request failed after earlier chunks were queued.
-
-    ``queued`` holds the batches the DLCS created before the failure and
-    ``assets_queued`` how many of the submitted assets they hold (always the
-    leading ones), so the caller can record those batches and resubmit
-    ``assets[assets_queued:]``.
-    """
-
-    def __init__(self, message: str, *, queued: Sequence[BatchState], assets_queued: int,
-                 status: int | None = None, description: str | None = None):
-        super().__init__(message, status=status, description=description)
-        self.queued = tuple(queued)
-        self.assets_queued = assets_queued
+# The most the DLCS serves on one page (a larger pageSize falls back to its default).
+_ASSET_PAGE_SIZE = 500
+# A manifest id as the manifest-query named query takes it: one path segment
+# that its argument parser does not split (it splits on "/" and ",").
+_MANIFEST_ARGUMENT = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,19 +56,6 @@ class NamedQueryAnswer:
 
     document: dict  # the parsed IIIF manifest
     size: int       # bytes of the response body
-
-
-@dataclass(frozen=True, slots=True)
-class BatchState:
-    """A DLCS API Batch: how far the ingest of one batch has got."""
-
-    batch_id: int
-    count: int
-    completed: int
-    errors: int
-    superseded: bool
-    submitted: datetime | None  # aware, UTC
-    finished: datetime | None   # aware, UTC; None while the batch is running
 
 
 def make_session(retries: int = 2, backoff: float = 0.5, *,
@@ -100,7 +68,13 @@ def make_session(retries: int = 2, backoff: float = 0.5, *,
         connect=retries,
         # Read errors and 5xx happen after the server may have acted on the
         # request: retry only GET, never the POST that creates a batch, since a
-        # retried POST could queue the same assets twice.
+        # retried POST could queue the same assets twice. The PATCH that tags
+        # assets is a set operation in the DLCS (adding a present id or removing
+        # an absent one changes nothing), yet it is not resent here either: a
+        # late resend could land after a newer registration's opposite PATCH.
+        # Its callers repeat the whole tagging instead, in order. The asset
+        # lookup is a read sent as POST; urllib3 decides by method, so it fails
+        # at once too, and its caller answers 503 for the client to retry.
         read=retries,
         status=retries,
         allowed_methods=frozenset({"GET"}),
@@ -163,27 +137,43 @@ class DlcsClient:
         ``object_hook`` is given to ``json.loads`` as the answer is parsed (to
         keep only what the caller reads of a large answer).
         """
-        base = self._require(self._orchestrator_url, "DLCS_ORCHESTRATOR_URL")
         ids = ",".join(str(operator.index(batch_id)) for batch_id in batch_ids)
         if not ids:
             raise ValueError("batch_ids is empty")
-        customer = operator.index(customer)
+        return self._project(operator.index(customer), ids, object_hook, call="named_query")
+
+    def manifest_query(self, customer: int, manifest_id: str, *,
+                       object_hook: Callable[[dict], object] | None = None) -> NamedQueryAnswer:
+        """Fetch the named-query manifest of every asset tagged with ``manifest_id``.
+
+        The DLCS's presentation service projects a manifest this way, with the
+        named query ``manifest-query`` (template ``manifest=p1``); ``object_hook``
+        as for ``named_query``.
+        """
+        if not isinstance(manifest_id, str) or not _MANIFEST_ARGUMENT.fullmatch(manifest_id):
+            raise ValueError("manifest_id must be one path segment without ','")
+        return self._project(operator.index(customer), manifest_id, object_hook,
+                             call="manifest_query")
+
+    def _project(self, customer: int, argument: str,
+                 object_hook: Callable[[dict], object] | None, *, call: str) -> NamedQueryAnswer:
+        base = self._require(self._orchestrator_url, "DLCS_ORCHESTRATOR_URL")
         # The Orchestrator caches named-query answers; a batch that has just
         # completed must not be answered from before it did.
         query = quote(self._named_query, safe="")
-        url = (f"{base}/iiif-resource/v3/{customer}/{query}/{ids}"
+        url = (f"{base}/iiif-resource/v3/{customer}/{query}/{argument}"
                f"?cacheBust={uuid.uuid4().hex}")
-        what = f"named query {self._named_query}/{ids} of customer {customer}"
-        status, body = self._exchange("GET", url, what, call="named_query")
+        what = f"named query {self._named_query}/{argument} of customer {customer}"
+        status, body = self._exchange("GET", url, what, call=call)
         if status == 404:
             raise NamedQueryNotFound(
                 f"{what}: no assets matched (the DLCS answered 404)", status=404)
-        _require_status(what, status, body, 200)
+        require_status(what, status, body, 200)
         size = len(body)
-        text = _json_text(what, body)
+        text = json_text(what, body)
         # The parse needs only the text; the bytes beside it would double the peak.
         del body
-        document = _parse_json(what, text, object_hook)
+        document = parse_json(what, text, object_hook)
         if not isinstance(document, dict) or not isinstance(document.get("items"), list):
             raise DlcsError(f"{what}: the answer is not a manifest with a list of items",
                             status=status)
@@ -196,8 +186,8 @@ class DlcsClient:
         url = f"{base}/customers/{customer}/queue/batches/{batch_id}"
         what = f"batch {batch_id} of customer {customer}"
         status, body = self._exchange("GET", url, what, call="get_batch")
-        _require_status(what, status, body, 200)
-        return _parse_batch(what, _parse_json(what, body), status)
+        require_status(what, status, body, 200)
+        return parse_batch(what, parse_json(what, body), status)
 
     def queue_assets(self, customer: int, assets: Sequence[Mapping]) -> list[BatchState]:
         """Queue assets for ingest, one batch per ``max_batch_size`` assets.
@@ -234,8 +224,114 @@ class DlcsClient:
         body = {"@context": _HYDRA_CONTEXT, "@type": "Collection",
                 "member": [dict(asset) for asset in chunk]}
         status, answer = self._exchange("POST", url, what, json_body=body, call="queue")
-        _require_status(what, status, answer, 200, 201)
-        return _parse_batch(what, _parse_json(what, answer), status)
+        require_status(what, status, answer, 200, 201)
+        return parse_batch(what, parse_json(what, answer), status)
+
+    def find_assets(self, customer: int, asset_ids: Iterable[str]) -> list[DlcsAsset]:
+        """Return those of the given assets that exist in the DLCS, in chunks of ``max_batch_size``.
+
+        ``POST /customers/{customer}/allImages`` with the ids as a Hydra
+        Collection; the DLCS answers the Images it has and leaves the others out.
+        """
+        base = self._require(self._api_url, "DLCS_API_URL")
+        customer = operator.index(customer)
+        url = f"{base}/customers/{customer}/allImages"
+        found: list[DlcsAsset] = []
+        chunks = self._chunks(customer, asset_ids)
+        for number, chunk in enumerate(chunks, start=1):
+            what = f"asset lookup {number}/{len(chunks)} of customer {customer}"
+            body = {"@context": _HYDRA_CONTEXT, "@type": "Collection",
+                    "member": [{"id": asset_id} for asset_id in chunk]}
+            found.extend(self._asset_page("POST", url, what, body, customer,
+                                           call="find_assets").assets)
+        return found
+
+    def tag_assets(self, customer: int, manifest_id: str,
+                   asset_ids: Iterable[str]) -> list[DlcsAsset]:
+        """Add ``manifest_id`` to the ``manifests`` of the given assets; return those tagged.
+
+        ``PATCH /customers/{customer}/allImages`` in chunks of ``max_batch_size``.
+        Assets the DLCS does not have are left out of the answer. The DLCS adds
+        an id at most once, so calling again after a failure is harmless.
+        """
+        return self._patch_manifests(customer, manifest_id, asset_ids, "add")
+
+    def untag_assets(self, customer: int, manifest_id: str,
+                     asset_ids: Iterable[str]) -> list[DlcsAsset]:
+        """Remove ``manifest_id`` from the ``manifests`` of the given assets; return those seen."""
+        return self._patch_manifests(customer, manifest_id, asset_ids, "remove")
+
+    def batch_assets(self, customer: int, batch_id: int) -> list[DlcsAsset]:
+        """Return every asset of a batch, with its error, following the pages.
+
+        ``GET /customers/{customer}/queue/batches/{batch}/assets``: the DLCS's
+        record of the batch's assets, kept even after they move to a later
+        batch. At most ``MAX_ASSET_PAGES`` pages are read.
+        """
+        base = self._require(self._api_url, "DLCS_API_URL")
+        customer, batch_id = operator.index(customer), operator.index(batch_id)
+        root = f"{base}/customers/{customer}/queue/batches/{batch_id}/assets"
+        query: str | None = f"page=1&pageSize={_ASSET_PAGE_SIZE}"
+        seen: set[str] = set()
+        assets: list[DlcsAsset] = []
+        while query is not None:
+            if len(seen) == MAX_ASSET_PAGES:
+                raise DlcsError(f"assets of batch {batch_id} of customer {customer}: more than "
+                                f"{MAX_ASSET_PAGES} pages")
+            seen.add(query)
+            what = f"assets of batch {batch_id} of customer {customer}, page {len(seen)}"
+            page = self._asset_page("GET", f"{root}?{query}", what, None, customer,
+                                    call="batch_assets")
+            assets.extend(page.assets)
+            query = page.next_query
+            if query in seen:
+                raise DlcsError(f"{what}: the next page is one already read")
+        return assets
+
+    def _patch_manifests(self, customer: int, manifest_id: str, asset_ids: Iterable[str],
+                         operation: str) -> list[DlcsAsset]:
+        base = self._require(self._api_url, "DLCS_API_URL")
+        customer = operator.index(customer)
+        if not isinstance(manifest_id, str) or not manifest_id:
+            raise ValueError("manifest_id must be a non-empty string")
+        url = f"{base}/customers/{customer}/allImages"
+        seen: list[DlcsAsset] = []
+        chunks = self._chunks(customer, asset_ids)
+        for number, chunk in enumerate(chunks, start=1):
+            what = (f"{'tagging' if operation == 'add' else 'untagging'} request "
+                    f"{number}/{len(chunks)} of customer {customer}")
+            # The DLCS's BulkPatch shape, exactly as its presentation service sends it.
+            body = {"field": "manifests", "operation": operation, "value": [manifest_id],
+                    "member": [{"id": asset_id} for asset_id in chunk]}
+            try:
+                seen.extend(self._asset_page("PATCH", url, what, body, customer,
+                                             call="patch_assets").assets)
+            except DlcsError as exc:
+                if number == 1:
+                    raise
+                done = sum(len(earlier) for earlier in chunks[:number - 1])
+                raise DlcsError(f"{exc} (after {done} of {sum(map(len, chunks))} assets)",
+                                status=exc.status, description=exc.description) from exc
+        return seen
+
+    def _chunks(self, customer: int, asset_ids: Iterable[str]) -> list[list[str]]:
+        """Split distinct asset ids into request-sized chunks, refusing foreign ones."""
+        # The DLCS refuses a whole request that names an asset twice or one of
+        # another customer; both are caller mistakes, caught before sending.
+        distinct = list(dict.fromkeys(asset_ids))
+        prefix = f"{customer}/"
+        for asset_id in distinct:
+            if (not isinstance(asset_id, str) or not asset_id.startswith(prefix)
+                    or asset_id.count("/") != 2):
+                raise ValueError(f"{asset_id!r} is not an asset id of customer {customer}")
+        size = self._max_batch_size
+        return [distinct[start:start + size] for start in range(0, len(distinct), size)]
+
+    def _asset_page(self, method: str, url: str, what: str, body: dict | None, customer: int,
+                    *, call: str) -> AssetPage:
+        status, answer = self._exchange(method, url, what, json_body=body, call=call)
+        require_status(what, status, answer, 200)
+        return parse_asset_page(what, parse_json(what, answer), status, customer)
 
     @staticmethod
     def _require(url: str | None, variable: str) -> str:
@@ -248,7 +344,8 @@ class DlcsClient:
         """Send one request and read its body; return the status and the bytes.
 
         Every DLCS call passes here, so here it is timed and its failures
-        counted, under ``call`` (named_query, get_batch, queue).
+        counted, under ``call`` (named_query, manifest_query, get_batch, queue,
+        find_assets, patch_assets, batch_assets).
         """
         started = time.perf_counter()
         outcome: object = "error"
@@ -269,7 +366,7 @@ class DlcsClient:
             with response:
                 outcome = response.status_code
                 try:
-                    body = _read_capped(response, self._max_response_bytes)
+                    body = read_capped(response, self._max_response_bytes)
                 except requests.RequestException as exc:
                     failure = "read"
                     raise DlcsError(f"{what}: reading the DLCS answer failed "
@@ -298,131 +395,3 @@ def _base_url(url: str | None, name: str) -> str | None:
     if "@" in urlsplit(url).netloc:
         raise ValueError(f"{name} must not contain credentials; pass credentials instead")
     return url.rstrip("/")
-
-
-def _read_capped(response: requests.Response, limit: int) -> bytearray | None:
-    """Read the whole body, or return None as soon as it exceeds ``limit`` bytes."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    # One buffer, sized once when the length of an uncompressed body is
-    # known: a list of chunks joined at the end, or a buffer grown as chunks
-    # arrive (each growth may copy it), would briefly hold a large answer twice.
-    known = declared.isdigit() and not response.headers.get("Content-Encoding")
-    body = bytearray(int(declared) if known else 0)
-    filled = 0
-    for chunk in response.iter_content(chunk_size=64 * 1024):
-        end = filled + len(chunk)
-        if end > limit:
-            return None
-        body[filled:end] = chunk
-        filled = end
-    del body[filled:]
-    return body
-
-
-def _require_status(what: str, status: int, body: bytes, *accepted: int) -> None:
-    """Raise the DlcsError that an unexpected status deserves."""
-    if status in accepted:
-        return
-    description = _description(body)
-    if 300 <= status < 400:
-        reason = f"the DLCS answered a redirect ({status}), which is not followed"
-    elif status in (401, 403):
-        reason = (f"the DLCS refused the request ({status}); "
-                  "check DLCS_API_KEY and DLCS_API_SECRET")
-    else:
-        reason = f"the DLCS answered {status}"
-    message = f"{what}: {reason}"
-    if description:
-        message += f": {description}"
-    raise DlcsError(message, status=status, description=description)
-
-
-def _description(body: bytes) -> str | None:
-    """Return the DLCS's ``description`` of an error, if the body has one."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return None
-    if isinstance(document, dict) and isinstance(document.get("description"), str):
-        description = document["description"].strip()
-        if len(description) > _DESCRIPTION_LIMIT:
-            description = description[:_DESCRIPTION_LIMIT] + "..."
-        return description or None
-    return None
-
-
-def _json_text(what: str, body: bytes | bytearray) -> str:
-    """Decode a JSON body as ``json.loads`` would (UTF-8, -16 or -32, BOM allowed)."""
-    try:
-        return body.decode(json.detect_encoding(body), "surrogatepass")
-    except UnicodeDecodeError as exc:
-        raise DlcsError(f"{what}: the DLCS answer is not JSON") from exc
-
-
-def _parse_json(what: str, body: str | bytes | bytearray,
-                object_hook: Callable[[dict], object] | None = None) -> object:
-    try:
-        return json.loads(body, object_hook=object_hook)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
-        raise DlcsError(f"{what}: the DLCS answer is not JSON") from exc
-
-
-def _parse_batch(what: str, document: object, status: int) -> BatchState:
-    """Turn a DLCS API Batch document into a BatchState."""
-    try:
-        if not isinstance(document, dict):
-            raise ValueError("not a JSON object")
-        return BatchState(
-            batch_id=_batch_id(document.get("@id")),
-            count=_count(document, "count"),
-            completed=_count(document, "completed"),
-            errors=_count(document, "errors"),
-            superseded=_flag(document, "superseded"),
-            submitted=_time(document, "submitted"),
-            finished=_time(document, "finished"),
-        )
-    except ValueError as exc:
-        raise DlcsError(f"{what}: the answer is not a DLCS batch ({exc})",
-                        status=status) from exc
-
-
-def _batch_id(value: object) -> int:
-    if not isinstance(value, str):
-        raise ValueError("@id is missing")
-    segment = urlsplit(value).path.rstrip("/").rpartition("/")[2]
-    if not segment.isdigit():
-        raise ValueError(f"@id {value!r} does not end in a batch id")
-    return int(segment)
-
-
-def _count(document: dict, name: str) -> int:
-    value = document.get(name)
-    # bool is an int in Python but never a count in JSON.
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} is not a count")
-    return value
-
-
-def _flag(document: dict, name: str) -> bool:
-    value = document.get(name)
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} is not a boolean")
-    return value
-
-
-def _time(document: dict, name: str) -> datetime | None:
-    value = document.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{name} is not a date")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{name} is not an ISO 8601 date") from None
-    # The DLCS writes UTC; a date without an offset is taken as UTC too.
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)

@@ -88,6 +88,38 @@ def configure(level: int = logging.INFO) -> bool:
     return True
 
 
+def gunicorn_logconfig(accesslog: str | None) -> dict:
+    """Return gunicorn's ``logconfig_dict``: its own lines as JSON too, like the service's.
+
+    The root logger (the service's lines) and ``gunicorn.error`` write JSON to
+    stderr; ``gunicorn.access`` writes JSON to ``accesslog`` (``-``: stdout) or
+    nowhere, since the service logs every request itself. ``gunicorn.error``
+    keeps the level gunicorn's ``--log-level`` gave it.
+    """
+    json_formatter = {"()": f"{__name__}.JsonFormatter"}
+    handlers = {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                           "stream": "ext://sys.stderr"}}
+    if accesslog == "-":
+        handlers["access"] = {"class": "logging.StreamHandler", "formatter": "json",
+                              "stream": "ext://sys.stdout"}
+    elif accesslog:
+        handlers["access"] = {"class": "logging.FileHandler", "formatter": "json",
+                              "filename": accesslog}
+    else:
+        handlers["access"] = {"class": "logging.NullHandler"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": json_formatter},
+        "handlers": handlers,
+        "root": {"level": "INFO", "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stderr"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+        },
+    }
+
+
 @dataclass(slots=True)
 class _RequestLog:
     """What the request's log line needs, kept in ``g`` as one object (one lookup each)."""

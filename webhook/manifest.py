@@ -1,8 +1,8 @@
 """The pure build of a published IIIF Presentation 3 manifest (spec section 4).
 
-``build_manifest`` turns the registered manifest, its painted resources and the
+``build_document`` turns the registered manifest, its painted resources and the
 DLCS named-query answer into the published document plus what the build learned
-about each painted resource. It does no I/O and never mutates its inputs. The
+about each painted resource; ``write_manifest`` writes it as JSON. It does no I/O and never mutates its inputs. The
 inputs are JSON values as ``json.loads`` makes them (dicts, lists and atoms).
 
 The output shares with the inputs every subtree it publishes unchanged (image
@@ -14,13 +14,27 @@ So treat the inputs and the output as read-only once built.
 
 Where section 4 is ambiguous the reading that yields valid IIIF was chosen; each
 such choice is marked "Reading:" next to the code that makes it.
+
+Rules 1 to 8 are section 4's. Rule 9 is this project's, after the DLCS's own
+presentation service (``ManifestMerger`` in dlcs/iiif-presentation):
+
+9. **Canvas rendering and behavior.** A canvas publishes the ``rendering`` and
+   ``behavior`` of its registered canvas, then those of the named-query canvas
+   of each of its rows the DLCS returned, in row order (rule 2). The registered
+   canvas is the entry of the registration's ``items`` whose ``id`` is the
+   row's ``canvasId`` (or the published canvas id); nothing else of it is used.
+   Each list is merged without duplicates, the first kept: a behavior by its
+   value, a rendering by its ``id``. A rendering that is not an object with a
+   string ``id`` and ``type``, or a behavior that is not a string, is left out;
+   a lone value counts as a one-item list; an empty result is no property.
+   (The DLCS's service unions behaviors the same way but appends renderings
+   without looking for duplicates, so a file painted twice was listed twice.)
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +42,13 @@ from typing import BinaryIO
 
 from webhook.domain import PaintedResource
 from webhook.errors import BuildError
+from webhook.named_query import (Derived, as_list, asset_id_from_canvas_id, body_of,
+                                 canvas_thumbnail, index_canvases, leaves, row_thumbnail,
+                                 slim_canvas)
+
+__all__ = ["PRESENTATION_3", "Built", "RowUpdate", "asset_id_from_canvas_id",
+           "build_document", "encode_manifest", "serialise", "slim_canvas",
+           "write_manifest"]
 
 PRESENTATION_3 = "http://iiif.io/api/presentation/3/context.json"
 
@@ -36,20 +57,8 @@ PRESENTATION_3 = "http://iiif.io/api/presentation/3/context.json"
 # publishing properties a Manifest may not have.
 _REPLACED = frozenset({"@context", "id", "type", "items", "paintedResources", "batches"})
 
-_TIME_BASED = frozenset({"Sound", "Video"})
-# What the build reads of a named-query canvas besides its painting body
-# (_index_canvases, _extent, _natural_size, _duration and the thumbnails).
-_CANVAS_READ = ("id", "type", "width", "height", "duration", "thumbnail")
-_THUMBNAIL_SIDE = 100
 # About 400 KB of text a write for DLCS image canvases.
 _CANVASES_PER_WRITE = 256
-
-# https://{host}/iiif-img/{customer}/{space}/{asset}/canvas/c/{n}; only the
-# "/canvas/c/" marker is case-insensitive (spec section 2). The asset segment
-# cannot contain "/", so the match is the first "/canvas/c/" as the spec says.
-_CANVAS_ID = re.compile(
-    r"(?i:https?)://[^/?#\s]+/iiif-img/([0-9]+/[0-9]+/[^/?#\s]+)(?i:/canvas/c/)[0-9]+"
-)
 
 # A IIIF Image API request: {prefix}/{region}/{size}/{rotation}/{quality}.{format}.
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"
@@ -71,16 +80,6 @@ class RowUpdate:
 
 
 @dataclass(frozen=True, slots=True)
-class BuildResult:
-    """The published manifest, its canonical bytes and the per-row findings."""
-
-    document: dict
-    body: bytes
-    row_updates: tuple[RowUpdate | None, ...]
-    missing_assets: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Built:
     """The published manifest not yet serialised, and the per-row findings."""
 
@@ -89,30 +88,21 @@ class Built:
     missing_assets: tuple[str, ...]
 
 
-def build_manifest(registered: dict, painted: Sequence[PaintedResource],
-                   named_query: dict, *, base_url: str, customer: int,
-                   manifest_id: str) -> BuildResult:
-    """Build the published manifest from the registration and the named-query answer."""
-    built = build_document(registered, painted, named_query, base_url=base_url,
-                           customer=customer, manifest_id=manifest_id)
-    return BuildResult(document=built.document, body=encode_manifest(built.document),
-                       row_updates=built.row_updates, missing_assets=built.missing_assets)
-
-
 def build_document(registered: dict, painted: Sequence[PaintedResource],
                    named_query: dict, *, base_url: str, customer: int,
                    manifest_id: str) -> Built:
-    """Build the published manifest as ``build_manifest`` does, but do not serialise it.
+    """Build the published manifest from the registration and the named-query answer.
 
     Serialising needs only the document, so a caller can let go of a large
     named-query answer first (``write_manifest`` then writes the JSON).
     """
-    found = _index_canvases(named_query)
-    derived = _Derived()
+    found = index_canvases(named_query)
+    derived = Derived()
     ordered = sorted(painted, key=_row_order)
     canvases_url = f"{base_url}/{customer}/canvases"
+    lent = _registered_canvases(registered.get("items"))
     items = [canvas for rows in _group_by_canvas(ordered)
-             if (canvas := _build_canvas(rows, found, derived, canvases_url))]
+             if (canvas := _build_canvas(rows, found, derived, canvases_url, lent))]
     document = {
         "@context": _context(named_query.get("@context")),
         "id": f"{base_url}/{customer}/manifests/{manifest_id}",
@@ -164,103 +154,11 @@ def write_manifest(document: dict, out: BinaryIO) -> None:
     out.write(b"]}")
 
 
-def slim_canvas(value: dict) -> dict:
-    """Keep of a named-query canvas only what the build reads; pass other objects unchanged.
-
-    Meant as ``json.loads(..., object_hook=slim_canvas)`` for the named-query
-    answer: each canvas drops its label, metadata and annotation wrappers as
-    soon as it is parsed, so a large answer never holds them all at once
-    (about half of its memory), and the build makes the same manifest from it.
-    A canvas whose painting body is not where the build looks keeps its
-    ``items`` as they are, so the build reports it as it would have.
-    """
-    if value.get("type") != "Canvas":
-        return value
-    slim = {key: value[key] for key in _CANVAS_READ if key in value}
-    try:
-        body = value["items"][0]["items"][0]["body"]
-    except (KeyError, IndexError, TypeError):
-        if "items" in value:
-            slim["items"] = value["items"]
-    else:
-        slim["items"] = [{"items": [{"body": body}]}]
-    return slim
-
-
 def serialise(document: dict | list) -> bytes:
     """Encode a document as compact UTF-8 JSON, the same bytes for the same document."""
     # allow_nan=False: NaN/Infinity are not JSON, so other readers would reject the bytes.
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"),
                       allow_nan=False).encode("utf-8")
-
-
-def asset_id_from_canvas_id(canvas_id: str) -> str | None:
-    """Return "{customer}/{space}/{asset}" from a DLCS canvas id, or None for any other form."""
-    match = _CANVAS_ID.fullmatch(canvas_id) if isinstance(canvas_id, str) else None
-    return match.group(1) if match else None
-
-
-# --- the named-query answer ------------------------------------------------
-
-def _index_canvases(named_query: dict) -> dict[str, dict]:
-    """Map asset id to named-query canvas, once, so the build stays linear."""
-    if not isinstance(named_query, dict):
-        raise BuildError("the named-query answer is not a JSON object")
-    if named_query.get("type", "Manifest") != "Manifest":
-        raise BuildError("the named-query answer is not a Manifest")
-    canvases = named_query.get("items")
-    if not isinstance(canvases, list):
-        raise BuildError("the named-query answer has no items list")
-    index: dict[str, dict] = {}
-    for canvas in canvases:
-        if not isinstance(canvas, dict):
-            raise BuildError("a named-query item is not a JSON object")
-        # A canvas whose id is not of the asset form cannot be matched to a
-        # row; it is ignored, i.e. treated as not returned.
-        asset_id = asset_id_from_canvas_id(canvas.get("id"))
-        if asset_id is not None:
-            index[asset_id] = _pick(index.get(asset_id), canvas)
-    return index
-
-
-def _pick(kept: dict | None, candidate: dict) -> dict:
-    """Choose between two canvases for one asset independently of their order."""
-    # The DLCS answers one canvas per asset, but the answer's order is not
-    # guaranteed, so a duplicate must not make the output depend on it. Plain
-    # json.dumps keeps key order (it shows in the output) and tolerates NaN.
-    if kept is None:
-        return candidate
-    return min(kept, candidate, key=json.dumps)
-
-
-def _body_of(canvas: dict) -> dict:
-    """Return the painting body of a named-query canvas, or raise BuildError."""
-    try:
-        body = canvas["items"][0]["items"][0]["body"]
-    except (KeyError, IndexError, TypeError):
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-        raise BuildError(f"named-query canvas {canvas.get('id')} has no painting body")
-    return body
-
-
-def _leaves(body: dict, levels: int) -> list[dict]:
-    """Flatten a body into its non-Choice resources, allowing `levels` Choice levels."""
-    if body.get("type") != "Choice":
-        return [body]
-    if levels == 0:
-        raise BuildError("a Choice is nested deeper than two levels")
-    members = body.get("items")
-    if not isinstance(members, list) or not members:
-        raise BuildError("a named-query Choice has no items")
-    if not all(isinstance(member, dict) for member in members):
-        raise BuildError("a named-query Choice item is not a JSON object")
-    return [leaf for member in members for leaf in _leaves(member, levels - 1)]
-
-
-def _first_leaf(canvas: dict) -> dict:
-    """Return the first non-Choice resource painted by a named-query canvas."""
-    return _leaves(_body_of(canvas), 2)[0]
 
 
 # --- canvases ---------------------------------------------------------------
@@ -278,8 +176,8 @@ def _group_by_canvas(ordered: Iterable[PaintedResource]) -> list[list[PaintedRes
     return list(canvases.values())
 
 
-def _build_canvas(rows: list[PaintedResource], found: dict[str, dict], derived: "_Derived",
-                  canvases_url: str) -> dict | None:
+def _build_canvas(rows: list[PaintedResource], found: dict[str, dict], derived: "Derived",
+                  canvases_url: str, lent: dict[str, dict]) -> dict | None:
     """Build one canvas, or None when none of its rows came back (rule 7)."""
     hits = [(row, found[row.asset_id]) for row in rows if row.asset_id in found]
     if not hits:
@@ -294,9 +192,11 @@ def _build_canvas(rows: list[PaintedResource], found: dict[str, dict], derived: 
     if label is not None:
         canvas["label"] = label
     canvas.update(_extent(rows, hits, canvas_id, derived))
-    thumbnail = _canvas_thumbnail(hits)
+    thumbnail = canvas_thumbnail(hits)
     if thumbnail is not None:
         canvas["thumbnail"] = thumbnail
+    registered = (lent.get(rows[0].canvas_id) or lent.get(canvas_id)) if lent else None
+    canvas.update(_links([registered] if registered else [], hits))
     # Reading: the page is named after the first canvasOrder of all the canvas's
     # rows, found or not, so its id does not change when a missing asset arrives.
     canvas["items"] = [{"id": f"{canvas_id}/annopages/{rows[0].canvas_order}",
@@ -318,7 +218,7 @@ def _canvas_label(rows: list[PaintedResource]) -> dict | None:
 
 
 def _extent(rows: list[PaintedResource], hits: list[tuple[PaintedResource, dict]],
-            canvas_id: str, derived: "_Derived") -> dict:
+            canvas_id: str, derived: "Derived") -> dict:
     """Return the canvas's width/height and duration (rule 5), or raise BuildError."""
     # Reading: statics are registration facts, so the first row with both gives
     # the size even if its own asset is missing; the natural size can only come
@@ -337,17 +237,37 @@ def _extent(rows: list[PaintedResource], hits: list[tuple[PaintedResource, dict]
     return extent
 
 
-def _canvas_thumbnail(hits: list[tuple[PaintedResource, dict]]) -> list | None:
-    """Return the first non-empty named-query thumbnail among the rows, as a list."""
-    for _, canvas in hits:
-        thumbnail = canvas.get("thumbnail")
-        # Reading: an empty list counts as null, and a lone object is wrapped,
-        # because Presentation 3 wants thumbnail as a non-empty list.
-        if isinstance(thumbnail, dict):
-            return [thumbnail]
-        if isinstance(thumbnail, list) and thumbnail:
-            return thumbnail
-    return None
+def _registered_canvases(items: object) -> dict[str, dict]:
+    """Map each registered canvas's id to it (the first of an id wins), for rule 9."""
+    index: dict[str, dict] = {}
+    for canvas in items if isinstance(items, list) else ():
+        if isinstance(canvas, dict) and isinstance(canvas.get("id"), str):
+            index.setdefault(canvas["id"], canvas)
+    return index
+
+
+def _links(registered: list[dict], hits: list[tuple[PaintedResource, dict]]) -> dict:
+    """Return the canvas's merged ``behavior`` and ``rendering`` (rule 9), only those present."""
+    # Most canvases (every image) have neither: they cost one look each.
+    sources = [source for source in registered + [canvas for _, canvas in hits]
+               if "behavior" in source or "rendering" in source]
+    if not sources:
+        return {}
+    behavior = dict.fromkeys(value for source in sources
+                             for value in _as_values(source.get("behavior"))
+                             if isinstance(value, str))
+    rendering: dict[str, dict] = {}
+    for source in sources:
+        for entry in as_list(source.get("rendering")):
+            if (isinstance(entry, dict) and isinstance(entry.get("id"), str)
+                    and isinstance(entry.get("type"), str)):
+                rendering.setdefault(entry["id"], entry)
+    links: dict = {}
+    if behavior:
+        links["behavior"] = list(behavior)
+    if rendering:
+        links["rendering"] = list(rendering.values())
+    return links
 
 
 # --- annotations and bodies ---------------------------------------------------
@@ -382,19 +302,19 @@ def _single_body(row: PaintedResource, canvas: dict, label: dict | None) -> dict
     if body["type"] == "Choice":
         # Reading: alone, the named-query Choice is the outer level, so it may hold
         # one more level, which is flattened into it to keep one flat Choice.
-        body = {**body, "items": _leaves(body, 2)}
+        body = {**body, "items": leaves(body, 2)}
     return _labelled(body, label)
 
 
 def _members(row: PaintedResource, canvas: dict) -> list[dict]:
     """Return a row's contribution to a Choice: its body, or its Choice's items, labelled."""
     # Reading: every member a row contributes, flattened ones included, carries the row label.
-    return [_labelled(leaf, row.label) for leaf in _leaves(_row_body(row, canvas), 1)]
+    return [_labelled(leaf, row.label) for leaf in leaves(_row_body(row, canvas), 1)]
 
 
 def _row_body(row: PaintedResource, canvas: dict) -> dict:
     """Return a row's named-query body, resized to the row's statics when it has them."""
-    body = _body_of(canvas)
+    body = body_of(canvas)
     statics = _statics(row)
     # Reading: only a body that is itself an Image is rewritten (rule 5 says
     # "whose body is an Image"); the members of a named-query Choice are not.
@@ -427,33 +347,7 @@ def _labelled(resource: dict, label: dict | None) -> dict:
     return out
 
 
-# --- sizes, durations, thumbnails -----------------------------------------------
-
-class _Derived:
-    """A named-query canvas's natural size and duration, each worked out once per build.
-
-    Both are read for the canvas's extent and again for each of its rows'
-    findings; working them out twice was a fifth of a large build.
-    """
-
-    __slots__ = ("_sizes", "_durations")
-
-    def __init__(self) -> None:
-        # Keyed by id(): the canvases outlive the build, so no id is reused during it.
-        self._sizes: dict[int, tuple[int, int] | None] = {}
-        self._durations: dict[int, float | None] = {}
-
-    def natural_size(self, canvas: dict) -> tuple[int, int] | None:
-        key = id(canvas)
-        if key not in self._sizes:
-            self._sizes[key] = _natural_size(canvas)
-        return self._sizes[key]
-
-    def duration(self, canvas: dict) -> float | None:
-        key = id(canvas)
-        if key not in self._durations:
-            self._durations[key] = _duration(canvas)
-        return self._durations[key]
+# --- statics and row findings ---------------------------------------------------
 
 
 def _statics(row: PaintedResource) -> tuple[int, int] | None:
@@ -463,63 +357,8 @@ def _statics(row: PaintedResource) -> tuple[int, int] | None:
     return (row.static_width, row.static_height)
 
 
-def _natural_size(canvas: dict) -> tuple[int, int] | None:
-    """Return the size of rule 5: ImageService3, ImageService2, the body, the canvas."""
-    body = _first_leaf(canvas)
-    services = _as_list(body.get("service"))
-    for source in (_service(services, "ImageService3"), _service(services, "ImageService2"),
-                   body, canvas):
-        size = _size(source) if source is not None else None
-        if size is not None:
-            return size
-    return None
-
-
-def _service(services: list, kind: str) -> dict | None:
-    """Return the first service of the given type (v3 "type" or v2 "@type")."""
-    return next((service for service in services if isinstance(service, dict)
-                 and kind in (service.get("type"), service.get("@type"))), None)
-
-
-def _size(resource: dict) -> tuple[int, int] | None:
-    """Return (width, height) when both are positive integers."""
-    width, height = _dimension(resource.get("width")), _dimension(resource.get("height"))
-    return (width, height) if width and height else None
-
-
-def _dimension(value: object) -> int:
-    """Return a positive integer dimension, or 0 for anything else."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _duration(canvas: dict) -> float | None:
-    """Return the duration of time-based content: the body's, else the canvas's."""
-    body = _first_leaf(canvas)
-    if body["type"] not in _TIME_BASED:
-        return None
-    for value in (body.get("duration"), canvas.get("duration")):
-        if (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value) and value > 0):
-            return float(value)
-    return None
-
-
-def _row_thumbnail(canvas: dict) -> str | None:
-    """Return the id of the thumbnail Image whose larger side is closest to 100 px."""
-    best, best_distance = None, math.inf
-    for image in _as_list(canvas.get("thumbnail")):
-        if not (isinstance(image, dict) and image.get("type") == "Image"
-                and isinstance(image.get("id"), str)):
-            continue
-        side = max(_dimension(image.get("width")), _dimension(image.get("height")))
-        distance = abs(side - _THUMBNAIL_SIDE)
-        if distance <= best_distance:  # "<=": ties go to the later image
-            best, best_distance = image["id"], distance
-    return best
-
-
 def _row_update(row: PaintedResource, canvas: dict | None,
-                derived: "_Derived") -> RowUpdate | None:
+                derived: "Derived") -> RowUpdate | None:
     """Return what the build learned about one row, or None if its asset is missing."""
     if canvas is None:
         return None
@@ -528,7 +367,7 @@ def _row_update(row: PaintedResource, canvas: dict | None,
     # keeps what it was given (the registration is not second-guessed).
     if width is None and height is None:
         width, height = derived.natural_size(canvas) or (None, None)
-    return RowUpdate(thumbnail=_row_thumbnail(canvas), width=width, height=height,
+    return RowUpdate(thumbnail=row_thumbnail(canvas), width=width, height=height,
                      duration=derived.duration(canvas))
 
 
@@ -545,8 +384,8 @@ def _context(named_query_context: object) -> str | list[str]:
     return [*extras, PRESENTATION_3] if extras else PRESENTATION_3
 
 
-def _as_list(value: object) -> list:
-    """Treat a lone JSON object as a one-item list and anything else but a list as empty."""
-    if isinstance(value, list):
-        return value
-    return [value] if isinstance(value, dict) else []
+def _as_values(value: object) -> list:
+    """Treat a lone string as a one-item list, as ``as_list`` treats a lone object."""
+    return [value] if isinstance(value, str) else as_list(value)
+
+

@@ -4,6 +4,11 @@ Times are stored as naive UTC datetimes; ``utcnow()`` is the one clock.
 The tables are created and changed only by the migrations in ``migrations/``;
 these classes describe the newest schema.
 
+Every statement that differs between SQLite and PostgreSQL lives here, so the
+layers above never ask which backend they run on. Row locks: PostgreSQL takes
+them with ``FOR UPDATE``; SQLite needs none, since its write transaction
+(``BEGIN IMMEDIATE``, see ``db.transaction``) excludes every other writer.
+
 The few statements every delivery runs (``Delivery.record``,
 ``.record_known_completion`` and ``.settle``, ``Batch.lock_owner``,
 ``.complete`` and ``.count_ingesting``) are written out in
@@ -17,19 +22,20 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import uuid
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import peewee
 
-from webhook.db import database
-from webhook.domain import BatchCompletion, PaintedResource
+from webhook.db import database, is_postgres
+from webhook.domain import (BATCH_COMPLETED, DUPLICATE, FAILED, IGNORED, MANIFEST_COMPLETED,
+                            MANIFEST_FAILED, BatchCompletion, PaintedResource)
+from webhook.errors import NotFound
 
 INGESTING = "ingesting"
 COMPLETED = "completed"
-# Outcomes of deliveries written here (the service names the others).
-BATCH_COMPLETED = "batch-completed"
-DUPLICATE = "duplicate"
+DROPPED = "dropped"      # taken out of its manifest by an operator; its completion is ignored
 
 
 def utcnow() -> dt.datetime:
@@ -49,7 +55,7 @@ def _statement(template: str) -> str:
     (``FOR UPDATE``); SQLite needs none, since its write transaction excludes
     every other writer.
     """
-    return _render(template, isinstance(database.obj, peewee.PostgresqlDatabase))
+    return _render(template, is_postgres())
 
 
 @functools.cache
@@ -93,10 +99,21 @@ class Manifest(BaseModel):
     updated_at = peewee.DateTimeField(default=utcnow)
     fingerprint = peewee.CharField(max_length=64, null=True)   # of the registered content
     queued_assets = peewee.IntegerField(null=True)  # assets the service queued at the DLCS
-    queue_error = peewee.TextField(null=True)       # why queueing stopped short
+    queue_error = peewee.TextField(null=True)       # why the DLCS work stopped short
+    # The ids of the assets this registration queues (all of them, unless
+    # DLCS_PROJECTION=manifest found some in the DLCS); None: every asset.
+    queue_plan = JSONField(null=True)
+    ingest_failed = peewee.TextField(null=True)     # why nothing could be built, if so
+    # Replaced by every registration; a PUT's If-Match names it (see ``etag``).
+    version = peewee.CharField(max_length=32, null=True, default=lambda: uuid.uuid4().hex)
 
     class Meta:
         indexes = ((("customer", "slug"), True),)
+
+    @property
+    def etag(self) -> str:
+        """Return the registration's strong ETag: its version, quoted."""
+        return f'"{self.version}"'
 
     @property
     def key(self) -> str:
@@ -109,12 +126,75 @@ class Manifest(BaseModel):
         return cls.get_or_none((cls.customer == customer) & (cls.slug == slug))
 
     @classmethod
+    def registered(cls, customer: int, slug: str) -> "Manifest":
+        """Return the manifest registered under (customer, slug); NotFound if there is none."""
+        manifest = cls.find(customer, slug)
+        if manifest is None:
+            raise NotFound(f"No manifest {customer}/{slug} is registered.")
+        return manifest
+
+    @classmethod
     def lock(cls, pk: int) -> "Manifest | None":
         """Re-read a manifest row holding its lock to the end of the transaction."""
-        query = cls.select().where(cls.id == pk)
-        if isinstance(database.obj, peewee.PostgresqlDatabase):
-            query = query.for_update()
-        return query.get_or_none()
+        return _locked(cls.select().where(cls.id == pk)).get_or_none()
+
+    @classmethod
+    def claim_rebuild(cls, pk: int, now: dt.datetime, lease: dt.timedelta,
+                      mark: bool = False) -> str | None:
+        """Take the manifest's rebuild claim inside the open transaction, if it is free.
+
+        Returns the claim token, or None when a live claim is held elsewhere (an
+        expired one, left by a worker that died, is taken over). ``mark`` also
+        records that the manifest needs a rebuild, whether or not the claim is taken.
+        """
+        token = uuid.uuid4().hex
+        free = cls.rebuild_lease_until.is_null() | (cls.rebuild_lease_until < now)
+        changes = {cls.rebuild_owner: token, cls.rebuild_lease_until: now + lease}
+        if mark:
+            changes[cls.needs_rebuild] = True
+        taken = cls.update(changes).where((cls.id == pk) & free).execute()
+        if not taken and mark:
+            cls.update(needs_rebuild=True).where(cls.id == pk).execute()
+        return token if taken else None
+
+    @classmethod
+    def finish_rebuild(cls, pk: int, token: str, etag: str, now: dt.datetime) -> bool:
+        """Record a published rebuild and release the claim, if ``token`` still holds it."""
+        return bool(cls.update(
+            needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
+            rebuild_error=None, ingest_failed=None, last_processed=now, published_etag=etag,
+            published_at=now, updated_at=now,
+        ).where((cls.id == pk) & (cls.rebuild_owner == token)).execute())
+
+    @classmethod
+    def finish_failed(cls, pk: int, token: str, reason: str, now: dt.datetime) -> bool:
+        """Record that nothing could be built, and release the claim, if ``token`` holds it.
+
+        Not retried: the manifest no longer needs a rebuild until it is
+        registered again or an operator rebuilds it.
+        """
+        return bool(cls.update(
+            needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
+            rebuild_error=None, ingest_failed=reason, last_processed=now, updated_at=now,
+        ).where((cls.id == pk) & (cls.rebuild_owner == token)).execute())
+
+    @classmethod
+    def fail_rebuild(cls, pk: int, token: str, error: str, now: dt.datetime) -> bool:
+        """Record why a rebuild failed and release the claim, if ``token`` still holds it."""
+        return bool(cls.update(
+            rebuild_error=error, rebuild_owner=None, rebuild_lease_until=None, updated_at=now,
+        ).where((cls.id == pk) & (cls.rebuild_owner == token)).execute())
+
+    @classmethod
+    def release_claim(cls, pk: int, token: str) -> None:
+        """Give up the rebuild claim ``token`` without recording anything else."""
+        cls.update(rebuild_owner=None, rebuild_lease_until=None).where(
+            (cls.id == pk) & (cls.rebuild_owner == token)).execute()
+
+    @classmethod
+    def count_awaiting_rebuild(cls) -> int:
+        """Count manifests whose batches are all complete but whose rebuild has not succeeded."""
+        return cls.select().where(cls.needs_rebuild == True).count()  # noqa: E712
 
 
 class Batch(BaseModel):
@@ -132,11 +212,25 @@ class Batch(BaseModel):
     finished = peewee.DateTimeField(null=True)
     processed = peewee.DateTimeField(null=True)
     created_at = peewee.DateTimeField(null=True, default=utcnow)
+    assets_checked = peewee.DateTimeField(null=True)  # when its failed assets were read
+
+    @classmethod
+    def unchecked(cls, manifest_pk: int) -> list["Batch"]:
+        """Return the manifest's completed batches with errors whose assets were not read yet."""
+        return list(cls.select().where(
+            (cls.manifest == manifest_pk) & (cls.status == COMPLETED) & (cls.errors > 0)
+            & cls.assets_checked.is_null()).order_by(cls.id))
 
     @classmethod
     def of_manifest(cls, manifest_pk: int) -> list["Batch"]:
         """Return a manifest's batches in id order."""
         return list(cls.select().where(cls.manifest == manifest_pk).order_by(cls.id))
+
+    @classmethod
+    def mark_superseded(cls, batch_id: int) -> None:
+        """Record that the DLCS superseded a batch still ingesting (it will never finish)."""
+        cls.update(superseded=True).where((cls.id == batch_id)
+                                          & (cls.status == INGESTING)).execute()
 
     @classmethod
     def count_ingesting(cls, manifest_pk: int) -> int:
@@ -153,7 +247,7 @@ class Batch(BaseModel):
         is not locked: its state is settled by ``complete``. None when no
         manifest has the batch.
         """
-        if isinstance(database.obj, peewee.PostgresqlDatabase):
+        if is_postgres():
             # The count would come from the snapshot taken before the lock was
             # granted, missing completions committed meanwhile: complete() counts.
             ingesting = "NULL"
@@ -194,7 +288,7 @@ class Batch(BaseModel):
                   completion.superseded, to_naive_utc(completion.submitted),
                   to_naive_utc(completion.finished), processed, batch_id, manifest_pk,
                   INGESTING)
-        if not isinstance(database.obj, peewee.PostgresqlDatabase):
+        if not is_postgres():
             completed = database.execute_sql(update, values).rowcount == 1
             if ingesting is None:
                 ingesting = cls.count_ingesting(manifest_pk)
@@ -204,7 +298,8 @@ class Batch(BaseModel):
                 return completed, ingesting, None
             return completed, ingesting, Delivery.record(
                 record.delivery_id, record.transport, record.received_at, processed,
-                record.body, batch_id, manifest_key, BATCH_COMPLETED, None)
+                record.body, batch_id, manifest_key, BATCH_COMPLETED, None,
+                record.failed_assets)
         # One round trip instead of two or three. Every part of the statement
         # sees the snapshot it started with: taken after the manifest's lock was
         # granted, so it holds every completion committed before, and the count
@@ -215,12 +310,13 @@ class Batch(BaseModel):
             insert = (
                 ', recorded AS (INSERT INTO "delivery" ("delivery_id", "transport", '
                 '"received_at", "updated_at", "batch", "manifest", "outcome", "error", '
-                '"attempts", "body") SELECT %s, %s, %s, %s, %s, %s, %s, NULL, 1, %s '
-                'FROM done, rest WHERE rest.n > 0 '
-                'ON CONFLICT ("delivery_id") DO NOTHING RETURNING 1)')
+                '"attempts", "body", "failed_assets") '
+                'SELECT %s, %s, %s, %s, %s, %s, %s, NULL, 1, %s, %s FROM done, rest '
+                'WHERE rest.n > 0 ON CONFLICT ("delivery_id") DO NOTHING RETURNING 1)')
             inserted = "(SELECT count(*) FROM recorded)"
             parameters += (record.delivery_id, record.transport, record.received_at,
-                           processed, batch_id, manifest_key, BATCH_COMPLETED, record.body)
+                           processed, batch_id, manifest_key, BATCH_COMPLETED, record.body,
+                           record.failed_assets)
         done, ingesting, recorded = database.execute_sql(
             f"WITH done AS ({update} RETURNING 1), "
             'rest AS (SELECT count(*) - (SELECT count(*) FROM done) AS n FROM "batch" '
@@ -252,6 +348,7 @@ class CanvasPainting(BaseModel):
     height = peewee.IntegerField(null=True)
     duration = peewee.FloatField(null=True)
     modified = peewee.DateTimeField(null=True)
+    error = peewee.TextField(null=True)              # why the DLCS failed to ingest the asset
 
     class Meta:
         indexes = ((("manifest", "position"), True),)
@@ -284,13 +381,52 @@ class CanvasPainting(BaseModel):
             findings.append((row_id, bool(ingesting), *found))
         return painted, findings
 
-    def painted_resource(self) -> PaintedResource:
-        """Return the registered painted resource this row stands for."""
-        return PaintedResource(
-            canvas_id=self.canvas_id, canvas_order=self.canvas_order, asset_id=self.asset_id,
-            choice_order=self.choice_order, label=self.label, canvas_label=self.canvas_label,
-            target=self.target, static_width=self.static_width,
-            static_height=self.static_height)
+    @classmethod
+    def asset_ids(cls, manifest_pk: int) -> list[str]:
+        """Return the distinct assets a manifest paints, in registration order."""
+        rows = cls.select(cls.asset_id).where(cls.manifest == manifest_pk).order_by(cls.position)
+        return list(dict.fromkeys(row.asset_id for row in rows))
+
+    @classmethod
+    def record_errors(cls, manifest_pk: int, errors: dict[str, str | None]) -> None:
+        """Set each asset's ingest error (None: it succeeded) on the manifest's rows."""
+        for error in set(errors.values()):
+            assets = [asset for asset, text in errors.items() if text == error]
+            for start in range(0, len(assets), 500):
+                cls.update(error=error).where(
+                    (cls.manifest == manifest_pk)
+                    & cls.asset_id.in_(assets[start:start + 500])).execute()
+
+    @classmethod
+    def failed(cls, manifest_pk: int) -> list["CanvasPainting"]:
+        """Return the manifest's rows whose asset failed, in registration order."""
+        return list(cls.select(cls.asset_id, cls.canvas_id, cls.error).where(
+            (cls.manifest == manifest_pk) & cls.error.is_null(False)).order_by(cls.position))
+
+    @classmethod
+    def record_findings(cls, changes: list[tuple], now: dt.datetime) -> None:
+        """Write what a build learned about rows, in as few round trips as the backend allows.
+
+        Each change is ``(id, ingesting, thumbnail, width, height, duration)``.
+        """
+        if not changes:
+            return
+        if is_postgres():
+            # One statement, the changes as one JSON parameter: psycopg2 quoting
+            # tens of thousands of values one by one into VALUES lists cost a third
+            # of the write-back of a 10,000-canvas rebuild.
+            database.execute_sql(
+                'UPDATE "canvas_painting" AS c SET ingesting = v.ing, thumbnail = v.thumb, '
+                "width = v.w, height = v.h, duration = v.dur, modified = %s "
+                "FROM (SELECT (r->>0)::bigint AS id, (r->>1)::boolean AS ing, r->>2 AS thumb, "
+                "(r->>3)::integer AS w, (r->>4)::integer AS h, (r->>5)::real AS dur "
+                "FROM jsonb_array_elements(%s::jsonb) AS r) AS v WHERE c.id = v.id",
+                [now, json.dumps(changes)])
+            return
+        database.cursor().executemany(
+            'UPDATE "canvas_painting" SET ingesting = ?, thumbnail = ?, width = ?, '
+            "height = ?, duration = ?, modified = ? WHERE id = ?",
+            [(*change[1:], now, change[0]) for change in changes])
 
 
 class Delivery(BaseModel):
@@ -306,11 +442,12 @@ class Delivery(BaseModel):
     error = peewee.TextField(null=True)
     attempts = peewee.IntegerField(default=1)
     body = peewee.BlobField()
+    failed_assets = peewee.IntegerField(null=True)   # the notification's errors, when any
 
     @classmethod
     def record(cls, delivery_id: str, transport: str, received_at: dt.datetime,
                updated_at: dt.datetime, body: bytes, batch: int | None, manifest: str | None,
-               outcome: str, error: str | None) -> bool:
+               outcome: str, error: str | None, failed_assets: int | None = None) -> bool:
         """Insert a delivery unless its id is recorded already; tell whether it was new.
 
         The unique key decides, in one statement: no savepoint around an insert
@@ -318,11 +455,11 @@ class Delivery(BaseModel):
         """
         cursor = database.execute_sql(_statement(
             'INSERT INTO "delivery" ("delivery_id", "transport", "received_at", "updated_at", '
-            '"batch", "manifest", "outcome", "error", "attempts", "body") '
-            'VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 1, {p}) '
+            '"batch", "manifest", "outcome", "error", "attempts", "body", "failed_assets") '
+            'VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 1, {p}, {p}) '
             'ON CONFLICT ("delivery_id") DO NOTHING'),
             (delivery_id, transport, received_at, updated_at, batch, manifest, outcome, error,
-             body))
+             body, failed_assets))
         return cursor.rowcount == 1
 
     @classmethod
@@ -334,22 +471,48 @@ class Delivery(BaseModel):
         the customer's, and its manifest needs no rebuild, all as one
         statement sees them, and only if the id is new; returns the manifest's
         key, or None when nothing was inserted. It needs no lock (see
-        ``Service._known_completion`` for why).
+        ``Intake._known_completion`` for why).
         """
         cursor = database.execute_sql(_statement(
             'INSERT INTO "delivery" ("delivery_id", "transport", "received_at", "updated_at", '
-            '"batch", "manifest", "outcome", "error", "attempts", "body") '
+            '"batch", "manifest", "outcome", "error", "attempts", "body", "failed_assets") '
             "SELECT {p}, {p}, {p}, {p}, b.\"id\", CAST(m.\"customer\" AS TEXT) || '/' || "
-            "m.\"slug\", {p}, NULL, 1, {p} "
+            "m.\"slug\", {p}, NULL, 1, {p}, {p} "
             'FROM "batch" AS b JOIN "manifest" AS m ON m."id" = b."manifest_id" '
             'WHERE b."id" = {p} AND b."customer" = {p} AND b."status" = {p} '
             'AND NOT m."needs_rebuild" '
             'ON CONFLICT ("delivery_id") DO NOTHING RETURNING "manifest"'),
-            (delivery_id, transport, now, now, DUPLICATE, body, completion.batch_id,
-             completion.customer, COMPLETED))
+            (delivery_id, transport, now, now, DUPLICATE, body, completion.errors or None,
+             completion.batch_id, completion.customer, COMPLETED))
         # Read to the end: with RETURNING, SQLite finishes the statement only then.
         rows = cursor.fetchall()
         return rows[0][0] if rows else None
+
+    @classmethod
+    def complete_pending(cls, manifest_key: str, now: dt.datetime) -> None:
+        """Mark the manifest's deliveries that waited for its rebuild as completed."""
+        cls.update(outcome=MANIFEST_COMPLETED, error=None, updated_at=now).where(
+            (cls.manifest == manifest_key) & (cls.outcome == FAILED)).execute()
+
+    @classmethod
+    def fail_pending(cls, manifest_key: str, reason: str, now: dt.datetime) -> None:
+        """Settle the manifest's deliveries that waited for its rebuild: nothing could be built."""
+        cls.update(outcome=MANIFEST_FAILED, error=reason, updated_at=now).where(
+            (cls.manifest == manifest_key) & (cls.outcome == FAILED)).execute()
+
+    @classmethod
+    def explain_pending(cls, manifest_key: str, error: str, now: dt.datetime) -> None:
+        """Tell the manifest's deliveries that wait for its rebuild why it failed."""
+        cls.update(error=error, updated_at=now).where(
+            (cls.manifest == manifest_key) & (cls.outcome == FAILED)).execute()
+
+    @classmethod
+    def lock(cls, delivery_id: str) -> "Delivery | None":
+        """Read a recorded delivery holding its row lock to the end of the transaction.
+
+        None when it is not recorded (any more: pruning may have removed it).
+        """
+        return _locked(cls.select().where(cls.delivery_id == delivery_id)).get_or_none()
 
     @classmethod
     def settle(cls, delivery_id: str, outcome: str, error: str | None, updated_at: dt.datetime,
@@ -359,6 +522,27 @@ class Delivery(BaseModel):
             'UPDATE "delivery" SET "outcome" = {p}, "error" = {p}, "updated_at" = {p}, '
             '"batch" = {p}, "manifest" = {p} WHERE "delivery_id" = {p}'),
             (outcome, error, updated_at, batch, manifest, delivery_id))
+
+    @classmethod
+    def prune(cls, received_before: dt.datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest deliveries received before a time; count them.
+
+        Whatever their age, two kinds are kept: ``failed`` ones, whose rebuild
+        is pending (a redelivery or a replay finishes it), and those of a batch
+        still ingesting, which a replay could complete.
+        """
+        ingesting = Batch.select(Batch.id).where(Batch.status == INGESTING)
+        doomed = (cls.select(cls.id)
+                  .where((cls.received_at < received_before) & (cls.outcome != FAILED)
+                         & (cls.batch.is_null() | cls.batch.not_in(ingesting)))
+                  .order_by(cls.received_at, cls.id).limit(limit))
+        return cls.delete().where(cls.id.in_(doomed)).execute()
+
+    @classmethod
+    def abandon_pending(cls, manifest_key: str, error: str, now: dt.datetime) -> None:
+        """Settle the deliveries that waited for a deleted manifest's rebuild as ignored."""
+        cls.update(outcome=IGNORED, error=error, updated_at=now).where(
+            (cls.manifest == manifest_key) & (cls.outcome == FAILED)).execute()
 
 
 class LockedManifest(NamedTuple):
@@ -389,8 +573,11 @@ class NewDelivery:
     received_at: dt.datetime
     body: bytes
     batch: int | None
+    failed_assets: int | None     # the notification's errors, when any
     manifest: str | None = None
     id: None = None
 
 
-MODELS = (Manifest, Batch, CanvasPainting, Delivery)
+def _locked(query: peewee.ModelSelect) -> peewee.ModelSelect:
+    """Add FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transaction already excludes writers."""
+    return query.for_update() if is_postgres() else query

@@ -15,7 +15,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
-from webhook import schemas, signature
+from webhook import listing_schemas, schemas, signature
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1"
@@ -31,7 +31,9 @@ _RULE_ARGUMENT = re.compile(r"<(?:[A-Za-z_]+(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-
 SCHEMAS = {
     "Problem": schemas.ProblemSchema,
     "Outcome": schemas.OutcomeSchema,
+    "StalledBatch": schemas.StalledBatchSchema,
     "Reconcile": schemas.ReconcileSchema,
+    "Requeue": schemas.RequeueSchema,
     "Notification": schemas.CurrentNotificationSchema,
     "OldNotification": schemas.OldNotificationSchema,
     "SnsEnvelope": schemas.SnsEnvelopeSchema,
@@ -41,7 +43,12 @@ SCHEMAS = {
     "PaintedResource": schemas.PaintedResourceSchema,
     "Registration": schemas.RegistrationSchema,
     "BatchStatus": schemas.BatchStatusSchema,
+    "FailedAsset": schemas.FailedAssetSchema,
     "Status": schemas.StatusSchema,
+    "BatchCounts": listing_schemas.BatchCountsSchema,
+    "AssetCounts": listing_schemas.AssetCountsSchema,
+    "ManifestSummary": listing_schemas.ManifestSummarySchema,
+    "ManifestList": listing_schemas.ManifestListSchema,
     "Delivery": schemas.DeliverySchema,
     "PublishedManifest": schemas.PublishedManifestSchema,
     "IngestingSummary": schemas.IngestingSummarySchema,
@@ -59,6 +66,8 @@ PATH_PARAMETERS = {
                     "schema": {"type": "string", "pattern": schemas.MANIFEST_ID}},
     "delivery_id": {"description": "A recorded delivery: its webhook-id or SNS MessageId.",
                     "schema": {"type": "string", "pattern": schemas.DELIVERY_ID}},
+    "batch": {"description": "A DLCS batch id of the manifest.",
+              "schema": {"type": "integer", "minimum": 1, "maximum": schemas.MAX_INT64}},
 }
 
 _RETRY_AFTER = {"description": "Seconds to wait before trying again.",
@@ -105,7 +114,14 @@ _MANIFEST_LINKS = {
     for name, operation_id in (("published", "manifests_published"),
                                ("status", "manifests_status"),
                                ("rebuild", "manifests_rebuild"),
-                               ("reconcile", "manifests_reconcile"))}
+                               ("reconcile", "manifests_reconcile"),
+                               ("requeue", "manifests_requeue"),
+                               ("delete", "manifests_delete_manifest"))}
+_MANIFEST_LINKS["dropBatch"] = {"operationId": "manifests_drop_batch", "parameters": {
+    **_SAME_MANIFEST, "batch": "$response.body#/batches/0/id"}}
+_ETAG = {"description": "The registration's ETag: name it in a PUT's `If-Match`. Not the "
+                        "published document's ETag, which changes with every rebuild.",
+         "schema": {"type": "string"}, "required": True}
 _OUTCOME = _json("The outcome of processing the delivery (see the webhook endpoint).",
                  schemas.OutcomeSchema)
 _REBUILD_FAILED = {**RESPONSES["Unavailable"], "description":
@@ -145,7 +161,11 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "description": "Verified on the raw bytes before any parsing; `Content-Type` is not "
                        "required. Outcomes: `ignored`, `batch-completed`, "
                        "`manifest-completed` (rebuilt and stored before the answer), "
-                       "`duplicate`.",
+                       "`manifest-failed` (every asset of the manifest failed at the DLCS: "
+                       "nothing to publish, nothing a redelivery would change), "
+                       "`duplicate`. A batch that finished with errors is completed at once; "
+                       "its failed assets are then read from the DLCS API (best effort: "
+                       "a reconcile reads what an outage kept).",
         "parameters": _SIGNATURE_HEADERS,
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "anyOf": [schemas.CurrentNotificationSchema, schemas.OldNotificationSchema]}}}},
@@ -183,25 +203,69 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "summary": "Register or replace a manifest.",
         "description": "Every property other than `id`, `@context`, `items`, "
                        "`paintedResources` and `batches` is kept verbatim in the published "
-                       "manifest. Without `batches`, the service queues the assets at the "
-                       "DLCS itself (needs `DLCS_API_URL`).",
+                       "manifest; of `items`, each canvas lends its `rendering` and "
+                       "`behavior` to the published canvas of the same id. Without "
+                       "`batches`, the service queues the assets at the DLCS itself (needs "
+                       "`DLCS_API_URL`). `\"batches\": []` says the assets are in the DLCS "
+                       "already: the manifest is built from it at once (`200`). With "
+                       "`DLCS_PROJECTION=manifest` the assets are tagged with the manifest's "
+                       "id, those the DLCS has are not queued again unless their painted "
+                       "resource says `\"reingest\": true`, and those a re-registration "
+                       "drops are untagged. With `If-Match`, the registration happens only "
+                       "if the manifest's current ETag (the `ETag` of this answer and of "
+                       "`status`) is among the tags, or the tag is `*` and the manifest "
+                       "exists: of two PUTs naming the same ETag, one succeeds and the other "
+                       "gets 412.",
+        "parameters": [{"in": "header", "name": "If-Match", "required": False,
+                        "description": "`*`, or the manifest's ETag(s) from `status` or an "
+                                       "earlier PUT; weak tags never match.",
+                        "schema": {"type": "string"}}],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": schemas.RegistrationSchema}}},
         "responses": {
             "200": _json("Registered; nothing to ingest, so the manifest was built at once.",
                          schemas.StatusSchema, links=_MANIFEST_LINKS,
-                         headers={"Location": {"schema": {"type": "string"}, "required": True}}),
+                         headers={"Location": {"schema": {"type": "string"}, "required": True},
+                                  "ETag": _ETAG}),
             "202": _json("Registered; batches are ingesting.", schemas.StatusSchema,
                          links=_MANIFEST_LINKS,
-                         headers={"Location": {"schema": {"type": "string"}, "required": True}}),
+                         headers={"Location": {"schema": {"type": "string"}, "required": True},
+                                  "ETag": _ETAG}),
             "400": _problem("Invalid path or body; `errors` holds the field messages."),
             "401": "Unauthorized",
             "404": "NotFound",
             "409": _problem("A batch already belongs to another manifest."),
+            "412": _problem("`If-Match` names no current ETag of the manifest, or the "
+                            "manifest is not registered; nothing changed."),
             "413": _problem("The body is over 64 MiB."),
             "422": _problem("The DLCS rejected the assets."),
             "503": "Unavailable",
         },
+    }},
+    "manifests.delete_manifest": {"delete": {
+        "tags": ["manifests"], "security": _ADMIN,
+        "summary": "Remove the registration, its batches and the published document.",
+        "description": "With `DLCS_PROJECTION=manifest` its assets are untagged at the DLCS "
+                       "first. Later notifications of its batches are answered `ignored`, "
+                       "and deliveries waiting for its rebuild are settled as `ignored`.",
+        "responses": {"204": {"description": "Deleted."},
+                      "401": "Unauthorized", "404": "NotFound",
+                      "503": {**RESPONSES["Unavailable"], "description":
+                              "The DLCS or the store failed (the registration stays: delete "
+                              "again), or another request is rebuilding or changing the "
+                              "manifest; retry later."}},
+    }},
+    "manifests.collection": {"get": {
+        "tags": ["manifests"], "security": _ADMIN,
+        "summary": "A customer's manifests with their state, batch progress and last rebuild.",
+        "description": "Sorted by id, a page at a time: pass the answer's `next` as `page` "
+                       "for the next page (`next` is null on the last). `state` is what "
+                       "`status` reports.",
+        "parameters": [{"in": "query", "schema": listing_schemas.ManifestListQuerySchema}],
+        "responses": {"200": _json("A page of manifests.", listing_schemas.ManifestListSchema),
+                      "400": _problem("Invalid `state`, `page` or `limit`; `errors` says "
+                                      "which."),
+                      "401": "Unauthorized", "404": "NotFound", "503": "Unavailable"},
     }},
     "manifests.published": {"get": {
         "tags": ["manifests"],
@@ -213,8 +277,11 @@ OPERATIONS: dict[str, dict[str, dict]] = {
                     "headers": {"ETag": {"schema": {"type": "string"}, "required": True},
                                 "Access-Control-Allow-Origin": {"schema": {"type": "string"}}},
                     "content": {IIIF_MEDIA_TYPE: {"schema": schemas.PublishedManifestSchema}}},
-            "202": _json("Never completed yet: the registered manifest with an `ingesting` "
-                         "summary.", schemas.IngestingManifestSchema),
+            "202": {**_json("Never completed yet: the registered manifest with an `ingesting` "
+                            "summary whose `state` is `ingesting`, or `rebuild-failed` (with "
+                            "`reason` and a `Retry-After` header) when its first rebuild "
+                            "failed.", schemas.IngestingManifestSchema),
+                    "headers": {"Retry-After": _RETRY_AFTER}},
             "304": {"description": "The `If-None-Match` ETag is current.",
                     "headers": {"ETag": {"schema": {"type": "string"}}}},
             "404": "NotFound",
@@ -224,7 +291,8 @@ OPERATIONS: dict[str, dict[str, dict]] = {
     "manifests.status": {"get": {
         "tags": ["manifests"], "security": _ADMIN,
         "summary": "A manifest's state, batches and last rebuild.",
-        "responses": {"200": _json("The state.", schemas.StatusSchema),
+        "responses": {"200": _json("The state.", schemas.StatusSchema,
+                                   headers={"ETag": _ETAG}),
                       "401": "Unauthorized", "404": "NotFound", "503": "Unavailable"},
     }},
     "manifests.rebuild": {"post": {
@@ -237,16 +305,69 @@ OPERATIONS: dict[str, dict[str, dict]] = {
     "manifests.reconcile": {"post": {
         "tags": ["manifests"], "security": _ADMIN,
         "summary": "Complete the batches the DLCS reports finished (lost notifications).",
-        "description": "`outcome` is `unchanged` when nothing was completed or rebuilt.",
-        "responses": {"200": _json("The outcome and the batches completed.",
+        "description": "`outcome` is `unchanged` when nothing was completed or rebuilt. "
+                       "Batches the DLCS reports superseded are recorded so; with those "
+                       "ingesting for longer than STALLED_BATCH_SECONDS they are listed in "
+                       "`stalled`.",
+        "responses": {"200": _json("The outcome, the batches completed and those stalled.",
                                    schemas.ReconcileSchema),
                       "401": "Unauthorized", "404": "NotFound", "503": _REBUILD_FAILED},
+    }},
+    "manifests.requeue": {"post": {
+        "tags": ["manifests"], "security": _ADMIN,
+        "summary": "Queue the manifest's unfinished assets again, replacing the batches "
+                   "still ingesting.",
+        "description": "Unfinished assets are the registered ones that no completed batch "
+                       "holds (with `DLCS_PROJECTION=manifest`: that the DLCS lacks or has "
+                       "not finished ingesting; they are tagged once queued). They are "
+                       "queued at the DLCS (needs `DLCS_API_URL`) in new batches; the batches still ingesting become `dropped`, and their "
+                       "later notifications are answered `ignored`. With nothing to queue, "
+                       "they are only dropped and the manifest is rebuilt (200).",
+        "responses": {
+            "200": _json("Nothing was left to ingest: the manifest was rebuilt.",
+                         schemas.RequeueSchema),
+            "202": _json("Queued; the new batches are ingesting.", schemas.RequeueSchema),
+            "401": "Unauthorized", "404": "NotFound",
+            "409": _problem("No batch is ingesting, the registration's own queueing stopped "
+                            "short (send the PUT again), or the manifest was registered "
+                            "again meanwhile."),
+            "422": _problem("The DLCS rejected the assets."),
+            "503": {**RESPONSES["Unavailable"], "description":
+                    "The DLCS failed or is not configured (nothing was recorded: requeue "
+                    "again), another request is rebuilding or changing the manifest, or the "
+                    "rebuild failed."}},
+    }},
+    "manifests.drop_batch": {"delete": {
+        "tags": ["manifests"], "security": _ADMIN,
+        "summary": "Stop waiting for a batch still ingesting (a stalled one).",
+        "description": "The batch becomes `dropped`: the manifest is built without it and its "
+                       "later notifications are answered `ignored`. When it was the last "
+                       "batch ingesting, the manifest is rebuilt before the answer "
+                       "(`manifest-completed`); otherwise the outcome is `batch-dropped`. "
+                       "Repeating the request is harmless, and finishes a rebuild that "
+                       "failed.",
+        "responses": {"200": _OUTCOME, "401": "Unauthorized",
+                      "404": "NotFound",
+                      "409": _problem("The batch has completed: its assets are part of the "
+                                      "manifest."),
+                      "503": {**_REBUILD_FAILED, "description":
+                              "The batch is dropped but the manifest could not be rebuilt "
+                              "now, or another request is rebuilding it; repeat the request "
+                              "or rebuild."}},
     }},
     "deliveries.deliveries": {"get": {
         "tags": ["deliveries"], "security": _ADMIN,
         "summary": "The delivery log, most recent first.",
-        "parameters": [{"in": "query", "schema": schemas.DeliveryQuerySchema}],
-        "responses": {"200": {"description": "The deliveries.", "content": {
+        "description": "A page at a time: when more deliveries follow, the answer has a "
+                       "`Link: <...>; rel=\"next\"` header whose URL (the same filters "
+                       "and `cursor`) gives the next page.",
+        "parameters": [{"in": "query", "schema": listing_schemas.DeliveryLogQuerySchema}],
+        "responses": {"200": {"description": "The deliveries.",
+                              "headers": {"Link": {
+                                  "description": "`<URL>; rel=\"next\"` while more "
+                                                 "deliveries follow this page.",
+                                  "schema": {"type": "string"}}},
+                              "content": {
                           "application/json": {"schema": {
                               "type": "array", "items": schemas.DeliverySchema}}},
                           "links": {"replay": {"operationId": "deliveries_replay", "parameters": {

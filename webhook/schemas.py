@@ -13,17 +13,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from marshmallow import (EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, post_load,
-                         validate, validates_schema)
+from marshmallow import (EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, post_dump,
+                         post_load, validate, validates_schema)
 
-from webhook.domain import BatchCompletion, PaintedResource
-from webhook.errors import PayloadError
+from webhook.domain import (DELIVERY_OUTCOMES, MAX_INT32, MAX_INT64, SUPERSEDED,
+                            UNFINISHED, BatchCompletion, PaintedResource)
+from webhook.errors import InvalidRequest, PayloadError
 
 MANIFEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Every recorded delivery id (webhook-id, SNS MessageId, reconcile-...) is printable ASCII.
 DELIVERY_ID = r"^[!-~]{1,256}$"
-MAX_INT64 = 2**63 - 1
-MAX_INT32 = 2**31 - 1  # batch counts live in 32-bit columns (int in the DLCS too)
 # Properties of a registration that the service owns; the rest is kept verbatim.
 SERVICE_OWNED = ("id", "@context", "items", "paintedResources", "batches")
 
@@ -90,14 +89,14 @@ _CURRENT = CurrentNotificationSchema()
 _OLD = OldNotificationSchema()
 
 
-def parse_json_object(raw: bytes) -> dict:
-    """Decode a JSON object from raw bytes or raise PayloadError."""
+def parse_json_object(raw: bytes, error: type[PayloadError] = PayloadError) -> dict:
+    """Decode a JSON object from raw bytes or raise ``error`` (a PayloadError)."""
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise PayloadError("The body is not valid JSON.") from exc
+        raise error("The body is not valid JSON.") from exc
     if not isinstance(value, dict):
-        raise PayloadError("The body must be a JSON object.")
+        raise error("The body must be a JSON object.")
     return value
 
 
@@ -138,9 +137,9 @@ class CanvasPaintingSchema(Schema):
                               validate=validate.Regexp(MANIFEST_ID,
                                                        error="Must match {regex}."))
     canvas_order = fields.Integer(data_key="canvasOrder", strict=True, required=True,
-                                  validate=validate.Range(0, 2**31 - 1))
+                                  validate=validate.Range(0, MAX_INT32))
     choice_order = fields.Integer(data_key="choiceOrder", strict=True, load_default=None,
-                                  allow_none=True, validate=validate.Range(1, 2**31 - 1))
+                                  allow_none=True, validate=validate.Range(1, MAX_INT32))
     label = LanguageMap(load_default=None, allow_none=True)
     canvas_label = LanguageMap(data_key="canvasLabel", load_default=None, allow_none=True)
     # No control characters: PostgreSQL text cannot hold NUL, and a fragment has none.
@@ -148,9 +147,9 @@ class CanvasPaintingSchema(Schema):
         validate.Length(1, 1000),
         validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Must not contain control characters.")])
     static_width = fields.Integer(data_key="staticWidth", strict=True, load_default=None,
-                                  allow_none=True, validate=validate.Range(1, 2**31 - 1))
+                                  allow_none=True, validate=validate.Range(1, MAX_INT32))
     static_height = fields.Integer(data_key="staticHeight", strict=True, load_default=None,
-                                   allow_none=True, validate=validate.Range(1, 2**31 - 1))
+                                   allow_none=True, validate=validate.Range(1, MAX_INT32))
 
 
 class AssetSchema(Schema):
@@ -160,7 +159,7 @@ class AssetSchema(Schema):
 
     id = fields.String(required=True, validate=validate.Regexp(
         r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$", error="Must be a DLCS asset id (no '/')."))
-    space = fields.Integer(strict=True, required=True, validate=validate.Range(0, 2**31 - 1))
+    space = fields.Integer(strict=True, required=True, validate=validate.Range(0, MAX_INT32))
 
 
 class PaintedResourceSchema(Schema):
@@ -170,6 +169,10 @@ class PaintedResourceSchema(Schema):
     canvas_painting = fields.Nested(CanvasPaintingSchema, data_key="canvasPainting",
                                     required=True)
     asset = fields.Nested(AssetSchema, required=True)
+    # With DLCS_PROJECTION=manifest an asset the DLCS has already is tagged, not
+    # queued again, unless this says so (the DLCS presentation API's field).
+    reingest = StrictBoolean(load_default=False, metadata={"description": (
+        "With DLCS_PROJECTION=manifest: queue the asset even if the DLCS has it.")})
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ class Registration:
     painted: tuple[PaintedResource, ...]
     assets: tuple[dict, ...]           # aligned with painted
     batches: tuple[int, ...] | None    # None: the service should queue the assets
+    reingest: tuple[bool, ...] = ()    # aligned with painted: queue even if it exists
 
 
 class RegistrationSchema(Schema):
@@ -221,18 +225,18 @@ def _default_canvas_id(customer: int, manifest_id: str, canvas_order: int) -> st
 
 
 def parse_registration(raw: bytes, customer: int, manifest_id: str) -> Registration:
-    """Load a manifest registration, raising PayloadError with field messages."""
-    data = parse_json_object(raw)
+    """Load a manifest registration, raising InvalidRequest with field messages."""
+    data = parse_json_object(raw, InvalidRequest)
     try:
         # "\ud800" is a valid JSON escape but no text: nothing could store or publish it.
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise PayloadError("The body contains a \\u escape that is not valid Unicode "
+        raise InvalidRequest("The body contains a \\u escape that is not valid Unicode "
                            "(a lone surrogate).") from None
     try:
         loaded = RegistrationSchema().load(data)
     except ValidationError as exc:
-        raise PayloadError("The manifest registration is invalid.", exc.messages) from None
+        raise InvalidRequest("The manifest registration is invalid.", exc.messages) from None
     rows = loaded["painted_resources"]
     canvas_ids = _canvas_ids(rows, customer, manifest_id)
     painted, assets = [], []
@@ -247,9 +251,23 @@ def parse_registration(raw: bytes, customer: int, manifest_id: str) -> Registrat
         assets.append(dict(asset))
     document = {k: v for k, v in data.items() if k not in SERVICE_OWNED}
     document.setdefault("type", "Manifest")
+    lent = _lent_canvases(data.get("items"))
+    if lent:
+        document["items"] = lent
     batches = loaded["batches"]
     return Registration(document=document, painted=tuple(painted), assets=tuple(assets),
-                        batches=None if batches is None else tuple(batches))
+                        batches=None if batches is None else tuple(batches),
+                        reingest=tuple(row["reingest"] for row in rows))
+
+
+def _lent_canvases(items: object) -> list[dict]:
+    """Keep of the registered ``items`` what build rule 9 reads: id, rendering, behavior."""
+    if not isinstance(items, list):
+        return []
+    return [{key: canvas[key] for key in ("id", "rendering", "behavior") if key in canvas}
+            for canvas in items
+            if isinstance(canvas, dict) and isinstance(canvas.get("id"), str)
+            and ("rendering" in canvas or "behavior" in canvas)]
 
 
 def _canvas_ids(rows: list[dict], customer: int, manifest_id: str) -> list[str]:
@@ -261,7 +279,7 @@ def _canvas_ids(rows: list[dict], customer: int, manifest_id: str) -> list[str]:
         if given is None:
             continue
         if by_order.setdefault(order, given) != given:
-            raise PayloadError("The manifest registration is invalid.", {"paintedResources": {
+            raise InvalidRequest("The manifest registration is invalid.", {"paintedResources": {
                 index: {"canvasPainting": {"canvasId": [
                     "Rows sharing a canvasOrder must share their canvasId."]}}}})
     return [row["canvas_painting"]["canvas_id"]
@@ -292,7 +310,9 @@ class OutcomeSchema(Schema):
 
 class BatchStatusSchema(Schema):
     id = fields.Integer()
-    status = fields.String()
+    status = fields.String(metadata={
+        "description": "`ingesting`, `completed`, or `dropped` (by an operator: the manifest "
+                       "does not wait for it, and its notification is ignored)."})
     count = fields.Integer(allow_none=True)
     completed = fields.Integer(allow_none=True)
     errors = fields.Integer(allow_none=True)
@@ -300,12 +320,44 @@ class BatchStatusSchema(Schema):
     finished = UtcDateTime(allow_none=True)
 
 
+class FailedAssetSchema(Schema):
+    asset = fields.String(metadata={"description": "The DLCS asset, customer/space/id."})
+    canvas = fields.String(metadata={"description": "The canvasId it is painted on."})
+    error = fields.String(metadata={"description": "The DLCS's error text for its ingest."})
+
+
+class StalledBatchSchema(Schema):
+    """A batch still ingesting that the DLCS superseded, or that has been for too long."""
+
+    batch = fields.Integer(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf([SUPERSEDED, UNFINISHED]),
+                           metadata={"description": "`superseded`: the DLCS says it will never "
+                                                    "finish; `unfinished`: still ingesting "
+                                                    "after STALLED_BATCH_SECONDS."})
+    age = fields.Integer(required=True, metadata={
+        "description": "Seconds since the batch was recorded."})
+    since = UtcDateTime(allow_none=True, required=True, metadata={
+        "description": "When the batch was recorded."})
+
+
 class StatusSchema(Schema):
-    state = fields.String()
+    state = fields.String(metadata={"description": (
+        "ingesting, complete, complete-with-errors (published; some assets failed at the "
+        "DLCS), failed (every asset failed: nothing published; error says why) or "
+        "rebuild-failed.")})
     batches = fields.List(fields.Nested(BatchStatusSchema))
     last_processed = UtcDateTime(data_key="lastProcessed", allow_none=True)
     error = fields.String(allow_none=True)
     missing_assets = fields.List(fields.String(), data_key="missingAssets")
+    failed_assets = fields.List(fields.Nested(FailedAssetSchema), data_key="failedAssets",
+                                metadata={"description": (
+                                    "Painted resources whose asset the DLCS failed to ingest, "
+                                    "read from the API once their batch finished with errors.")})
+    stalled = fields.List(fields.Nested(StalledBatchSchema), metadata={
+        "description": "Batches that need an operator: requeue the manifest, or drop them."})
+    etag = fields.String(metadata={
+        "description": "The registration's ETag (also the `ETag` header): what a PUT's "
+                       "`If-Match` names. Not the published document's ETag."})
 
 
 class DeliverySchema(Schema):
@@ -316,6 +368,8 @@ class DeliverySchema(Schema):
     manifest = fields.String(allow_none=True)
     outcome = fields.String()
     error = fields.String(allow_none=True)
+    failed_assets = fields.Integer(data_key="failedAssets", allow_none=True, metadata={
+        "description": "How many of the batch's assets failed, when the notification says any."})
 
 
 class DeliveryQuerySchema(Schema):
@@ -325,14 +379,31 @@ class DeliveryQuerySchema(Schema):
     # Not strict: query parameters are always strings.
     batch = fields.Integer(load_default=None, validate=validate.Range(1, MAX_INT64))
     outcome = fields.String(load_default=None, validate=validate.OneOf(
-        ["ignored", "batch-completed", "manifest-completed", "duplicate", "unprocessable",
-         "failed"]))
+        DELIVERY_OUTCOMES))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+
 
 
 class ReconcileSchema(OutcomeSchema):
     completed = fields.List(fields.Integer(), required=True, metadata={
         "description": "The batches this request completed from the DLCS's answer."})
+    stalled = fields.List(fields.Nested(StalledBatchSchema), required=True, metadata={
+        "description": "Batches still ingesting that the DLCS superseded or that are older "
+                       "than STALLED_BATCH_SECONDS."})
+
+
+class RequeueSchema(Schema):
+    """What requeueing a manifest's unfinished assets came to."""
+
+    outcome = fields.String(required=True, metadata={
+        "description": "`requeued`, or `manifest-completed` when nothing was left to ingest "
+                       "and the manifest was rebuilt."})
+    manifest = fields.String(required=True)
+    assets = fields.Integer(required=True, metadata={"description": "Assets queued again."})
+    batches = fields.List(fields.Integer(), required=True, metadata={
+        "description": "The batches the DLCS created for them, now ingesting."})
+    dropped = fields.List(fields.Integer(), required=True, metadata={
+        "description": "The unfinished batches they replace, now `dropped`."})
 
 
 class ProblemSchema(Schema):
@@ -364,6 +435,13 @@ class ReadyChecksSchema(Schema):
 class ReadySchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     checks = fields.Nested(ReadyChecksSchema, required=True)
+    disabled = fields.Dict(keys=fields.String(), values=fields.String(), required=True, metadata={
+        "description": "Features the configuration leaves off (webhook, sns, admin, "
+                       "dlcs-orchestrator, dlcs-api, metrics), each with the variable that "
+                       "turns it on."})
+    defaulted = fields.List(fields.String(), required=True, metadata={
+        "description": "PUBLIC_BASE_URL, DATABASE_URL or STORAGE_URL when left to their "
+                       "single-host defaults."})
 
 
 class SnsAnswerSchema(Schema):
@@ -400,6 +478,12 @@ class SnsEnvelopeSchema(Schema):
 
 
 class IngestingSummarySchema(Schema):
+    state = fields.String(required=True, validate=validate.OneOf(["ingesting", "rebuild-failed"]),
+                          metadata={"description": "rebuild-failed: the batches completed but "
+                                    "the manifest could not be built or stored yet (see "
+                                    "`reason`); it is retried on a redelivery, a replay or a "
+                                    "rebuild."})
+    reason = fields.String(metadata={"description": "Why the rebuild failed."})
     total = fields.Integer(required=True)
     finished = fields.Integer(required=True)
     errors = fields.Integer(required=True)
@@ -411,10 +495,15 @@ class IngestingManifestSchema(Schema):
     class Meta:
         unknown = INCLUDE  # the registration's own properties are kept verbatim
 
-    context = fields.String(data_key="@context", required=True)
+    context = fields.String(data_key="@context", attribute="@context", required=True)
     id = fields.String(required=True)
     type = fields.String(required=True)
     ingesting = fields.Nested(IngestingSummarySchema, required=True)
+
+    @post_dump(pass_original=True)
+    def _keep_registered_properties(self, dumped: dict, original: dict, **kwargs) -> dict:
+        # The registration's own properties pass through verbatim, in their order.
+        return {**original, **dumped}
 
 
 class PublishedManifestSchema(Schema):

@@ -31,7 +31,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from webhook.errors import UpstreamError, WebhookError
+from webhook.capped import read_capped
+from webhook.config import SNS_SIGNATURE_VERSIONS
+from webhook.errors import CertificateUnavailable, ConfirmationFailed, SnsRejected
 
 MAX_MESSAGE_BYTES = 256 * 1024  # SNS's own limit on a message
 MAX_CERTIFICATE_BYTES = 64 * 1024  # a PEM certificate is ~2 KiB
@@ -52,8 +54,7 @@ SIGNED_KEYS = {
     UNSUBSCRIBE_CONFIRMATION: _CONFIRMATION_KEYS,
 }
 _ENVELOPE_KEYS = ("Signature", "SignatureVersion", "SigningCertURL")
-_HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
-SIGNATURE_VERSIONS = tuple(_HASHES)
+_HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}  # keyed as config.SNS_SIGNATURE_VERSIONS
 
 _REGION = r"[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-[0-9]+"
 _SNS_HOST = re.compile(rf"sns\.{_REGION}\.amazonaws\.com(?:\.cn)?")
@@ -61,28 +62,6 @@ _URL_CHARACTERS = re.compile(r"[!-~]+")  # printable ASCII: no spaces, controls 
 _MESSAGE_ID = re.compile(r"[!-~]{1,256}")  # the delivery log's key column holds 256
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class SnsRejected(WebhookError):
-    """A forged, malformed or unwanted SNS message: answered 4xx, which SNS never retries.
-
-    ``status`` is 400 (malformed), 401 (not authentic or too old) or 403 (refused);
-    ``reason`` is a short stable code safe to show to the sender.
-    """
-
-    def __init__(self, status: int, reason: str, detail: str):
-        super().__init__(detail)
-        self.status = status
-        self.reason = reason
-        self.detail = detail
-
-
-class CertificateUnavailable(UpstreamError):
-    """The signing certificate cannot be fetched or read now; a 503 makes SNS retry."""
-
-
-class ConfirmationFailed(UpstreamError):
-    """SNS did not accept the subscription confirmation; a 503 makes SNS resend it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +158,7 @@ class SnsVerifier:
     """Verify SNS messages for allowed topics, caching certificates by URL."""
 
     def __init__(self, fetch_certificate: Callable[[str], bytes], *, topics: Collection[str],
-                 versions: Collection[str] = SIGNATURE_VERSIONS,
+                 versions: Collection[str] = SNS_SIGNATURE_VERSIONS,
                  max_age: float = MAX_AGE_SECONDS, cache_size: int = 32):
         self._fetch = fetch_certificate
         self._topics = frozenset(topics)
@@ -283,13 +262,13 @@ class CertificateFetcher:
                 if response.status_code != 200:
                     raise CertificateUnavailable(
                         f"The SNS signing certificate answered HTTP {response.status_code}.")
-                body = _read_at_most(response, self.limit)
+                body = read_capped(response, self.limit)
         except requests.RequestException as exc:
             raise CertificateUnavailable("The SNS signing certificate could not be "
                                          "fetched.") from exc
         if body is None:
             raise CertificateUnavailable("The SNS signing certificate is too large.")
-        return body
+        return bytes(body)
 
 
 class SubscriptionConfirmer:
@@ -314,16 +293,3 @@ class SubscriptionConfirmer:
                                      "subscription.") from exc
         if not 200 <= status < 300:
             raise ConfirmationFailed(f"SNS answered HTTP {status} to the confirmation.")
-
-
-def _read_at_most(response: requests.Response, limit: int) -> bytes | None:
-    """Read the body, or return None as soon as it exceeds ``limit`` bytes."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    for chunk in response.iter_content(8192):
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)

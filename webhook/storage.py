@@ -1,7 +1,7 @@
 """Where published manifest documents live: a directory or an S3 bucket.
 
 The service talks to a ``ManifestStore`` and never to a file system or boto3
-directly; ``open_store`` turns ``STORAGE_URL`` into one. Both stores derive the
+directly; ``open_store`` turns a parsed ``STORAGE_URL`` into one. Both stores derive the
 ETag from the stored bytes in the same way, so a GET answers the same ETag (and
 the same 304) whichever store is configured, and switching stores does not
 invalidate clients' caches.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -37,6 +36,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from webhook import metrics
+from webhook.config import StorageLocation
 from webhook.errors import StorageError
 
 JSON_LD = "application/ld+json"
@@ -57,7 +57,6 @@ S3_TOTAL_ATTEMPTS = 3
 
 # Current S3 bucket naming rules (3-63 lowercase letters, digits, dots and
 # hyphens, starting and ending with a letter or digit).
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +76,10 @@ class ManifestStore(Protocol):
 
     def get(self, key: str) -> StoredDocument | None:
         """Return the document stored under ``key``, or None when there is none."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the document stored under ``key``; nothing there is no error."""
         ...
 
     def check(self) -> None:
@@ -190,6 +193,18 @@ class FileStore:
         except OSError as exc:
             raise StorageError(f"cannot read {key} in {self.describe()}: {exc.strerror or exc}") from exc
         return StoredDocument(body=body, etag=etag_for(body))
+
+    @_measured("delete")
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing stored there, as S3 answers a delete of an absent key
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key} in {self.describe()}: "
+                               f"{exc.strerror or exc}") from exc
+        _fsync_directory(path.parent)
 
     @_measured("check")
     def check(self) -> None:
@@ -321,6 +336,13 @@ class S3Store:
         # would differ from FileStore's for the same bytes.
         return StoredDocument(body=body, etag=etag_for(body))
 
+    @_measured("delete")
+    def delete(self, key: str) -> None:
+        object_key = self.object_key(key)
+        with _storage_errors(f"cannot delete {key} from {self.describe()}"):
+            # S3 answers 204 whether or not the object was there.
+            self.client.delete_object(Bucket=self.bucket, Key=object_key)
+
     @_measured("check")
     def check(self) -> None:
         with _storage_errors(f"{self.describe()} is not usable"):
@@ -350,51 +372,8 @@ def _error_message(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Message") or "no message"
 
 
-def open_store(url: str) -> ManifestStore:
-    """Return the store that ``STORAGE_URL`` names: ``file://DIR`` or ``s3://bucket[/prefix]``.
-
-    Raises ValueError with a message fit for an operator (it never repeats
-    what could be a credential); no I/O happens here.
-    """
-    url = url.strip()
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ValueError("expected file://DIR or s3://bucket[/prefix] (no '://' found)")
-    scheme = scheme.lower()  # URL schemes are case-insensitive (RFC 3986)
-    if scheme == "file":
-        # Everything after "file://" is the directory, verbatim: "file://var/x"
-        # is relative to the working directory, "file:///srv/x" absolute.
-        if not rest:
-            raise ValueError("file:// needs a directory, e.g. file://var/manifests")
-        return FileStore(Path(rest))
-    if scheme == "s3":
-        return _open_s3(rest)
-    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
-        raise ValueError("expected file://DIR or s3://bucket[/prefix]")
-    raise ValueError(f"unsupported scheme {scheme!r}: expected file://DIR or s3://bucket[/prefix]")
-
-
-def _open_s3(rest: str) -> S3Store:
-    bucket, _, prefix = rest.partition("/")
-    if "@" in bucket or ":" in bucket:
-        raise ValueError(
-            "s3:// URL must not carry credentials or a port; use AWS_ACCESS_KEY_ID, "
-            "AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL")
-    if "?" in rest or "#" in rest:
-        raise ValueError(
-            "s3:// URL takes no query or fragment; region and endpoint come from "
-            "AWS_DEFAULT_REGION and AWS_ENDPOINT_URL")
-    if not bucket:
-        raise ValueError("s3:// needs a bucket name, e.g. s3://my-bucket/manifests")
-    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise ValueError(
-            f"invalid S3 bucket name {bucket!r}: 3-63 lowercase letters, digits, "
-            "dots and hyphens, starting and ending with a letter or digit")
-    prefix = prefix.strip("/")
-    if prefix:
-        try:
-            _validated_key(prefix)
-        except ValueError:
-            raise ValueError(
-                f"invalid S3 prefix {prefix!r}: no empty, '.' or '..' segments") from None
-    return S3Store(bucket, prefix)
+def open_store(location: StorageLocation) -> ManifestStore:
+    """Return the store for a parsed ``STORAGE_URL`` (see ``config.parse_storage_url``); no I/O."""
+    if location.scheme == "file":
+        return FileStore(location.directory)
+    return S3Store(location.bucket, location.prefix)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from webhook.openapi import build_spec
+from webhook.routes.http import settings
 
 bp = Blueprint("docs", __name__)
 
@@ -14,7 +15,6 @@ def openapi():
     spec = current_app.extensions.get("webhook.openapi")
     if spec is None:
         # Built on first use, when every blueprint is registered; a race builds it twice.
-        settings = current_app.extensions["webhook.settings"]
-        spec = build_spec(current_app, settings.public_base_url)
+        spec = build_spec(current_app, settings().public_base_url)
         current_app.extensions["webhook.openapi"] = spec
     return jsonify(spec)

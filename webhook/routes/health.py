@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint
 
 from webhook import db
 from webhook.errors import UpstreamError
+from webhook.routes.http import answer, settings, store
+from webhook.schemas import HealthSchema, ReadySchema
 
 bp = Blueprint("health", __name__)
+_HEALTH = HealthSchema()
+_READY = ReadySchema()
 
 
 @bp.get("/healthz")
 def healthz():
-    return jsonify({"status": "ok"})
+    return answer(_HEALTH, {"status": "ok"})
 
 
 @bp.get("/readyz")
 def readyz():
-    checks = {"database": _check(db.ping),
-              "storage": _check(current_app.extensions["webhook.store"].check)}
+    checks = {"database": _check(db.ping), "storage": _check(store().check)}
     ready = all(value == "ok" for value in checks.values())
-    response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
-    response.status_code = 200 if ready else 503
-    return response
+    # What the configuration leaves off or to its defaults, as logged at start-up.
+    configured = settings()
+    return answer(_READY, {"status": "ok" if ready else "unavailable", "checks": checks,
+                           "disabled": configured.disabled(),
+                           "defaulted": list(configured.defaulted)},
+                  200 if ready else 503)
 
 
 def _check(probe) -> str:

@@ -1,45 +1,30 @@
-"""Problem Details (RFC 9457) responses and the one mapping from errors to statuses."""
+"""The one mapping from errors to statuses: every error leaves as problem+json (RFC 9457)."""
 
 from __future__ import annotations
 
 import logging
 
 import peewee
-from flask import Flask, Response, json
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from webhook import logs, metrics
-from webhook.errors import (Conflict, NotFound, PayloadError, RebuildFailed, RebuildInProgress,
-                            SignatureError, UpstreamError)
+from webhook.errors import (Conflict, InvalidRequest, NotFound, PayloadError,
+                            PreconditionFailed, QueueRejected, RebuildFailed, RebuildInProgress,
+                            SignatureError, SnsRejected, UpstreamError)
+from webhook.routes.http import problem
 
 log = logging.getLogger("webhook.http")
 
-# A URN, not a URL: the types name problems; there is no page to fetch.
-PROBLEM_TYPE = "urn:dlcs-webhook:problem:"
-
-
-def problem(status: int, slug: str, title: str, detail: str, *,
-            headers: dict | None = None, **extra) -> Response:
-    """Build an application/problem+json response."""
-    body = {"type": PROBLEM_TYPE + slug, "title": title, "status": status, "detail": detail}
-    logs.annotate(problem=slug)
-    body.update({k: v for k, v in extra.items() if v is not None})
-    response = Response(json.dumps(body), status=status,
-                        mimetype="application/problem+json")
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
-
-
-def invalid_body(exc: PayloadError, status: int) -> Response:
-    """Answer a payload that failed validation, with its field messages."""
-    slug, title = (("invalid-body", "Invalid request body") if status == 400
-                   else ("unprocessable-body", "Unprocessable notification"))
-    return problem(status, slug, title, exc.detail, errors=exc.errors or None)
+_SNS_PROBLEMS = {
+    400: ("invalid-sns-message", "Invalid SNS message"),
+    401: ("invalid-sns-signature", "Invalid SNS message signature"),
+    403: ("sns-message-refused", "SNS message refused"),
+}
 
 
 def init_app(app: Flask) -> None:
-    """Register the error handlers: every error leaves as problem+json."""
+    """Register the error handlers."""
 
     @app.errorhandler(SignatureError)
     def _signature(exc: SignatureError):
@@ -48,10 +33,24 @@ def init_app(app: Flask) -> None:
         return problem(401, "invalid-signature", "Invalid webhook signature", exc.detail,
                        reason=exc.reason)
 
+    @app.errorhandler(SnsRejected)
+    def _sns_rejected(exc: SnsRejected):
+        # SNS counts every 4xx as delivered, so a forged message is never retried.
+        slug, title = _SNS_PROBLEMS[exc.status]
+        metrics.signature_failure("sns", exc.reason)
+        logs.annotate(outcome="rejected", reason=exc.reason)
+        return problem(exc.status, slug, title, exc.detail, reason=exc.reason)
+
     @app.errorhandler(PayloadError)
     def _payload(exc: PayloadError):
+        if isinstance(exc, QueueRejected):
+            return problem(422, "dlcs-rejected", "The DLCS rejected the assets", exc.detail)
+        if isinstance(exc, InvalidRequest):
+            return problem(400, "invalid-body", "Invalid request body", exc.detail,
+                           errors=exc.errors or None)
         logs.annotate(outcome="unprocessable")
-        return invalid_body(exc, 422)
+        return problem(422, "unprocessable-body", "Unprocessable notification", exc.detail,
+                       errors=exc.errors or None)
 
     @app.errorhandler(NotFound)
     def _not_found(exc: NotFound):
@@ -60,6 +59,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Conflict)
     def _conflict(exc: Conflict):
         return problem(409, "conflict", "Conflict", str(exc))
+
+    @app.errorhandler(PreconditionFailed)
+    def _precondition(exc: PreconditionFailed):
+        return problem(412, "precondition-failed", "Precondition failed", str(exc))
 
     @app.errorhandler(UpstreamError)
     def _upstream(exc: UpstreamError):
