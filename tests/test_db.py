@@ -214,6 +214,15 @@ def test_begin_goes_with_the_first_statement_and_holds_its_lock(pg_table):
         assert cursor.fetchone()[0] == 2
 
 
+def test_a_cursor_taken_directly_in_a_transaction_runs_inside_it(pg_table):
+    with pytest.raises(RuntimeError), db.transaction():
+        db.database.cursor().execute("INSERT INTO t VALUES (5)")
+        raise RuntimeError("undo")
+    with pg_table.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM t")
+        assert cursor.fetchone()[0] == 0
+
+
 def test_a_failed_transaction_leaves_nothing_and_an_empty_one_nothing_behind(pg_table):
     with pytest.raises(RuntimeError), db.transaction():
         db.database.execute_sql("INSERT INTO t VALUES (3)")

@@ -137,6 +137,14 @@ class _PostgresPool(PooledPostgresqlDatabase):
             sql = "BEGIN;" + sql
         return super()._execute_cursor(sql, params, **cursor_options)
 
+    def cursor(self, named_cursor=None):
+        cursor = super().cursor(named_cursor)
+        if getattr(self._state, "begin_pending", False):
+            # Used directly, not through execute_sql: BEGIN cannot ride along.
+            self._state.begin_pending = False
+            cursor.execute("BEGIN")
+        return cursor
+
     def commit(self):
         if not self._sent_begin():
             return
