@@ -32,7 +32,7 @@ from webhook.dlcs import DlcsClient
 from webhook.domain import MANIFEST_COMPLETED, MANIFEST_FAILED, Outcome, PaintedResource
 from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, NamedQueryNotFound,
                             RebuildFailed, RebuildInProgress, UpstreamError, WebhookError)
-from webhook.manifest import build_document, slim_canvas, write_manifest
+from webhook.manifest import slim_canvas, write_document
 from webhook.models import COMPLETED, DROPPED, Batch, CanvasPainting, Delivery, Manifest, utcnow
 from webhook.storage import ManifestStore, manifest_key
 
@@ -111,9 +111,10 @@ class Rebuilder:
     def _build_and_store(self, manifest: Manifest,
                          report: RebuildReport) -> tuple[str, list[tuple]]:
         # Peak memory is the parsed named-query answer (slim_canvas keeps only
-        # what the build reads) with the document built on it (which shares
-        # its bodies). The document is written to a temporary file a block at
-        # a time and stored from there, so its text never exists whole.
+        # what the build reads) with a block of canvases built on it (which
+        # share its bodies). The document is written to a temporary file a
+        # block at a time and stored from there, so neither it nor its text
+        # ever exists whole.
         with tempfile.TemporaryFile(prefix="manifest-") as spool:
             with _collector_paused():
                 try:
@@ -137,13 +138,13 @@ class Rebuilder:
                             raise
                         raise NothingIngested(_nothing_reason(batches)) from exc
                 with report.stage("build"):
-                    built = build_document(manifest.document, painted, answer,
+                    # Built and written a block of canvases at a time (see write_document).
+                    built = write_document(manifest.document, painted, answer, spool,
                                            base_url=self.settings.public_base_url,
                                            customer=manifest.customer,
                                            manifest_id=manifest.slug)
                     del answer
-                    write_manifest(built.document, spool)
-                    report.canvases = len(built.document.get("items", ()))
+                    report.canvases = built.canvases
                     report.missing_assets = len(built.missing_assets)
                     if (painted and _all_failed(batches) and len(built.missing_assets)
                             == len({row.asset_id for row in painted})):
