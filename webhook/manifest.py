@@ -243,7 +243,7 @@ def _group_by_canvas(ordered: Iterable[PaintedResource]) -> list[list[PaintedRes
 def _build_canvas(rows: list[PaintedResource], found: dict[str, dict], derived: "Derived",
                   canvases_url: str, lent: dict[str, dict]) -> dict | None:
     """Build one canvas, or None when none of its rows came back (rule 7)."""
-    hits = [(row, found[row.asset_id]) for row in rows if row.asset_id in found]
+    hits = _hits(rows, found)
     if not hits:
         return None
     canvas_id = f"{canvases_url}/{rows[0].canvas_id}"
@@ -268,8 +268,15 @@ def _build_canvas(rows: list[PaintedResource], found: dict[str, dict], derived: 
     return canvas
 
 
+def _hits(rows: list[PaintedResource], found: dict[str, dict]) -> list[tuple]:
+    """Pair each row whose asset the DLCS returned with its named-query canvas."""
+    return [(row, canvas) for row in rows if (canvas := found.get(row.asset_id)) is not None]
+
+
 def _by_canvas_order(rows: list[PaintedResource]) -> list[list[PaintedResource]]:
     """Split a canvas's ordered rows into runs sharing one canvasOrder."""
+    if len(rows) == 1:  # most canvases: no need to group
+        return [rows]
     return [list(group) for _, group in itertools.groupby(rows, key=lambda row: row.canvas_order)]
 
 
@@ -341,7 +348,7 @@ def _links(registered: list[dict], hits: list[tuple[PaintedResource, dict]]) -> 
 def _annotation(group: list[PaintedResource], found: dict[str, dict],
                 canvas_id: str, body_label: dict | None) -> dict | None:
     """Build the painting annotation of one canvasOrder, or None if none came back."""
-    hits = [(row, found[row.asset_id]) for row in group if row.asset_id in found]
+    hits = _hits(group, found)
     if not hits:
         return None
     if len(group) == 1:
