@@ -9,9 +9,9 @@ and break it:
 - it can insist on HTTP Basic credentials;
 - it can be told to misbehave: fail the next N calls (a status, a delay, a body
   that is not JSON), delay every named query, hold named queries until the
-  test releases them, or answer a fixed document for some batches (``freeze``
-  renders one once, so the benchmarks' large answers cost the fake nothing
-  per request).
+  test releases them (all at once, or named queries or queue requests one by
+  one), or answer a fixed document for some batches (``freeze`` renders one
+  once, so the benchmarks' large answers cost the fake nothing per request).
 
 Batches finish only when a test says so (``finish_batch``; ``supersede_batch``
 makes one that never will); nothing is sent to the service: the tests deliver
@@ -74,10 +74,14 @@ class FakeDlcs(DevDlcs):
         self._documents: dict[tuple[int, frozenset[int]], bytes] = {}
         self._released = threading.Event()
         self._released.set()
+        # The endpoint whose calls are held one by one (hold_each), and their gates
+        # in order of arrival.
+        self._gated: str | None = None
+        self._gates: list[threading.Event] = []
 
     def stop(self) -> None:
-        """Release held named queries, then stop serving; safe to call twice."""
-        self._released.set()
+        """Release held calls, then stop serving; safe to call twice."""
+        self.release()
         super().stop()
 
     # ------------------------------------------------------------ set-up
@@ -118,8 +122,38 @@ class FakeDlcs(DevDlcs):
         self._released.clear()
 
     def release(self) -> None:
-        """Let held named queries answer."""
+        """Let held calls answer (those held one by one too), and stop holding."""
         self._released.set()
+        with self._changed:
+            self._gated = None
+            for gate in self._gates:
+                gate.set()
+
+    def hold_each(self, endpoint: str = NAMED_QUERY) -> None:
+        """Make each call to ``endpoint`` from now on wait (up to HOLD_LIMIT_SECONDS) for ``release_call``.
+
+        A held named query computes its answer once released, from the batches
+        as they are then: a test can change them between releases.
+        """
+        if endpoint not in (NAMED_QUERY, QUEUE):
+            raise ValueError("named queries and queue requests can be held")
+        with self._changed:
+            self._gated = endpoint
+            self._gates = []
+
+    def release_call(self, number: int, timeout: float = 10.0) -> None:
+        """Let the ``number``-th call held since ``hold_each`` answer (0 is the first).
+
+        Waits up to ``timeout`` s for that call to arrive.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(self._gates) <= number:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"call #{number} did not arrive in {timeout} s")
+                self._changed.wait(left)
+            self._gates[number].set()
 
     # ------------------------------------------------------------ what happened
 
@@ -145,6 +179,16 @@ class FakeDlcs(DevDlcs):
         with self._changed:
             return [c for c in self._calls if endpoint is None or c.endpoint == endpoint]
 
+    def wait_for_calls(self, endpoint: str, count: int, timeout: float = 10.0) -> None:
+        """Block until at least ``count`` calls to ``endpoint`` arrived; raise TimeoutError."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while sum(1 for call in self._calls if call.endpoint == endpoint) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"fewer than {count} {endpoint} calls after {timeout} s")
+                self._changed.wait(left)
+
     def wait_for_named_queries(self, count: int, timeout: float = 10.0) -> None:
         """Block until at least ``count`` named queries arrived; raise TimeoutError."""
         deadline = time.monotonic() + timeout
@@ -159,12 +203,16 @@ class FakeDlcs(DevDlcs):
 
     def before(self, call: Call) -> tuple[int, bytes, dict[str, str]] | None:
         """Record the call, then apply a queued fault, the credentials check, a hold or a delay."""
+        gate = None
         with self._changed:
             self._calls.append(call)
             if call.endpoint == NAMED_QUERY:
                 customer, _, ids = ROUTES[("GET", NAMED_QUERY)].match(call.path).groups()
                 self._named_query_calls[(int(customer) if customer.isdigit() else -1, ids)] += 1
-                self._changed.notify_all()
+            if self._gated == call.endpoint:
+                gate = threading.Event()
+                self._gates.append(gate)
+            self._changed.notify_all()
             queued = self._faults.get(call.endpoint)
             fault = queued.popleft() if queued else None
         if fault is not None:
@@ -178,8 +226,10 @@ class FakeDlcs(DevDlcs):
             return 401, description("bad credentials"), {"WWW-Authenticate": 'Basic realm="DLCS"'}
         if call.endpoint == NAMED_QUERY:
             self._released.wait(HOLD_LIMIT_SECONDS)
-            if self.delay:
-                time.sleep(self.delay)
+        if gate is not None:
+            gate.wait(HOLD_LIMIT_SECONDS)
+        if call.endpoint == NAMED_QUERY and self.delay:
+            time.sleep(self.delay)
         return None
 
     def named_query_document(self, customer: int, ids: frozenset[int]) -> tuple[int, bytes]:

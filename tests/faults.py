@@ -277,9 +277,10 @@ def database_rows(database_url: str) -> dict:
     """Read the manifests, batches and deliveries straight from PostgreSQL."""
     with contextlib.closing(psycopg2.connect(database_url)) as connection, \
             connection.cursor() as cursor:
-        cursor.execute("SELECT customer, slug, needs_rebuild, rebuild_owner, published_etag "
-                       "FROM manifest")
-        manifests = {f"{c}/{s}": (need, owner, etag) for c, s, need, owner, etag in cursor}
+        cursor.execute("SELECT customer, slug, needs_rebuild, rebuild_owner, published_etag, "
+                       "published_key FROM manifest")
+        manifests = {f"{c}/{s}": (need, owner, etag, key)
+                     for c, s, need, owner, etag, key in cursor}
         cursor.execute("SELECT id, status FROM batch")
         batches = dict(cursor.fetchall())
         cursor.execute("SELECT delivery_id, outcome, batch, manifest FROM delivery")
@@ -310,9 +311,8 @@ def check_nothing_lost(client: ServiceClient, server: GunicornServer, plans: lis
         assert {b["id"]: b["status"] for b in status["batches"]} == dict.fromkeys(
             plan.batches, "completed")
         # The database and the stored document agree, and GET serves that document.
-        stored = s3.get_object(Bucket=bucket, Key=f"{plan.customer}/manifests/{plan.slug}")
-        body = stored["Body"].read()
-        needs_rebuild, owner, etag = rows["manifests"][plan.key]
+        needs_rebuild, owner, etag, key = rows["manifests"][plan.key]
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         assert (needs_rebuild, owner) == (False, None), plan.key
         assert etag == etag_for(body) == published.headers["ETag"], plan.key
         assert body == published.content, plan.key

@@ -42,7 +42,10 @@ EVERY_STATE = (
     Made("failed", 2003, "rebuild-failed", "500"),
     Made("ingesting", 2004, "ingesting", None),
     Made("missing-one", 2005, "complete", None, missing=1),
+    Made("queue-interrupted", None, "ingesting",
+         "Registering the assets at the DLCS was interrupted"),
     Made("queue-stopped", None, "ingesting", "Registering the assets at the DLCS stopped"),
+    Made("queueing", None, "ingesting", None),
     Made("rebuilding", 2006, "ingesting", None),
 )
 
@@ -103,6 +106,12 @@ def make(client, admin, made: Made) -> None:
             answer = client.put(f"/{CUSTOMER}/manifests/{made.slug}",
                                 data=registration(None, "Queued"), headers=admin)
             assert answer.status_code == 503, answer.get_json()
+            if made.slug in ("queueing", "queue-interrupted"):
+                # What a worker leaves behind while it queues the assets (its claim
+                # runs), or once it died doing so (its claim is over).
+                lease = dt.timedelta(minutes=5 if made.slug == "queueing" else -5)
+                Manifest.update(queue_error=None, queueing_until=utcnow() + lease).where(
+                    Manifest.slug == made.slug).execute()
             return
         register(client, admin, made.slug, made.batch)
         if made.slug == "ingesting":

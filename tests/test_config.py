@@ -92,6 +92,11 @@ def test_reads_every_variable():
     ("DLCS_MAX_BATCH_SIZE", "0"),
     ("REBUILD_LEASE_SECONDS", "0"),
     ("REBUILD_LEASE_SECONDS", "2m"),
+    ("REBUILD_DEADLINE_SECONDS", "0"),
+    ("REBUILD_DEADLINE_SECONDS", "1.5"),
+    ("REBUILD_DEADLINE_SECONDS", "3601"),
+    # The default lease is 4 x 30 + 120 = 240 s: a deadline must end before it.
+    ("REBUILD_DEADLINE_SECONDS", "240"),
     ("SNS_TOPIC_ARNS", "not-an-arn"),
     ("STALLED_BATCH_SECONDS", "59"),
     ("STALLED_BATCH_SECONDS", "6h"),
@@ -134,6 +139,25 @@ def test_the_manifest_projection_needs_the_api():
 ])
 def test_the_rebuild_lease_follows_the_dlcs_timeout_unless_set(environ, lease):
     assert Settings.from_env(environ).rebuild_lease_seconds == lease
+
+
+@pytest.mark.parametrize("environ, deadline", [
+    ({}, 20),                                                 # well under a sender's 30 s
+    ({"DLCS_TIMEOUT_SECONDS": "5"}, 10),                      # twice the DLCS timeout
+    ({"DLCS_TIMEOUT_SECONDS": "1"}, 2),
+    ({"DLCS_TIMEOUT_SECONDS": "5", "REBUILD_DEADLINE_SECONDS": "25"}, 25),
+    ({"REBUILD_LEASE_SECONDS": "3", "REBUILD_DEADLINE_SECONDS": "2"}, 2),
+    ({"REBUILD_LEASE_SECONDS": "8"}, 6),                      # below a short lease
+])
+def test_the_rebuild_deadline_follows_the_dlcs_timeout_unless_set(environ, deadline):
+    assert Settings.from_env(environ).rebuild_deadline_seconds == deadline
+
+
+def test_a_deadline_at_or_past_a_short_lease_is_refused():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"REBUILD_LEASE_SECONDS": "10", "REBUILD_DEADLINE_SECONDS": "10"})
+    assert str(caught.value) == ("REBUILD_DEADLINE_SECONDS: must be shorter than the rebuild "
+                                 "lease (10 s)")
 
 
 @pytest.mark.parametrize("present, missing", [

@@ -264,7 +264,8 @@ def test_signing_in_gives_a_new_csrf_token(client):
 # ----------------------------------------------------------------- pages
 
 
-TABS = {"ingesting": {"ingesting", "queue-stopped", "rebuilding"},
+TABS = {"ingesting": {"ingesting", "queue-interrupted", "queue-stopped", "queueing",
+                      "rebuilding"},
         "complete": {"complete", "missing-one"},
         "rebuild-failed": {"crashed", "failed"}}
 

@@ -81,6 +81,9 @@ def test_upgrading_a_live_first_release_database_keeps_its_rows(bound):
     # decides whether it is stalled), and the manifest gets a version for If-Match.
     assert batch.created_at == dt.datetime(2025, 1, 1)
     assert re.fullmatch(r"[0-9a-f]{32}", manifest.version)
+    # 0006: no published key recorded (a document published before stays at its
+    # manifest_key until the next rebuild), and no queueing under way.
+    assert (manifest.published_key, manifest.queueing_until) == (None, None)
 
 
 def test_a_later_migration_adds_a_column_without_losing_rows(bound, tmp_path):

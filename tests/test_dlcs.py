@@ -27,7 +27,7 @@ import responses
 from responses import matchers
 
 from webhook.dlcs import DlcsClient, NamedQueryAnswer, make_session
-from webhook.domain import BatchState
+from webhook.domain import BatchState, Deadline
 from webhook.errors import DlcsError, NamedQueryNotFound, QueuePartiallyFailed
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -182,6 +182,31 @@ def test_named_query_invalid_json(rsps, client, body):
         client.named_query(2, [1234, 1235])
 
     assert isinstance(caught.value.__cause__, ValueError)
+
+
+@pytest.mark.parametrize("body, message", [
+    pytest.param(b'{"type": "Manifest", "items": [{"width": NaN}]}',
+                 "holds NaN, which is not a JSON number", id="NaN"),
+    pytest.param(b'{"type": "Manifest", "items": [], "x": -Infinity}',
+                 "holds -Infinity, which is not a JSON number", id="-Infinity"),
+    pytest.param(b'{"type": "Manifest", "items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                 "nested too deeply to read", id="100000-levels"),
+])
+def test_named_query_answers_that_cannot_be_published_are_dlcs_errors(rsps, client, body,
+                                                                       message):
+    rsps.get(NAMED_QUERY_URL, body=body)
+
+    with pytest.raises(DlcsError, match=message):
+        client.named_query(2, [1234, 1235])
+
+
+def test_a_deeply_nested_error_body_is_only_a_status(rsps, client):
+    rsps.get(BATCH_URL, status=500, body=b"[" * 100_000 + b"]" * 100_000)
+
+    with pytest.raises(DlcsError) as caught:
+        client.get_batch(2, 1234)
+
+    assert str(caught.value) == "batch 1234 of customer 2: the DLCS answered 500"
 
 
 def test_named_query_rejects_empty_batch_list(client):
@@ -741,6 +766,35 @@ def test_loopback_refused_connection_is_retried_even_for_post(caplog):
     # urllib3 logs one warning per retry it makes.
     retried = [r for r in caplog.records if r.getMessage().startswith("Retrying")]
     assert len(retried) == 2
+
+
+def test_loopback_retries_what_the_deadline_leaves_time_for(loopback, loopback_client):
+    answer = (200, {"Content-Type": "application/json"},
+              json.dumps({"type": "Manifest", "items": []}).encode())
+    loopback.script.extend([(503, {}, b""), (502, {}, b""), answer])
+
+    found = loopback_client.named_query(2, [1234], deadline=Deadline.after(10))
+
+    assert found.document == {"type": "Manifest", "items": []}
+    assert len(loopback.hits) == 3
+
+
+def test_loopback_no_retry_starts_that_the_deadline_would_cut_short(loopback):
+    session = make_session(retries=2, backoff=0, max_retry_after=10)
+    session.trust_env = False
+    client = DlcsClient(orchestrator_url=loopback.url, api_url=None, timeout=5, session=session)
+    busy = (503, {"Retry-After": "5", "Content-Type": "application/json"},
+            b'{"description": "busy"}')
+    loopback.script.extend([busy, busy, busy])
+
+    # Waiting 5 s as asked would leave less than a second of the 3 s deadline.
+    with pytest.raises(DlcsError, match="answered 503: busy") as caught:
+        client.named_query(2, [1234], deadline=Deadline.after(3))
+    session.close()
+
+    assert caught.value.status == 503
+    assert len(loopback.hits) == 1
+    loopback.script.clear()
 
 
 def test_session_retry_policy():

@@ -11,8 +11,8 @@ PACKAGE = Path(__file__).parent.parent / "webhook"
 
 # Lower numbers are lower floors; a module may import only from floors below its own.
 FLOORS = {
-    "domain": 0, "errors": 1,
-    "config": 2, "metrics": 2, "capped": 2, "signature": 2, "logs": 2,
+    "domain": 0, "errors": 1, "json_limits": 1,
+    "config": 2, "metrics": 2, "capped": 2, "signature": 2, "logs": 2, "deadlines": 2,
     "dlcs_documents": 2, "named_query": 2,
     "db": 3, "schemas": 3, "manifest": 3, "storage": 3, "dlcs": 3, "sns": 3,
     "models": 4, "listing_schemas": 4, "startup": 4,

@@ -219,6 +219,17 @@ INVALID_REGISTRATIONS = [
     pytest.param(_without(BASE, "batches"), ("batches",), id="no-batches-no-dlcs-api"),
     pytest.param(_with(BASE, "Collection", "type"), ("type",), id="not-a-manifest"),
     pytest.param(_with(BASE, "Letters", "label"), ("label",), id="label-not-a-language-map"),
+    pytest.param(_without(BASE, "label"), ("label",), id="no-label"),
+    # Whole values only: a final newline used to pass the patterns, and a 64-character
+    # canvasId with one was a 500 on PostgreSQL (its column holds 64).
+    pytest.param(_with(BASE, "p" * 64 + "\n", "paintedResources", 0, "canvasPainting",
+                       "canvasId"),
+                 ("paintedResources", "0", "canvasPainting", "canvasId"),
+                 id="64-character-canvasId-and-newline"),
+    pytest.param(_with(BASE, "p1\n", "paintedResources", 0, "canvasPainting", "canvasId"),
+                 ("paintedResources", "0", "canvasPainting", "canvasId"), id="canvasId-newline"),
+    pytest.param(_with(BASE, "foo\n", "paintedResources", 0, "asset", "id"),
+                 ("paintedResources", "0", "asset", "id"), id="asset-id-newline"),
 ]
 
 
@@ -250,6 +261,32 @@ def test_register_rejects_a_body_that_is_not_a_json_object(client, admin, body):
 
     problem = assert_problem(response, 400)
     assert "JSON" in problem["detail"]
+    assert client.get(URL).status_code == 404
+
+
+def _sample_with(extra: bytes) -> bytes:
+    """The sample registration with ``extra`` (raw JSON text) as property ``x-extra``."""
+    return sample("registration-2-assets.json").replace(b'"rights"', b'"x-extra": ' + extra
+                                                        + b', "rights"')
+
+
+@pytest.mark.parametrize("body, detail", [
+    pytest.param(_sample_with(b"NaN"), "The body contains NaN, which is not a JSON number.",
+                 id="NaN"),
+    pytest.param(_sample_with(b"[1, -Infinity]"),
+                 "The body contains -Infinity, which is not a JSON number.", id="-Infinity"),
+    pytest.param(_sample_with(b"[" * 64 + b"]" * 64),
+                 "The body is nested deeper than 64 levels.", id="65-levels"),
+    # About this deep, the steps after parsing used to exceed Python's recursion limit (a 500).
+    pytest.param(_sample_with(b"[" * 960 + b"]" * 960),
+                 "The body is nested deeper than 64 levels.", id="961-levels"),
+    pytest.param(_sample_with(b"[" * 100_000 + b"]" * 100_000),
+                 "The body is nested deeper than 64 levels.", id="100001-levels"),
+])
+def test_register_rejects_json_that_cannot_be_published(client, admin, body, detail):
+    problem = assert_problem(put(client, admin, body), 400)
+
+    assert problem["detail"] == detail
     assert client.get(URL).status_code == 404
 
 

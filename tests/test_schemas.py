@@ -111,7 +111,6 @@ INVALID_JSON = [
     pytest.param(b'{"id": 1234', id="truncated"),
     pytest.param(b'{"id": 1234}\n{"id": 1}', id="two-documents"),
     pytest.param(b"\xff\xfe\x00{", id="bad-utf8"),
-    pytest.param(b"[" * 100_000 + b"]" * 100_000, id="deeply-nested"),
 ]
 
 NOT_AN_OBJECT = [
@@ -129,6 +128,45 @@ def test_invalid_json_is_rejected(body):
         parse_notification(body)
     assert info.value.detail == "The body is not valid JSON."
     assert info.value.errors == {}
+
+
+def nested(depth: int, inner: bytes = b"1") -> bytes:
+    """A notification whose ``x`` holds ``depth - 1`` nested arrays: ``depth`` levels in all."""
+    return b'{"x": ' + b"[" * (depth - 1) + inner + b"]" * (depth - 1) + b"}"
+
+
+TOO_DEEP = [
+    pytest.param(nested(65), id="65-levels"),
+    # Deep enough that the steps after parsing would recurse past Python's limit.
+    pytest.param(nested(960), id="960-levels"),
+    # Deep enough that parsing itself does.
+    pytest.param(b"[" * 100_000 + b"]" * 100_000, id="100000-levels"),
+    pytest.param(b'{"a":' * 100_000 + b"1" + b"}" * 100_000, id="100000-objects"),
+]
+
+
+@pytest.mark.parametrize("body", TOO_DEEP)
+def test_nesting_deeper_than_64_levels_is_refused(body):
+    with pytest.raises(PayloadError) as info:
+        parse_notification(body)
+    assert info.value.detail == "The body is nested deeper than 64 levels."
+
+
+def test_nesting_of_64_levels_is_accepted():
+    completion = parse_notification(with_fields(CURRENT) [:-1] + b', "x": '
+                                    + b"[" * 63 + b"]" * 63 + b"}")
+    assert completion.batch_id == 1234
+
+
+NON_FINITE = ["NaN", "Infinity", "-Infinity"]
+
+
+@pytest.mark.parametrize("constant", NON_FINITE)
+def test_non_finite_numbers_are_refused_anywhere(constant):
+    body = with_fields(CURRENT)[:-1] + f', "extra": {{"deep": [1, {constant}]}}}}'.encode()
+    with pytest.raises(PayloadError) as info:
+        parse_notification(body)
+    assert info.value.detail == f"The body contains {constant}, which is not a JSON number."
 
 
 @pytest.mark.parametrize("body", NOT_AN_OBJECT)
@@ -231,7 +269,11 @@ def test_current_format_errors_are_reported_when_nothing_looks_old():
 # --------------------------------------------------------------------- registrations
 
 
-def register(document, customer: int = 2, manifest_id: str = "letters") -> Registration:
+def register(document, customer: int = 2, manifest_id: str = "letters", *,
+             add_label: bool = True) -> Registration:
+    """Load ``document`` as a registration, given a label when it has none (one is required)."""
+    if add_label and "label" not in document:
+        document = {**document, "label": {"en": ["A test"]}}
     return parse_registration(encode(document), customer, manifest_id)
 
 
@@ -381,13 +423,35 @@ REGISTRATION_ERRORS = [
                  id="same-canvasOrder-different-canvasId"),
     pytest.param(lambda d: d.update(type="Collection"),
                  ("type",), "Must be equal to Manifest.", id="type-not-Manifest"),
+    # IIIF Presentation 3 requires a label; a registration without one cannot be published.
+    pytest.param(lambda d: d.pop("label"), ("label",), MISSING, id="no-label"),
+    pytest.param(lambda d: d.update(label=None), ("label",), "Field may not be null.",
+                 id="null-label"),
+    pytest.param(lambda d: d.update(label="Letters"), ("label",), "Not a valid mapping type.",
+                 id="label-a-string"),
+    # Patterns match the whole value: "$" alone would also match before a final newline.
+    pytest.param(lambda d: painting(d, 0).update(canvasId="p1\n"),
+                 ("paintedResources", 0, "canvasPainting", "canvasId"),
+                 "Must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$.", id="canvasId-newline"),
+    pytest.param(lambda d: painting(d, 0).update(canvasId="p" * 64 + "\n"),
+                 ("paintedResources", 0, "canvasPainting", "canvasId"),
+                 "Must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$.", id="canvasId-64-and-newline"),
+    pytest.param(lambda d: asset(d, 0).update(id="foo\n"),
+                 ("paintedResources", 0, "asset", "id"), "Must be a DLCS asset id (no '/').",
+                 id="asset-id-newline"),
+    pytest.param(lambda d: painting(d, 0).update(target="xywh=0,0,10,10\n"),
+                 ("paintedResources", 0, "canvasPainting", "target"),
+                 "Must not contain control characters.", id="target-newline"),
+    pytest.param(lambda d: painting(d, 0).update(label={"en\n": ["Front"]}),
+                 ("paintedResources", 0, "canvasPainting", "label", "en\n", "key"),
+                 "String does not match expected pattern.", id="language-newline"),
 ]
 
 
 @pytest.mark.parametrize("change, path, message", REGISTRATION_ERRORS)
 def test_invalid_registrations_name_the_field(change, path, message):
     with pytest.raises(PayloadError) as info:
-        register(mutate(change))
+        register(mutate(change), add_label=False)
     assert info.value.detail == "The manifest registration is invalid."
     messages = at(info.value.errors, path)
     assert any(message in text for text in messages), messages
@@ -397,6 +461,24 @@ def test_invalid_registrations_name_the_field(change, path, message):
 def test_registration_must_be_a_json_object(body):
     with pytest.raises(PayloadError):
         parse_registration(body, 2, "letters")
+
+
+@pytest.mark.parametrize("constant", NON_FINITE)
+def test_a_registration_with_a_non_finite_number_is_refused(constant):
+    body = sample("registration-2-assets.json").replace(
+        b'"rights"', f'"x-extent": {constant}, "rights"'.encode())
+    with pytest.raises(PayloadError) as info:
+        parse_registration(body, 2, "letters")
+    assert info.value.detail == f"The body contains {constant}, which is not a JSON number."
+
+
+@pytest.mark.parametrize("depth", [65, 960, 100_000])
+def test_a_registration_nested_too_deeply_is_refused(depth):
+    body = (sample("registration-2-assets.json")[:-2]
+            + b', "x-deep": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}")
+    with pytest.raises(PayloadError) as info:
+        parse_registration(body, 2, "letters")
+    assert info.value.detail == "The body is nested deeper than 64 levels."
 
 
 def test_default_canvas_ids_are_shared_per_canvasOrder_and_stable():

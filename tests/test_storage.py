@@ -9,6 +9,7 @@ import stat
 import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -19,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 # session would start a second server for this module.
 from tests.servers import free_port
 from webhook.config import parse_storage_url
+from webhook.domain import Deadline
 from webhook.errors import StorageError
 from webhook.storage import (
     FileStore,
@@ -28,6 +30,8 @@ from webhook.storage import (
     etag_for,
     manifest_key,
     open_store,
+    published_key,
+    version_key,
 )
 
 SECRET = "not-a-real-secret-but-never-echo-me"
@@ -160,6 +164,17 @@ def test_empty_document_round_trips(store):
     assert store.get("7/manifests/empty") == StoredDocument(b"", etag)
 
 
+def test_delete_removes_a_document_and_an_absent_one_is_no_error(store):
+    store.put("7/manifests/m1.v1.json", DOCUMENT)
+    store.put("7/manifests/m1.v2.json", DOCUMENT)
+
+    store.delete("7/manifests/m1.v1.json")
+    store.delete("7/manifests/m1.v1.json")
+
+    assert store.get("7/manifests/m1.v1.json") is None
+    assert store.get("7/manifests/m1.v2.json") == StoredDocument(DOCUMENT, etag_for(DOCUMENT))
+
+
 def test_check_passes_on_a_usable_store(store):
     store.check()
 
@@ -211,6 +226,67 @@ def test_manifest_key(customer, manifest_id, key):
 def test_manifest_key_rejects_what_is_not_a_customer_and_id(customer, manifest_id):
     with pytest.raises(ValueError):
         manifest_key(customer, manifest_id)
+
+
+def test_version_keys_sit_beside_the_manifest_key():
+    assert version_key(7, "m1", "0f3a9c") == "7/manifests/m1.0f3a9c.json"
+    # Beside, not below: a folder may hold a document at 7/manifests/m1 already.
+    assert not version_key(7, "m1", "ab12").startswith(manifest_key(7, "m1") + "/")
+
+
+@pytest.mark.parametrize("version", ["", "a/b", "a.b", "../x", "v 1"])
+def test_version_keys_take_letters_and_digits_only(version):
+    with pytest.raises(ValueError):
+        version_key(7, "m1", version)
+
+
+def test_the_published_key_is_the_recorded_one_or_the_manifest_key_before_versions():
+    assert published_key(7, "m1", "7/manifests/m1.ab12.json") == "7/manifests/m1.ab12.json"
+    assert published_key(7, "m1", None) == "7/manifests/m1"
+
+
+@pytest.fixture
+def failing_s3():
+    """An S3 endpoint on loopback that answers every request 500 (which S3 clients retry)."""
+    puts = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_PUT(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            puts.append(self.path)
+            body = (b"<?xml version=\"1.0\"?><Error><Code>InternalError</Code>"
+                    b"<Message>try again</Message></Error>")
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", puts
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_s3_retry_that_the_deadline_could_cut_short_does_not_start(aws_env, monkeypatch,
+                                                                       failing_s3):
+    url, puts = failing_s3
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    store = open_store(parse_storage_url("s3://some-bucket"))
+
+    # A retry needs 7 s of timeouts (2 s to connect, 5 s to read): 3 s leave none.
+    with pytest.raises(StorageError, match="no time was left for a retry within 3 s"):
+        store.put("7/manifests/m1.v1.json", DOCUMENT, deadline=Deadline.after(3))
+    assert len(puts) == 1
+
+    # Without a deadline the same store retries (3 attempts in all).
+    with pytest.raises(StorageError, match="InternalError"):
+        store.put("7/manifests/m1.v1.json", DOCUMENT)
+    assert len(puts) == 1 + 3
 
 
 def test_file_store_keeps_a_document_at_its_key_path(tmp_path):

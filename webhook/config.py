@@ -34,6 +34,10 @@ NEW_SECRET_BYTES = 32
 # The SNS signature versions the service can verify (SHA1withRSA, SHA256withRSA).
 SNS_SIGNATURE_VERSIONS = ("1", "2")
 
+# The derived rebuild deadline's ceiling (seconds), well under the 30 s after
+# which webhook senders commonly give up.
+MAX_DEFAULT_REBUILD_DEADLINE = 20.0
+
 # The project's folder (where wsgi.py is). The embedded defaults live in its var/,
 # so the service and `flask --app DIR/wsgi.py` use the same files from any
 # working directory.
@@ -86,6 +90,8 @@ class Settings:
     dlcs_max_batch_size: int = 100
     # None: derived from the DLCS timeout (see rebuild_lease_seconds).
     rebuild_lease: int | None = None
+    # None: derived from the DLCS timeout (see rebuild_deadline_seconds).
+    rebuild_deadline: int | None = None
     sns_topic_arns: tuple[str, ...] = ()
     sns_signature_versions: tuple[str, ...] = SNS_SIGNATURE_VERSIONS
     metrics_enabled: bool = True
@@ -142,6 +148,19 @@ class Settings:
         }
         return {feature: variable for feature, (variable, on) in switches.items() if not on}
 
+    @property
+    def rebuild_deadline_seconds(self) -> float:
+        """How long one rebuild may take: the named query (retries included), reading, storing.
+
+        By default twice the DLCS timeout, at most 20 s (a webhook sender waits
+        for the rebuild before it gets its answer, and senders commonly give up
+        after 30 s), and three quarters of a lease set shorter than that.
+        """
+        if self.rebuild_deadline is not None:
+            return float(self.rebuild_deadline)
+        return min(MAX_DEFAULT_REBUILD_DEADLINE, 2 * self.dlcs_timeout_seconds,
+                   0.75 * self.rebuild_lease_seconds)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
         """Read and validate every variable; raise ConfigError on the first bad one."""
@@ -154,7 +173,7 @@ class Settings:
         if projection == "manifest" and "DLCS_API_URL" not in env:
             # The projection tags assets through the API; without it nothing is found.
             raise ConfigError("DLCS_PROJECTION", "manifest needs DLCS_API_URL (and its key)")
-        return cls(
+        settings = cls(
             database_url=_database_url(env["DATABASE_URL"]),
             storage=_storage(env["STORAGE_URL"]),
             public_base_url=_http_url("PUBLIC_BASE_URL", env["PUBLIC_BASE_URL"]),
@@ -173,6 +192,9 @@ class Settings:
             dlcs_max_batch_size=_int("DLCS_MAX_BATCH_SIZE", env["DLCS_MAX_BATCH_SIZE"], 1, 10_000),
             rebuild_lease=(_int("REBUILD_LEASE_SECONDS", env["REBUILD_LEASE_SECONDS"], 1, 86_400)
                            if "REBUILD_LEASE_SECONDS" in env else None),
+            rebuild_deadline=(_int("REBUILD_DEADLINE_SECONDS", env["REBUILD_DEADLINE_SECONDS"],
+                                   1, 3_600)
+                              if "REBUILD_DEADLINE_SECONDS" in env else None),
             sns_topic_arns=_topics(env.get("SNS_TOPIC_ARNS", "")),
             sns_signature_versions=_signature_versions(env["SNS_SIGNATURE_VERSIONS"]),
             metrics_enabled=_on_off("METRICS", env["METRICS"]),
@@ -185,6 +207,12 @@ class Settings:
                                          env["DELIVERY_RETENTION_DAYS"], 1, 36_500),
             defaulted=tuple(name for name in DEVELOPMENT_DEFAULTS if not environ.get(name)),
         )
+        if settings.rebuild_deadline_seconds >= settings.rebuild_lease_seconds:
+            # A rebuild still running when its lease ends lets a second one start:
+            # the work is done twice, and the first can only lose.
+            raise ConfigError("REBUILD_DEADLINE_SECONDS", "must be shorter than the rebuild "
+                              f"lease ({settings.rebuild_lease_seconds:g} s)")
+        return settings
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,10 @@ import fcntl
 import logging
 import time
 import zlib
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 import peewee
@@ -37,6 +39,8 @@ MIGRATION_TABLE = "schema_migration"
 CHECK_IDLE_AFTER_SECONDS = 5.0
 # Any fixed number: every instance must agree on it so only one migrates at a time.
 _MIGRATION_LOCK_KEY = zlib.crc32(b"dlcs-webhook:migrations")
+
+T = TypeVar("T")
 
 
 def open_database(url: str, *, pool_size: int = 32, create: bool = True) -> peewee.Database:
@@ -172,13 +176,27 @@ def is_postgres() -> bool:
     return isinstance(database.obj, peewee.PostgresqlDatabase)
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Tell whether a database error means the connection (or the server) is gone.
+
+    psycopg2 reports a connection the server dropped as OperationalError, then
+    InterfaceError ("connection already closed"); sqlite3 reports a closed
+    connection as ProgrammingError ("Cannot operate on a closed database").
+    """
+    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+        return True
+    return isinstance(exc, peewee.ProgrammingError) and "closed database" in str(exc)
+
+
 @contextmanager
 def transaction():
     """Run a block in one write transaction, mapping connection loss to DatabaseUnavailable."""
     try:
         with database.atomic():
             yield
-    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+    except (peewee.DatabaseError, peewee.InterfaceError) as exc:
+        if not connection_lost(exc):
+            raise
         raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
 
 
@@ -195,6 +213,24 @@ def autocommit():
         yield
     except (peewee.OperationalError, peewee.InterfaceError) as exc:
         raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+
+def in_transaction_retried_once(work: Callable[[], T]) -> T:
+    """Run ``work`` in a transaction; if the connection is lost, run it again on a new one.
+
+    For writes that must not wait for a lease to expire, such as recording why
+    a rebuild failed: the connection that failed the rebuild has often died
+    with it. ``work`` runs twice only when the first transaction did not
+    commit or its outcome is unknown, so it must be safe to repeat.
+    """
+    try:
+        with transaction():
+            return work()
+    except DatabaseUnavailable:
+        log.info("the database connection was lost; retrying on a new one")
+        _discard_connection()
+    with transaction():
+        return work()
 
 
 def connect() -> None:

@@ -23,13 +23,13 @@ from urllib.parse import quote, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
-from urllib3.util.retry import Retry
 
 from webhook import metrics
 from webhook.capped import read_capped
+from webhook.deadlines import DeadlineRetry, DeadlineTimeout, call_deadline, timed_out
 from webhook.dlcs_documents import (AssetPage, json_text, parse_asset_page, parse_batch,
                                     parse_json, require_status)
-from webhook.domain import BatchState, DlcsAsset
+from webhook.domain import BatchState, Deadline, DlcsAsset
 from webhook.errors import DlcsError, NamedQueryNotFound, QueuePartiallyFailed
 
 log = logging.getLogger("webhook.dlcs")
@@ -50,6 +50,7 @@ _ASSET_PAGE_SIZE = 500
 _MANIFEST_ARGUMENT = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
 
 
+
 @dataclass(frozen=True, slots=True)
 class NamedQueryAnswer:
     """The Orchestrator's answer to a named query."""
@@ -61,7 +62,7 @@ class NamedQueryAnswer:
 def make_session(retries: int = 2, backoff: float = 0.5, *,
                  max_retry_after: int = 10) -> requests.Session:
     """Build the session every DLCS call goes through, with its retry policy."""
-    retry = Retry(
+    retry = DeadlineRetry(
         total=retries,
         # A connect error means the request never reached the server, so even
         # the (non-idempotent) queue POST is safe to send again.
@@ -131,32 +132,37 @@ class DlcsClient:
             self._session.close()
 
     def named_query(self, customer: int, batch_ids: Sequence[int], *,
-                    object_hook: Callable[[dict], object] | None = None) -> NamedQueryAnswer:
+                    object_hook: Callable[[dict], object] | None = None,
+                    deadline: Deadline | None = None) -> NamedQueryAnswer:
         """Fetch the named-query manifest of every asset in the given batches.
 
         ``object_hook`` is given to ``json.loads`` as the answer is parsed (to
-        keep only what the caller reads of a large answer).
+        keep only what the caller reads of a large answer). With a ``deadline``
+        the whole call (its retries, and reading the answer) ends by then.
         """
         ids = ",".join(str(operator.index(batch_id)) for batch_id in batch_ids)
         if not ids:
             raise ValueError("batch_ids is empty")
-        return self._project(operator.index(customer), ids, object_hook, call="named_query")
+        return self._project(operator.index(customer), ids, object_hook, call="named_query",
+                             deadline=deadline)
 
     def manifest_query(self, customer: int, manifest_id: str, *,
-                       object_hook: Callable[[dict], object] | None = None) -> NamedQueryAnswer:
+                       object_hook: Callable[[dict], object] | None = None,
+                       deadline: Deadline | None = None) -> NamedQueryAnswer:
         """Fetch the named-query manifest of every asset tagged with ``manifest_id``.
 
         The DLCS's presentation service projects a manifest this way, with the
         named query ``manifest-query`` (template ``manifest=p1``); ``object_hook``
-        as for ``named_query``.
+        and ``deadline`` as for ``named_query``.
         """
         if not isinstance(manifest_id, str) or not _MANIFEST_ARGUMENT.fullmatch(manifest_id):
             raise ValueError("manifest_id must be one path segment without ','")
         return self._project(operator.index(customer), manifest_id, object_hook,
-                             call="manifest_query")
+                             call="manifest_query", deadline=deadline)
 
     def _project(self, customer: int, argument: str,
-                 object_hook: Callable[[dict], object] | None, *, call: str) -> NamedQueryAnswer:
+                 object_hook: Callable[[dict], object] | None, *, call: str,
+                 deadline: Deadline | None = None) -> NamedQueryAnswer:
         base = self._require(self._orchestrator_url, "DLCS_ORCHESTRATOR_URL")
         # The Orchestrator caches named-query answers; a batch that has just
         # completed must not be answered from before it did.
@@ -164,7 +170,7 @@ class DlcsClient:
         url = (f"{base}/iiif-resource/v3/{customer}/{query}/{argument}"
                f"?cacheBust={uuid.uuid4().hex}")
         what = f"named query {self._named_query}/{argument} of customer {customer}"
-        status, body = self._exchange("GET", url, what, call=call)
+        status, body = self._exchange("GET", url, what, call=call, deadline=deadline)
         if status == 404:
             raise NamedQueryNotFound(
                 f"{what}: no assets matched (the DLCS answered 404)", status=404)
@@ -227,11 +233,13 @@ class DlcsClient:
         require_status(what, status, answer, 200, 201)
         return parse_batch(what, parse_json(what, answer), status)
 
-    def find_assets(self, customer: int, asset_ids: Iterable[str]) -> list[DlcsAsset]:
+    def find_assets(self, customer: int, asset_ids: Iterable[str], *,
+                    deadline: Deadline | None = None) -> list[DlcsAsset]:
         """Return those of the given assets that exist in the DLCS, in chunks of ``max_batch_size``.
 
         ``POST /customers/{customer}/allImages`` with the ids as a Hydra
         Collection; the DLCS answers the Images it has and leaves the others out.
+        With a ``deadline``, every chunk's request ends by then.
         """
         base = self._require(self._api_url, "DLCS_API_URL")
         customer = operator.index(customer)
@@ -243,7 +251,7 @@ class DlcsClient:
             body = {"@context": _HYDRA_CONTEXT, "@type": "Collection",
                     "member": [{"id": asset_id} for asset_id in chunk]}
             found.extend(self._asset_page("POST", url, what, body, customer,
-                                           call="find_assets").assets)
+                                           call="find_assets", deadline=deadline).assets)
         return found
 
     def tag_assets(self, customer: int, manifest_id: str,
@@ -328,8 +336,9 @@ class DlcsClient:
         return [distinct[start:start + size] for start in range(0, len(distinct), size)]
 
     def _asset_page(self, method: str, url: str, what: str, body: dict | None, customer: int,
-                    *, call: str) -> AssetPage:
-        status, answer = self._exchange(method, url, what, json_body=body, call=call)
+                    *, call: str, deadline: Deadline | None = None) -> AssetPage:
+        status, answer = self._exchange(method, url, what, json_body=body, call=call,
+                                        deadline=deadline)
         require_status(what, status, answer, 200)
         return parse_asset_page(what, parse_json(what, answer), status, customer)
 
@@ -339,14 +348,22 @@ class DlcsClient:
             raise DlcsError(f"{variable} is not configured")
         return url
 
-    def _exchange(self, method: str, url: str, what: str, *,
-                  json_body: object = None, call: str = "other") -> tuple[int, bytearray]:
+    def _exchange(self, method: str, url: str, what: str, *, json_body: object = None,
+                  call: str = "other", deadline: Deadline | None = None
+                  ) -> tuple[int, bytearray]:
         """Send one request and read its body; return the status and the bytes.
 
         Every DLCS call passes here, so here it is timed and its failures
         counted, under ``call`` (named_query, manifest_query, get_batch, queue,
-        find_assets, patch_assets, batch_assets).
+        find_assets, patch_assets, batch_assets). With a ``deadline``, every
+        attempt and the reading of the answer end by then.
         """
+        timeout = self._timeout if deadline is None else DeadlineTimeout(self._timeout, deadline)
+        with call_deadline(deadline):
+            return self._send(method, url, what, json_body, call, timeout, deadline)
+
+    def _send(self, method: str, url: str, what: str, json_body: object, call: str,
+              timeout, deadline: Deadline | None) -> tuple[int, bytearray]:
         started = time.perf_counter()
         outcome: object = "error"
         failure: str | None = None
@@ -354,20 +371,25 @@ class DlcsClient:
             try:
                 response = self._session.request(
                     method, url, json=json_body, auth=self._auth,
-                    timeout=self._timeout, allow_redirects=False, stream=True)
-            except requests.Timeout as exc:
-                outcome, failure = type(exc).__name__, "timeout"
-                raise DlcsError(f"{what}: the DLCS did not answer within "
-                                f"{self._timeout:g} s") from exc
+                    timeout=timeout, allow_redirects=False, stream=True)
             except requests.RequestException as exc:
+                if timed_out(exc):
+                    outcome, failure = type(exc).__name__, "timeout"
+                    raise DlcsError(f"{what}: the DLCS did not answer within "
+                                    f"{self._waited(deadline):g} s") from exc
                 outcome, failure = type(exc).__name__, "unreachable"
                 raise DlcsError(f"{what}: the DLCS could not be reached "
                                 f"({type(exc).__name__})") from exc
             with response:
                 outcome = response.status_code
                 try:
-                    body = read_capped(response, self._max_response_bytes)
+                    body = read_capped(response, self._max_response_bytes, deadline)
                 except requests.RequestException as exc:
+                    if timed_out(exc):
+                        failure = "timeout"
+                        raise DlcsError(f"{what}: the DLCS did not answer within "
+                                        f"{self._waited(deadline):g} s (its answer was "
+                                        "still arriving)", status=response.status_code) from exc
                     failure = "read"
                     raise DlcsError(f"{what}: reading the DLCS answer failed "
                                     f"({type(exc).__name__})",
@@ -384,6 +406,12 @@ class DlcsClient:
             if failure is None and not (isinstance(outcome, int) and 200 <= outcome < 300):
                 failure = f"status-{outcome}" if isinstance(outcome, int) else "error"
             metrics.dlcs_call(call, elapsed, failure)
+
+    def _waited(self, deadline: Deadline | None) -> float:
+        """The limit a timed-out call ran into: its deadline once that has passed, else the timeout."""
+        if deadline is not None and deadline.remaining() < self._timeout:
+            return deadline.seconds
+        return self._timeout
 
 
 def _base_url(url: str | None, name: str) -> str | None:

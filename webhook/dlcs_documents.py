@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from webhook.domain import BatchState, DlcsAsset
 from webhook.errors import DlcsError
+from webhook.json_limits import JsonTooDeep, NonFiniteNumber, loads_finite
 
 __all__ = ["AssetPage", "json_text", "parse_asset_page", "parse_batch", "parse_json",
            "require_status"]
@@ -93,8 +94,8 @@ def require_status(what: str, status: int, body: bytes, *accepted: int) -> None:
 def _description(body: bytes) -> str | None:
     """Return the DLCS's ``description`` of an error, if the body has one."""
     try:
-        document = json.loads(body)
-    except ValueError:
+        document = loads_finite(body)
+    except ValueError:  # not JSON, NaN, or nested too deeply: no description then
         return None
     if isinstance(document, dict) and isinstance(document.get("description"), str):
         description = document["description"].strip()
@@ -114,9 +115,14 @@ def json_text(what: str, body: bytes | bytearray) -> str:
 
 def parse_json(what: str, body: str | bytes | bytearray,
                object_hook: Callable[[dict], object] | None = None) -> object:
-    """Parse a JSON answer, or raise DlcsError."""
+    """Parse a JSON answer, or raise DlcsError (also for NaN, Infinity and too deep a nesting)."""
     try:
-        return json.loads(body, object_hook=object_hook)
+        return loads_finite(body, object_hook=object_hook)
+    except NonFiniteNumber as exc:
+        raise DlcsError(f"{what}: the DLCS answer holds {exc.constant}, which is not "
+                        "a JSON number") from None
+    except JsonTooDeep:
+        raise DlcsError(f"{what}: the DLCS answer is nested too deeply to read") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise DlcsError(f"{what}: the DLCS answer is not JSON") from exc
 

@@ -8,6 +8,7 @@ pure builder in ``manifest`` consumes them.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -76,6 +77,23 @@ def distinct_assets(assets: Iterable[Mapping]) -> list[Mapping]:
 
 
 @dataclass(frozen=True, slots=True)
+class Deadline:
+    """When a piece of work must be over: ``seconds`` after it began, at ``at`` (monotonic)."""
+
+    at: float
+    seconds: float
+
+    @classmethod
+    def after(cls, seconds: float) -> "Deadline":
+        """A deadline ``seconds`` from now."""
+        return cls(time.monotonic() + seconds, seconds)
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (negative once it has passed)."""
+        return self.at - time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
 class DlcsAsset:
     """What the DLCS API says about one asset (a Hydra ``Image``)."""
 
@@ -97,6 +115,10 @@ MAX_INT64 = 2**63 - 1
 # thousands of painted resources a few MB.
 MAX_NOTIFICATION_BYTES = 64 * 1024
 MAX_REGISTRATION_BYTES = 64 * 1024 * 1024
+# Deepest nesting of arrays and objects accepted in a body: a registration is
+# about 6 levels deep and a published manifest a dozen; deeper bodies are faults
+# or attacks, and make the steps after parsing recurse past Python's limit.
+MAX_JSON_DEPTH = 64
 
 # What processing a delivery came to: the webhook's answer and the delivery log's
 # ``outcome`` column. The query schema, the OpenAPI document and the service share these.
@@ -136,6 +158,8 @@ UNFINISHED = "unfinished"            # still ingesting after STALLED_BATCH_SECON
 #: What ``status`` and the manifest listing call a manifest's state.
 # Why a manifest is stuck ingesting when registering its assets at the DLCS failed.
 QUEUEING_STOPPED = "Registering the assets at the DLCS stopped"
+QUEUEING_INTERRUPTED = ("Registering the assets at the DLCS was interrupted; the same "
+                        "registration again resumes it.")
 MANIFEST_STATES = ("ingesting", "complete", "complete-with-errors", "failed", "rebuild-failed")
 # Rows per page of a listing, unless the query asks for fewer or more (up to the most).
 PAGE_DEFAULT = 50

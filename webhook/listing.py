@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from peewee import SQL, Case, fn
 
-from webhook.domain import PAGE_DEFAULT, PAGE_MOST, QUEUEING_STOPPED, DeliveryKey, ManifestKey
+from webhook.domain import (PAGE_DEFAULT, PAGE_MOST, QUEUEING_INTERRUPTED, QUEUEING_STOPPED,
+                            DeliveryKey, ManifestKey)
 from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest
 
 INTERRUPTED = "The rebuild was interrupted before it finished."
@@ -115,6 +116,8 @@ def _state(now: dt.datetime) -> Case:
     settled = Manifest.needs_rebuild == False  # noqa: E712 - SQL, not Python
     return Case(None, [
         (Manifest.queue_error.is_null(False), "ingesting"),
+        # A request is queueing the assets (or was, until it was interrupted).
+        (Manifest.queueing_until.is_null(False), "ingesting"),
         (ingesting, "ingesting"),
         (settled & Manifest.ingest_failed.is_null(False) & (Manifest.ingest_failed != ""),
          "failed"),
@@ -139,9 +142,9 @@ def list_manifests(*, now: dt.datetime, customer: int | None = None,
         raise ValueError(f"limit must be 1 to {PAGE_MOST}")
     state = _state(now)
     query = Manifest.select(Manifest.id, Manifest.customer, Manifest.slug, Manifest.document,
-                            Manifest.queue_error, Manifest.rebuild_error,
-                            Manifest.last_processed, Manifest.published_at,
-                            Manifest.updated_at, state.alias("state"))
+                            Manifest.queue_error, Manifest.queueing_until,
+                            Manifest.rebuild_error, Manifest.last_processed,
+                            Manifest.published_at, Manifest.updated_at, state.alias("state"))
     conditions = []
     if customer is not None:
         conditions.append(Manifest.customer == customer)
@@ -156,7 +159,7 @@ def list_manifests(*, now: dt.datetime, customer: int | None = None,
     # One more than asked tells whether another page follows.
     found = list(query.order_by(Manifest.customer, Manifest.slug).limit(limit + 1))
     more = len(found) > limit
-    rows = _manifest_rows(found[:limit])
+    rows = _manifest_rows(found[:limit], now)
     last = rows[-1] if more else None
     return ManifestPage(rows, ManifestKey(last.customer, last.slug) if last else None)
 
@@ -165,14 +168,15 @@ def manifest_row(customer: int, slug: str, *, now: dt.datetime) -> ManifestRow |
     """Return one manifest as the listing shows it, or None when it is not registered."""
     found = list(Manifest.select(
         Manifest.id, Manifest.customer, Manifest.slug, Manifest.document,
-        Manifest.queue_error, Manifest.rebuild_error, Manifest.last_processed,
-        Manifest.published_at, Manifest.updated_at, _state(now).alias("state"),
+        Manifest.queue_error, Manifest.queueing_until, Manifest.rebuild_error,
+        Manifest.last_processed, Manifest.published_at, Manifest.updated_at,
+        _state(now).alias("state"),
     ).where((Manifest.customer == customer) & (Manifest.slug == slug)))
-    rows = _manifest_rows(found)
+    rows = _manifest_rows(found, now)
     return rows[0] if rows else None
 
 
-def _manifest_rows(manifests: list[Manifest]) -> list[ManifestRow]:
+def _manifest_rows(manifests: list[Manifest], now: dt.datetime) -> list[ManifestRow]:
     """Add the batches and canvas counts of a page of manifests: two statements in all."""
     if not manifests:
         return []
@@ -188,17 +192,17 @@ def _manifest_rows(manifests: list[Manifest]) -> list[ManifestRow]:
         painting.select(painting.manifest, fn.COUNT(painting.id),
                         fn.SUM(Case(None, [(painting.ingesting == True, 1)], 0)))  # noqa: E712
         .where(painting.manifest.in_(ids)).group_by(painting.manifest).tuples())}
-    return [_row(m, batches[m.id], *counts.get(m.id, (0, 0))) for m in manifests]
+    return [_row(m, batches[m.id], *counts.get(m.id, (0, 0)), now) for m in manifests]
 
 
-def _row(manifest: Manifest, batches: list[BatchProgress], total: int,
-         ingesting: int) -> ManifestRow:
+def _row(manifest: Manifest, batches: list[BatchProgress], total: int, ingesting: int,
+         now: dt.datetime) -> ManifestRow:
     done = [b for b in batches if b.status == COMPLETED]
     finished = sum((b.completed or 0) + (b.errors or 0) for b in done)
     published = manifest.published_at is not None
     return ManifestRow(
         customer=manifest.customer, slug=manifest.slug, label=_label(manifest.document),
-        state=manifest.state, error=_reason(manifest),
+        state=manifest.state, error=_reason(manifest, now),
         batches=BatchCounts(total=len(batches), complete=len(done)),
         assets=AssetCounts(total=total, finished=min(finished, total),
                            errors=sum(b.errors or 0 for b in done),
@@ -207,10 +211,12 @@ def _row(manifest: Manifest, batches: list[BatchProgress], total: int,
         published=published, updated_at=manifest.updated_at)
 
 
-def _reason(manifest: Manifest) -> str | None:
+def _reason(manifest: Manifest, now: dt.datetime) -> str | None:
     """Say why, as ``status`` does: the queueing error, the rebuild's, or an interruption."""
     if manifest.queue_error is not None:
         return f"{QUEUEING_STOPPED}: {manifest.queue_error}"
+    if manifest.queueing_until is not None:
+        return QUEUEING_INTERRUPTED if manifest.queueing_until < now else None
     if manifest.state in ("complete", "complete-with-errors"):
         return None
     if manifest.state == "failed":

@@ -36,7 +36,7 @@ from webhook.manifest import asset_id_from_canvas_id
 from webhook.models import (COMPLETED, DROPPED, INGESTING, Batch, CanvasPainting, Delivery,
                             Manifest, utcnow)
 from webhook.rebuild import Rebuilder
-from webhook.storage import ManifestStore, manifest_key
+from webhook.storage import ManifestStore, published_key
 
 log = logging.getLogger("webhook.maintenance")
 
@@ -241,7 +241,8 @@ class Maintenance:
             # still there to delete again, and nothing is left behind unreachable.
             if painted:
                 self.dlcs.untag_assets(customer, slug, painted)
-            self.store.delete(manifest_key(customer, slug))
+            # The published version (the claim held, no rebuild can add another).
+            self.store.delete(published_key(customer, slug, manifest.published_key))
         except BaseException:
             self._release(manifest, token)
             raise

@@ -106,6 +106,8 @@ class Manifest(BaseModel):
     ingest_failed = peewee.TextField(null=True)     # why nothing could be built, if so
     # Replaced by every registration; a PUT's If-Match names it (see ``etag``).
     version = peewee.CharField(max_length=32, null=True, default=lambda: uuid.uuid4().hex)
+    published_key = peewee.CharField(max_length=300, null=True)  # the served document's key
+    queueing_until = peewee.DateTimeField(null=True)  # a request is queueing assets until then
 
     class Meta:
         indexes = ((("customer", "slug"), True),)
@@ -158,13 +160,25 @@ class Manifest(BaseModel):
         return token if taken else None
 
     @classmethod
-    def finish_rebuild(cls, pk: int, token: str, etag: str, now: dt.datetime) -> bool:
-        """Record a published rebuild and release the claim, if ``token`` still holds it."""
-        return bool(cls.update(
+    def finish_rebuild(cls, pk: int, token: str, etag: str, key: str,
+                       now: dt.datetime) -> "Manifest | None":
+        """Publish the document stored at ``key`` and release the claim, if ``token`` still holds it.
+
+        The one statement both checks the claim and records the key, so only
+        the claim's owner can change what is served. Returns the row as it was
+        before (with the published key it replaces), or None when the claim was
+        lost. Call it inside a transaction: the row stays locked until it ends.
+        """
+        before = cls.lock(pk)
+        if before is None or before.rebuild_owner != token:
+            return None
+        published = cls.update(
             needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
             rebuild_error=None, ingest_failed=None, last_processed=now, published_etag=etag,
+            published_key=key,
             published_at=now, updated_at=now,
-        ).where((cls.id == pk) & (cls.rebuild_owner == token)).execute())
+        ).where((cls.id == pk) & (cls.rebuild_owner == token)).execute()
+        return before if published else None
 
     @classmethod
     def finish_failed(cls, pk: int, token: str, reason: str, now: dt.datetime) -> bool:

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from webhook.config import Settings
-from webhook.domain import QUEUEING_STOPPED, SUPERSEDED, UNFINISHED, DeliveryKey
+from webhook.domain import (QUEUEING_INTERRUPTED, QUEUEING_STOPPED, SUPERSEDED, UNFINISHED,
+                            DeliveryKey)
 from webhook.errors import RebuildFailed
 from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest, utcnow
-from webhook.storage import ManifestStore, manifest_key
+from webhook.storage import ManifestStore, published_key
 
 PRESENTATION_CONTEXT = "http://iiif.io/api/presentation/3/context.json"
+# How many times a GET reads the manifest's row when rebuilds keep replacing its document.
+_LOOKS = 3
 COMPLETE = "complete"
 COMPLETE_WITH_ERRORS = "complete-with-errors"   # published; some assets failed at the DLCS
 FAILED = "failed"                               # every asset failed: nothing to publish
@@ -109,16 +112,25 @@ class Reader:
         """Return the stored manifest, or the registration with its ingesting summary.
 
         A revalidation whose tag matches the published one is answered from the
-        database alone, without reading the store.
+        database alone, without reading the store. The document served is the
+        one stored at the key the database records with that tag.
         """
         manifest = Manifest.registered(customer, slug)
-        etag = manifest.published_etag
-        if etag is not None and (etag in if_none_match or "*" in if_none_match):
-            return NotModified(etag)
-        if etag is not None:
-            stored = self.store.get(manifest_key(customer, slug))
+        for _ in range(_LOOKS):
+            etag = manifest.published_etag
+            if etag is None:
+                break
+            if etag in if_none_match or "*" in if_none_match:
+                return NotModified(etag)
+            key = manifest.published_key
+            stored = self.store.get(published_key(customer, slug, key))
             if stored is not None:
                 return PublishedDocument(stored.body, stored.etag)
+            # A rebuild that finished since the row was read deletes the
+            # document it replaced: read the row again for the new one.
+            manifest = Manifest.registered(customer, slug)
+            if manifest.published_key == key:
+                break
         view = self._ingesting_view(manifest)
         failed = view["ingesting"]["state"] == REBUILD_FAILED
         return NotPublishedYet(view, RebuildFailed.retry_after_seconds if failed else None)
@@ -210,6 +222,11 @@ def state_of(manifest: Manifest, batches: list[Batch],
     """
     if manifest.queue_error is not None:
         return INGESTING, f"{QUEUEING_STOPPED}: {manifest.queue_error}"
+    if manifest.queueing_until is not None:
+        # A request is queueing the assets: nothing is recorded as ingesting yet.
+        if manifest.queueing_until < now:
+            return INGESTING, QUEUEING_INTERRUPTED
+        return INGESTING, None
     if any(b.status == INGESTING for b in batches):
         return INGESTING, manifest.rebuild_error
     if not manifest.needs_rebuild and manifest.ingest_failed:

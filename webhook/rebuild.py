@@ -7,6 +7,16 @@ transaction (``run``), and records the result only if it still holds the claim.
 A live claim elsewhere answers "in progress"; an expired one (a worker that
 died) can be taken over. See docs/design.md for the lease and lock order.
 
+Fencing: each rebuild stores its document under a key of its own, and the
+statement that checks the claim also records that key as the published one
+(``Manifest.finish_rebuild``). A rebuild that lost its claim may still store,
+but never where anything is served from, and deletes what it stored; the
+document a finish replaces is deleted after it. So whatever the interleaving,
+GET serves the document whose ETag the database records.
+
+Every rebuild has one deadline (``REBUILD_DEADLINE_SECONDS``) for the named
+query with its retries, reading the answer and storing the document.
+
 A large rebuild is mostly memory traffic: the named-query answer is parsed
 keeping only what the build reads, the document is written to a temporary file
 a block of canvases at a time, and the cyclic garbage collector is paused while
@@ -29,12 +39,14 @@ import peewee
 from webhook import db, logs, metrics
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient
-from webhook.domain import MANIFEST_COMPLETED, MANIFEST_FAILED, Outcome, PaintedResource
-from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, NamedQueryNotFound,
-                            RebuildFailed, RebuildInProgress, UpstreamError, WebhookError)
+from webhook.domain import (MANIFEST_COMPLETED, MANIFEST_FAILED, Deadline, Outcome,
+                            PaintedResource)
+from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, DlcsError,
+                            NamedQueryNotFound, RebuildFailed, RebuildInProgress, UpstreamError,
+                            WebhookError)
 from webhook.manifest import slim_canvas, write_document
 from webhook.models import COMPLETED, DROPPED, Batch, CanvasPainting, Delivery, Manifest, utcnow
-from webhook.storage import ManifestStore, manifest_key
+from webhook.storage import ManifestStore, published_key, version_key
 
 log = logging.getLogger("webhook.rebuild")
 
@@ -74,90 +86,97 @@ class Rebuilder:
     def run(self, manifest_pk: int, token: str, batch: int | None) -> bool:
         """Build and store the manifest while holding the claim ``token``.
 
-        Returns True once published, False when the DLCS has none of the
-        manifest's assets (recorded as the manifest's failure, not retried).
-        Raises RebuildFailed (the failure recorded, the claim released) when
-        any step fails or the claim was lost to a re-registration.
+        The document goes to a key of this claim's own (``version_key``), and is
+        published by recording that key in the statement that checks the claim:
+        a rebuild that lost its claim stores nothing that is served. The whole
+        rebuild has ``REBUILD_DEADLINE_SECONDS``. Returns True once published,
+        False when the DLCS has none of the manifest's assets (recorded as the
+        manifest's failure, not retried). Raises RebuildFailed (the failure
+        recorded, the claim released) when any step fails or the claim was lost
+        to a re-registration or to a rebuild that took over its lease.
         """
         manifest = Manifest.get_by_id(manifest_pk)
+        deadline = Deadline.after(self.settings.rebuild_deadline_seconds)
+        key = version_key(manifest.customer, manifest.slug, token)
+        stored = False
         with RebuildReport(manifest.key, batch) as report:
             try:
-                etag, changes = self._build_and_store(manifest, report)
+                with tempfile.TemporaryFile(prefix="manifest-") as spool:
+                    changes = self._build(manifest, spool, deadline, report)
+                    with report.stage("store"):
+                        etag = self.store.put(key, spool, deadline=deadline)
+                    # From here on a failure leaves a document nothing serves. (A put
+                    # that failed leaves none, unless only its answer was lost.)
+                    stored = True
+                superseded = self._finish(manifest, token, etag, key, changes)
             except NothingIngested as exc:
                 report.nothing_ingested = True
                 self._record_nothing(manifest, token, str(exc), batch)
                 return False
             except Exception as exc:  # noqa: BLE001 - every failure must release the claim
-                message = _failure_text(exc)
-                if not isinstance(exc, (UpstreamError, BuildError)):
-                    log.exception("rebuild of %s failed unexpectedly", manifest.key)
-                self._record_failure(manifest, token, message)
-                raise RebuildFailed(message, batch, manifest.key) from exc
-            try:
-                self._finish(manifest, token, batch, etag, changes)
-            except RebuildFailed:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the claim must not outlive the request
-                # The document is stored; release the claim if the database lets us,
-                # so a retry can finish now instead of after the lease expires.
-                message = _failure_text(exc)
-                try:
-                    self._record_failure(manifest, token, message)
-                except Exception:  # noqa: BLE001 - the lease will expire instead
-                    log.warning("could not release the rebuild claim of %s", manifest.key)
-                raise RebuildFailed(message, batch, manifest.key) from exc
+                raise self._failed(manifest, token, batch, key if stored else None,
+                                   exc) from exc
+        if superseded is not None:
+            self._delete_quietly(superseded, "superseded")
         return True
 
-    def _build_and_store(self, manifest: Manifest,
-                         report: RebuildReport) -> tuple[str, list[tuple]]:
+    def _build(self, manifest: Manifest, spool, deadline: Deadline,
+               report: RebuildReport) -> list[tuple]:
+        """Write the manifest's document to ``spool``; return the rows' changed findings."""
         # Peak memory is the parsed named-query answer (slim_canvas keeps only
         # what the build reads) with a block of canvases built on it (which
         # share its bodies). The document is written to a temporary file a
         # block at a time and stored from there, so neither it nor its text
         # ever exists whole.
-        with tempfile.TemporaryFile(prefix="manifest-") as spool:
-            with _collector_paused():
+        with _collector_paused():
+            try:
+                painted, findings = CanvasPainting.for_rebuild(manifest.id)
+                registered = Batch.of_manifest(manifest.id)
+                # A dropped batch leaves the projection: built from the others.
+                batches = [b for b in registered if b.status != DROPPED]
+                batch_ids = [b.id for b in batches]
+            except (peewee.DatabaseError, peewee.InterfaceError) as exc:
+                if not db.connection_lost(exc):
+                    raise
+                # An outage, not a bug: no traceback, and the rebuild is retried.
+                raise DatabaseUnavailable(
+                    f"database unavailable: {type(exc).__name__}") from exc
+            with report.stage("named_query"):
                 try:
-                    painted, findings = CanvasPainting.for_rebuild(manifest.id)
-                    registered = Batch.of_manifest(manifest.id)
-                    # A dropped batch leaves the projection: built from the others.
-                    batches = [b for b in registered if b.status != DROPPED]
-                    batch_ids = [b.id for b in batches]
-                except (peewee.OperationalError, peewee.InterfaceError) as exc:
-                    # An outage, not a bug: no traceback, and the rebuild is retried.
-                    raise DatabaseUnavailable(
-                        f"database unavailable: {type(exc).__name__}") from exc
-                with report.stage("named_query"):
-                    try:
-                        answer = self._project(manifest, batch_ids, painted,
-                                               named_batches=bool(registered))
-                    except NamedQueryNotFound as exc:
-                        # A 404 also answers an unknown query name: only batches that
-                        # say every asset failed make it the manifest's final failure.
-                        if not (painted and _all_failed(batches)):
-                            raise
-                        raise NothingIngested(_nothing_reason(batches)) from exc
-                with report.stage("build"):
+                    answer = self._project(manifest, batch_ids, painted, deadline,
+                                           named_batches=bool(registered))
+                except NamedQueryNotFound as exc:
+                    # A 404 also answers an unknown query name: only batches that
+                    # say every asset failed make it the manifest's final failure.
+                    if not (painted and _all_failed(batches)):
+                        raise
+                    raise NothingIngested(_nothing_reason(batches)) from exc
+            with report.stage("build"):
+                try:
                     # Built and written a block of canvases at a time (see write_document).
                     built = write_document(manifest.document, painted, answer, spool,
                                            base_url=self.settings.public_base_url,
                                            customer=manifest.customer,
                                            manifest_id=manifest.slug)
                     del answer
-                    report.canvases = built.canvases
-                    report.missing_assets = len(built.missing_assets)
-                    if (painted and _all_failed(batches) and len(built.missing_assets)
-                            == len({row.asset_id for row in painted})):
-                        raise NothingIngested(_nothing_reason(batches))
-                    changes = _row_changes(findings, built.row_updates)
-                    # Gone before the collector resumes, or its first pass would walk it all.
-                    del built
-            with report.stage("store"):
-                etag = self.store.put(manifest_key(manifest.customer, manifest.slug), spool)
-        return etag, changes
+                except RecursionError:
+                    # The registration's nesting is bounded (schemas), so the
+                    # answer's is what ran past Python's recursion limit.
+                    raise DlcsError(f"the named-query answer for {manifest.key} is nested "
+                                    "too deeply to publish") from None
+                report.canvases = built.canvases
+                report.missing_assets = len(built.missing_assets)
+                if (painted and _all_failed(batches) and len(built.missing_assets)
+                        == len({row.asset_id for row in painted})):
+                    raise NothingIngested(_nothing_reason(batches))
+                changes = _row_changes(findings, built.row_updates)
+                # Gone before the collector resumes, or its first pass would walk it all.
+                del built
+        return changes
 
     def _project(self, manifest: Manifest, batch_ids: list[int],
-                 painted: list[PaintedResource], *, named_batches: bool) -> dict:
+                 painted: list[PaintedResource], deadline: Deadline, *,
+                 named_batches: bool) -> dict:
         """Ask the DLCS's named query for the manifest's assets, as DLCS_PROJECTION says.
 
         ``named_batches`` tells a registration that named batches (all of them
@@ -167,28 +186,35 @@ class Rebuilder:
         if self.settings.dlcs_projection == "manifest":
             if not painted:
                 return EMPTY_ANSWER
-            return self.dlcs.manifest_query(customer, manifest.slug,
-                                            object_hook=slim_canvas).document
+            return self.dlcs.manifest_query(customer, manifest.slug, object_hook=slim_canvas,
+                                            deadline=deadline).document
         if not batch_ids and painted and not named_batches:
             # Registered with "batches": []: the assets are in the DLCS already, in
             # batches of their own, which the DLCS names for each of them.
-            found = self.dlcs.find_assets(customer, [row.asset_id for row in painted])
+            found = self.dlcs.find_assets(customer, [row.asset_id for row in painted],
+                                          deadline=deadline)
             batch_ids = sorted({asset.batch for asset in found if asset.batch is not None})
         if not batch_ids:
             return EMPTY_ANSWER
-        return self.dlcs.named_query(customer, batch_ids, object_hook=slim_canvas).document
+        return self.dlcs.named_query(customer, batch_ids, object_hook=slim_canvas,
+                                     deadline=deadline).document
 
-    def _finish(self, manifest: Manifest, token: str, batch: int | None, etag: str,
-                changes: list[tuple]) -> None:
-        """Mark the rebuild done, if this request still holds the claim ``token``."""
+    def _finish(self, manifest: Manifest, token: str, etag: str, key: str,
+                changes: list[tuple]) -> str | None:
+        """Publish the stored document, if this request still holds the claim ``token``.
+
+        Returns the key of the document it replaces, which nothing serves any more.
+        """
         with db.transaction():
             now = self.clock()
-            if not Manifest.finish_rebuild(manifest.id, token, etag, now):
-                raise RebuildFailed("The manifest was re-registered during the rebuild; "
-                                    "its new registration will be rebuilt.",
-                                    batch, manifest.key)
+            before = Manifest.finish_rebuild(manifest.id, token, etag, key, now)
+            if before is None:
+                raise _ClaimLost()
             CanvasPainting.record_findings(changes, now)
             Delivery.complete_pending(manifest.key, now)
+        if before.published_etag is None:
+            return None
+        return published_key(before.customer, before.slug, before.published_key)
 
     def _record_nothing(self, manifest: Manifest, token: str, reason: str,
                         batch: int | None) -> None:
@@ -196,16 +222,61 @@ class Rebuilder:
         with db.transaction():
             now = self.clock()
             if not Manifest.finish_failed(manifest.id, token, reason, now):
-                raise RebuildFailed("The manifest was re-registered during the rebuild; "
-                                    "its new registration will be rebuilt.",
-                                    batch, manifest.key)
+                raise RebuildFailed(str(_ClaimLost()), batch, manifest.key)
             Delivery.fail_pending(manifest.key, reason, now)
 
-    def _record_failure(self, manifest: Manifest, token: str, message: str) -> None:
-        now = self.clock()
-        with db.transaction():
+    def _failed(self, manifest: Manifest, token: str, batch: int | None, key: str | None,
+                exc: Exception) -> RebuildFailed:
+        """Record a failed rebuild and release its claim; return the error to raise.
+
+        ``key`` is where the rebuild may have stored a document: deleted
+        (best effort) once it is certain that nothing publishes it.
+        """
+        message = _failure_text(exc)
+        if isinstance(exc, _ClaimLost):
+            # Someone else owns the manifest's rebuild now: nothing of ours to record.
+            if key is not None:
+                self._delete_quietly(key, "unpublished")
+            return RebuildFailed(message, batch, manifest.key)
+        if not isinstance(exc, (UpstreamError, BuildError)):
+            log.exception("rebuild of %s failed unexpectedly", manifest.key)
+
+        def record() -> str | None:
+            now = self.clock()
             Manifest.fail_rebuild(manifest.id, token, message, now)
             Delivery.explain_pending(manifest.key, message, now)
+            return Manifest.get_by_id(manifest.id).published_key
+
+        try:
+            # On a new connection if need be: the one that failed the rebuild
+            # may be dead, and the claim must not wait for its lease to expire.
+            published = db.in_transaction_retried_once(record)
+        except Exception:  # noqa: BLE001 - the lease will expire instead
+            log.warning("could not record the failed rebuild of %s; its claim ends with "
+                        "its lease", manifest.key)
+            return RebuildFailed(message, batch, manifest.key)
+        # The claim is released (or was lost): only a finish that committed
+        # before its connection died can have published this key.
+        if key is not None and published != key:
+            self._delete_quietly(key, "unpublished")
+        return RebuildFailed(message, batch, manifest.key)
+
+    def _delete_quietly(self, key: str, what: str) -> None:
+        """Delete a stored document nothing serves; a failure only leaves it behind."""
+        try:
+            self.store.delete(key)
+        except Exception as exc:  # noqa: BLE001 - the rebuild's outcome does not depend on it
+            log.warning("could not delete the %s document %s: %s", what, key,
+                        _report_text(exc))
+
+
+class _ClaimLost(WebhookError):
+    """The rebuild's claim was taken: by a re-registration, or by a rebuild after its lease."""
+
+    def __init__(self):
+        super().__init__("Another request took this manifest's rebuild over (it was "
+                         "re-registered, or this rebuild outlived its lease); this rebuild's "
+                         "document was not published.")
 
 
 class NothingIngested(Exception):
@@ -323,7 +394,7 @@ def _row_changes(findings: list[tuple], updates) -> list[tuple]:
 
 def _failure_text(exc: Exception) -> str:
     """The reason recorded (and shown to operators) for a failed rebuild."""
-    if isinstance(exc, (UpstreamError, BuildError)):
+    if isinstance(exc, (UpstreamError, BuildError, _ClaimLost)):
         return str(exc)[:2000]
     return f"internal error during the rebuild ({type(exc).__name__})"
 

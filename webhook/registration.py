@@ -146,9 +146,11 @@ class Registrar:
                             if_match: frozenset[str] | None) -> Registered:
         """Register a manifest and queue its assets at the DLCS ourselves.
 
-        The registration is stored before the DLCS is called and every batch the
-        DLCS creates is recorded, even when a later chunk fails; an identical PUT
-        then resumes where queueing stopped instead of queueing twice.
+        The registration is stored, and the queueing claimed (``queueing_until``),
+        before the DLCS is called; every batch the DLCS creates is recorded, even
+        when a later chunk fails. An identical PUT meanwhile finds the claim and
+        queues nothing; after a failure, or once the claim has run out (a worker
+        that died), an identical PUT resumes where queueing stopped.
         """
         if not self.settings.dlcs_api_url:
             raise InvalidRequest("The manifest registration is invalid.", {"batches": [
@@ -162,27 +164,34 @@ class Registrar:
             self._untag_dropped(customer, slug, registration)
             plan = self._queue_plan(customer, registration)
         with db.transaction():
-            manifest = Manifest.find(customer, slug)
-            manifest = Manifest.lock(manifest.id) if manifest is not None else None
-            check_precondition(manifest, if_match)
-            if manifest is not None and manifest.fingerprint == fingerprint:
-                if manifest.queue_error is None:
-                    # The same registration again: its assets are queued already.
+            # Insert-and-catch: of two PUTs of a new manifest, the second waits for
+            # the first's row (PostgreSQL's unique index, SQLite's write lock) and
+            # then sees its claim, instead of replacing it and queueing again.
+            manifest, created = self._insert_or_lock(customer, slug, registration, if_match)
+            now = self.clock()
+            if not created and manifest.fingerprint == fingerprint:
+                # The same registration again: queued, being queued, or to resume.
+                if manifest.queueing_until is None and manifest.queue_error is None:
+                    return self._queued_already(manifest, manifest.etag)
+                if manifest.queueing_until is not None and manifest.queueing_until >= now:
                     return self._queued_already(manifest, manifest.etag)
                 start, plan = manifest.queued_assets or 0, manifest.queue_plan
             else:
                 if self._tagging and plan is None:
                     # Registered concurrently under another fingerprint; decide now.
                     raise Conflict("The manifest was registered concurrently; send it again.")
-                manifest, _ = self._upsert_manifest(customer, slug, registration)
+                if not created:
+                    manifest = self._replace_manifest(manifest, registration)
                 self._replace_batches(manifest, customer, ())
                 self._replace_paintings(manifest, registration)
-                Manifest.update(fingerprint=fingerprint, queued_assets=0, queue_error=None,
-                                queue_plan=plan).where(Manifest.id == manifest.id).execute()
-                manifest = Manifest.get_by_id(manifest.id)
                 start = 0
+            members = _queue_members(registration.assets, plan)
+            Manifest.update(fingerprint=fingerprint, queued_assets=start, queue_error=None,
+                            queue_plan=plan,
+                            queueing_until=now + self._queueing_lease(len(members) - start)
+                            ).where(Manifest.id == manifest.id).execute()
+            manifest = Manifest.get_by_id(manifest.id)
         etag = manifest.etag
-        members = _queue_members(registration.assets, plan)
         try:
             states = self.dlcs.queue_assets(customer, members[start:])
         except QueuePartiallyFailed as exc:
@@ -204,6 +213,12 @@ class Registrar:
             return Registered(NOTHING_TO_INGEST, manifest, etag)
         return self._queued_already(manifest, etag)
 
+    def _queueing_lease(self, assets: int) -> dt.timedelta:
+        """How long queueing ``assets`` may take before an identical PUT takes it over."""
+        chunks = max(1, -(-assets // self.settings.dlcs_max_batch_size))
+        # Per chunk: a POST with its connection retries (3 connects) and one read.
+        return dt.timedelta(seconds=chunks * (4 * self.settings.dlcs_timeout_seconds + 10))
+
     def _queue_plan(self, customer: int, registration: Registration) -> list[str]:
         """Return the ids of the assets to queue: those the DLCS lacks, and any to reingest."""
         asked = [p.asset_id for p, again in zip(registration.painted, registration.reingest)
@@ -219,28 +234,45 @@ class Registrar:
 
     def _record_queued(self, manifest: Manifest, states, queued: int,
                        error: str | None) -> str | None:
-        """Record the batches the DLCS created; claim the rebuild when nothing is left."""
+        """Record the batches the DLCS created; claim the rebuild when nothing is left.
+
+        Nothing is recorded when the manifest was registered anew while its
+        assets were being queued: those batches belong to no registration now.
+        """
         with db.transaction():
-            manifest = Manifest.lock(manifest.id)
+            current = Manifest.lock(manifest.id)
+            if current is None or current.generation != manifest.generation:
+                return None
             fresh = [s.batch_id for s in states]
             if fresh:
-                Batch.insert_many([{"id": i, "manifest": manifest.id,
-                                    "customer": manifest.customer, "status": INGESTING,
+                Batch.insert_many([{"id": i, "manifest": current.id,
+                                    "customer": current.customer, "status": INGESTING,
                                     "created_at": self.clock()} for i in fresh]).execute()
-                self.intake.apply_early_completions(manifest, fresh)
-            Manifest.update(queued_assets=queued, queue_error=error,
-                            updated_at=self.clock()).where(Manifest.id == manifest.id).execute()
-            if error is None and Batch.count_ingesting(manifest.id) == 0:
-                return self.rebuilder.claim(manifest.id, mark=True)
+                self.intake.apply_early_completions(current, fresh)
+            Manifest.update(queued_assets=queued, queue_error=error, queueing_until=None,
+                            updated_at=self.clock()).where(Manifest.id == current.id).execute()
+            if error is None and Batch.count_ingesting(current.id) == 0:
+                return self.rebuilder.claim(current.id, mark=True)
         return None
 
     def _upsert_manifest(self, customer: int, slug: str, registration: Registration,
                          if_match: frozenset[str] | None = None) -> tuple[Manifest, bool]:
         """Insert or replace the manifest's row, giving it a new version; tell whether it was new."""
-        now = self.clock()
+        manifest, created = self._insert_or_lock(customer, slug, registration, if_match)
+        if not created:
+            manifest = self._replace_manifest(manifest, registration)
+        return manifest, created
+
+    def _insert_or_lock(self, customer: int, slug: str, registration: Registration,
+                        if_match: frozenset[str] | None) -> tuple[Manifest, bool]:
+        """Insert the manifest with this registration, or lock the one registered; tell which.
+
+        Either way only if ``if_match`` allows (PreconditionFailed otherwise).
+        """
         existing = Manifest.find(customer, slug)
         if existing is None:
             check_precondition(None, if_match)
+            now = self.clock()
             try:
                 with db.database.atomic():
                     return Manifest.create(customer=customer, slug=slug, updated_at=now,
@@ -249,15 +281,19 @@ class Registrar:
                 existing = Manifest.find(customer, slug)  # registered concurrently
         manifest = Manifest.lock(existing.id)
         check_precondition(manifest, if_match)
+        return manifest, False
+
+    def _replace_manifest(self, manifest: Manifest, registration: Registration) -> Manifest:
+        """Replace a locked manifest's registration: a new generation and version, nothing claimed."""
         # A registration starts its DLCS work afresh: what an earlier one queued
-        # or failed to do is no longer this manifest's story.
+        # or failed to do (or is still queueing) is no longer this manifest's story.
         Manifest.update(document=registration.document, generation=Manifest.generation + 1,
                         needs_rebuild=False, rebuild_owner=None, rebuild_lease_until=None,
                         rebuild_error=None, ingest_failed=None, fingerprint=None,
                         queued_assets=None, queue_error=None, queue_plan=None,
-                        updated_at=now, version=uuid.uuid4().hex).where(
-            Manifest.id == manifest.id).execute()
-        return Manifest.get_by_id(manifest.id), False
+                        queueing_until=None, updated_at=self.clock(),
+                        version=uuid.uuid4().hex).where(Manifest.id == manifest.id).execute()
+        return Manifest.get_by_id(manifest.id)
 
     def _replace_batches(self, manifest: Manifest, customer: int, batch_ids: Iterable[int]):
         wanted = set(batch_ids)

@@ -16,15 +16,30 @@ from dataclasses import dataclass
 from marshmallow import (EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, post_dump,
                          post_load, validate, validates_schema)
 
-from webhook.domain import (DELIVERY_OUTCOMES, MAX_INT32, MAX_INT64, SUPERSEDED,
-                            UNFINISHED, BatchCompletion, PaintedResource)
+from webhook.domain import (DELIVERY_OUTCOMES, MAX_INT32, MAX_INT64, MAX_JSON_DEPTH,
+                            SUPERSEDED, UNFINISHED, BatchCompletion, PaintedResource)
 from webhook.errors import InvalidRequest, PayloadError
+from webhook.json_limits import JsonTooDeep, NonFiniteNumber, loads_bounded
 
 MANIFEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Every recorded delivery id (webhook-id, SNS MessageId, reconcile-...) is printable ASCII.
 DELIVERY_ID = r"^[!-~]{1,256}$"
 # Properties of a registration that the service owns; the rest is kept verbatim.
 SERVICE_OWNED = ("id", "@context", "items", "paintedResources", "batches")
+
+
+class FullMatch(validate.Regexp):
+    """A pattern the whole value must match.
+
+    marshmallow's ``Regexp`` uses ``re.match``, where ``$`` also matches before a
+    final newline: ``"p1\\n"`` would pass ``^[A-Za-z0-9]+$``. The pattern text is
+    kept as written, since the OpenAPI document publishes it as an ECMA pattern.
+    """
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 class StrictBoolean(fields.Boolean):
@@ -90,10 +105,19 @@ _OLD = OldNotificationSchema()
 
 
 def parse_json_object(raw: bytes, error: type[PayloadError] = PayloadError) -> dict:
-    """Decode a JSON object from raw bytes or raise ``error`` (a PayloadError)."""
+    """Decode a JSON object from raw bytes or raise ``error`` (a PayloadError).
+
+    Only what can be stored and published again is accepted: no ``NaN`` or
+    ``Infinity`` (not JSON, though Python reads them) and no nesting deeper than
+    ``MAX_JSON_DEPTH`` levels (deeper values make later steps recurse too deeply).
+    """
     try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        value = loads_bounded(raw, MAX_JSON_DEPTH)
+    except NonFiniteNumber as exc:
+        raise error(f"The body contains {exc.constant}, which is not a JSON number.") from None
+    except JsonTooDeep:
+        raise error(f"The body is nested deeper than {MAX_JSON_DEPTH} levels.") from None
+    except ValueError as exc:
         raise error("The body is not valid JSON.") from exc
     if not isinstance(value, dict):
         raise error("The body must be a JSON object.")
@@ -123,7 +147,7 @@ class LanguageMap(fields.Dict):
     """A IIIF language map: {"en": ["a", "b"]}."""
 
     def __init__(self, **kwargs):
-        super().__init__(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9-]*$")),
+        super().__init__(keys=fields.String(validate=FullMatch(r"^[A-Za-z][A-Za-z0-9-]*$")),
                          values=fields.List(fields.String()), **kwargs)
 
 
@@ -134,8 +158,7 @@ class CanvasPaintingSchema(Schema):
         unknown = EXCLUDE
 
     canvas_id = fields.String(data_key="canvasId", load_default=None,
-                              validate=validate.Regexp(MANIFEST_ID,
-                                                       error="Must match {regex}."))
+                              validate=FullMatch(MANIFEST_ID, error="Must match {regex}."))
     canvas_order = fields.Integer(data_key="canvasOrder", strict=True, required=True,
                                   validate=validate.Range(0, MAX_INT32))
     choice_order = fields.Integer(data_key="choiceOrder", strict=True, load_default=None,
@@ -145,7 +168,7 @@ class CanvasPaintingSchema(Schema):
     # No control characters: PostgreSQL text cannot hold NUL, and a fragment has none.
     target = fields.String(load_default=None, allow_none=True, validate=[
         validate.Length(1, 1000),
-        validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Must not contain control characters.")])
+        FullMatch(r"^[^\x00-\x1f\x7f]*$", error="Must not contain control characters.")])
     static_width = fields.Integer(data_key="staticWidth", strict=True, load_default=None,
                                   allow_none=True, validate=validate.Range(1, MAX_INT32))
     static_height = fields.Integer(data_key="staticHeight", strict=True, load_default=None,
@@ -157,7 +180,7 @@ class AssetSchema(Schema):
         # origin, mediaType... are the DLCS's business; they are kept to queue the asset.
         unknown = INCLUDE
 
-    id = fields.String(required=True, validate=validate.Regexp(
+    id = fields.String(required=True, validate=FullMatch(
         r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$", error="Must be a DLCS asset id (no '/')."))
     space = fields.Integer(strict=True, required=True, validate=validate.Range(0, MAX_INT32))
 
@@ -191,7 +214,8 @@ class RegistrationSchema(Schema):
         unknown = INCLUDE  # every other manifest property is kept verbatim
 
     type = fields.String(load_default="Manifest", validate=validate.Equal("Manifest"))
-    label = LanguageMap(load_default=None)
+    # IIIF Presentation 3 requires it (section 3.1): without one nothing valid can be published.
+    label = LanguageMap(required=True)
     painted_resources = fields.List(fields.Nested(PaintedResourceSchema),
                                     data_key="paintedResources", load_default=list)
     batches = fields.List(_batch_id(), load_default=None, validate=validate.Length(max=10_000))

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -37,6 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from webhook import metrics
 from webhook.config import StorageLocation
+from webhook.domain import Deadline
 from webhook.errors import StorageError
 
 JSON_LD = "application/ld+json"
@@ -70,8 +72,12 @@ class StoredDocument:
 class ManifestStore(Protocol):
     """The interface the service uses to keep manifest documents."""
 
-    def put(self, key: str, body: Body, content_type: str = JSON_LD) -> str:
-        """Store ``body`` under ``key``, replacing any previous one; return its ETag."""
+    def put(self, key: str, body: Body, content_type: str = JSON_LD, *,
+            deadline: Deadline | None = None) -> str:
+        """Store ``body`` under ``key``, replacing any previous one; return its ETag.
+
+        With a ``deadline``, no retry starts that might not end before it.
+        """
         ...
 
     def get(self, key: str) -> StoredDocument | None:
@@ -111,6 +117,28 @@ def manifest_key(customer: int, manifest_id: str) -> str:
     if "/" in manifest_id:
         raise ValueError(f"manifest id must not contain '/', got {manifest_id!r}")
     return _validated_key(f"{customer}/manifests/{manifest_id}")
+
+
+def version_key(customer: int, manifest_id: str, version: str) -> str:
+    """Return the storage key of one published version of a manifest.
+
+    ``{customer}/manifests/{manifest_id}.{version}.json``: each rebuild stores
+    its document under a key of its own, and the database records which one is
+    published (see docs/design.md). Beside the key of ``manifest_key`` rather
+    than under it: a file store may hold a document at that key already.
+    """
+    if not version.isalnum():
+        raise ValueError(f"a version is letters and digits, got {version!r}")
+    return _validated_key(f"{manifest_key(customer, manifest_id)}.{version}.json")
+
+
+def published_key(customer: int, manifest_id: str, recorded: str | None) -> str:
+    """Return the key of a manifest's published document, given the one the database records.
+
+    Manifests published before versioned keys record none: theirs is at
+    ``manifest_key``, until their next rebuild replaces it.
+    """
+    return recorded if recorded is not None else manifest_key(customer, manifest_id)
 
 
 def _validated_key(key: str) -> str:
@@ -171,7 +199,9 @@ class FileStore:
         return self.directory.joinpath(*_validated_key(key).split("/"))
 
     @_measured("put")
-    def put(self, key: str, body: Body, content_type: str = JSON_LD) -> str:
+    def put(self, key: str, body: Body, content_type: str = JSON_LD, *,
+            deadline: Deadline | None = None) -> str:
+        # A local write has nothing to retry; the deadline is for remote stores.
         etag = etag_for(body)
         path = self._path(key)
         try:
@@ -273,6 +303,33 @@ def build_s3_client(*, connect_timeout: float = S3_CONNECT_TIMEOUT,
     return boto3.session.Session().client("s3", config=config)
 
 
+class _DeadlineReached(Exception):
+    """An S3 retry would not have ended before the put's deadline."""
+
+
+# The deadline of the put under way in this thread, and its attempts so far.
+_PUT_DEADLINE: ContextVar[list | None] = ContextVar("s3_put_deadline", default=None)
+
+
+def _refuse_late_retry(request, **kwargs) -> None:
+    """Stop a put's retries once one might not end before its deadline (a botocore hook)."""
+    state = _PUT_DEADLINE.get()
+    if state is None:
+        return
+    deadline, attempts = state
+    state[1] = attempts + 1
+    # The first attempt always runs: the document is what the rebuild is for,
+    # and a healthy S3 takes milliseconds. A retry needs its full timeouts.
+    if attempts and deadline.remaining() < S3_CONNECT_TIMEOUT + S3_READ_TIMEOUT:
+        raise _DeadlineReached()
+
+
+def _watch_deadlines(client: BaseClient) -> BaseClient:
+    client.meta.events.register("before-send.s3.PutObject", _refuse_late_retry,
+                                unique_id="dlcs-webhook-put-deadline")
+    return client
+
+
 class S3Store:
     """Manifest documents as objects in an S3 bucket, under an optional prefix.
 
@@ -288,7 +345,7 @@ class S3Store:
         self.prefix = prefix.strip("/")
         if self.prefix:
             _validated_key(self.prefix)
-        self._client = client
+        self._client = _watch_deadlines(client) if client is not None else None
         self._client_lock = threading.Lock()
 
     def describe(self) -> str:
@@ -299,7 +356,7 @@ class S3Store:
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
-                    self._client = build_s3_client()
+                    self._client = _watch_deadlines(build_s3_client())
         return self._client
 
     def object_key(self, key: str) -> str:
@@ -308,12 +365,20 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     @_measured("put")
-    def put(self, key: str, body: Body, content_type: str = JSON_LD) -> str:
+    def put(self, key: str, body: Body, content_type: str = JSON_LD, *,
+            deadline: Deadline | None = None) -> str:
         etag = etag_for(body)
         object_key = self.object_key(key)
-        with _storage_errors(f"cannot write {key} to {self.describe()}"):
-            self.client.put_object(
-                Bucket=self.bucket, Key=object_key, Body=body, ContentType=content_type)
+        reset = _PUT_DEADLINE.set(None if deadline is None else [deadline, 0])
+        try:
+            with _storage_errors(f"cannot write {key} to {self.describe()}"):
+                self.client.put_object(
+                    Bucket=self.bucket, Key=object_key, Body=body, ContentType=content_type)
+        except _DeadlineReached:
+            raise StorageError(f"cannot write {key} to {self.describe()}: no time was left "
+                               f"for a retry within {deadline.seconds:g} s") from None
+        finally:
+            _PUT_DEADLINE.reset(reset)
         return etag
 
     @_measured("get")
