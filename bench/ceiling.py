@@ -3,11 +3,15 @@
 A minimal Flask app that does, per ``POST /webhooks/batch-completed``, only what
 no receiver can skip: verify the Standard Webhooks signature on the raw body
 (``webhook.signature.verify``), load the notification through the same schema
-(``webhook.schemas.parse_notification``) and insert one delivery row, in one
-transaction, through a pooled connection of the same ``webhook.db`` module and
-the same migrations. No service layer, no batch or manifest rows, no request
-log line, no metrics. ``bench/intake.py`` runs it under the same gunicorn
-settings as the service and divides the service's throughput by this one's.
+(``webhook.schemas.parse_notification``) and insert one delivery row with the
+service's own statement (``Delivery.record``: a redelivered id is answered,
+not an error), in a transaction of its own (autocommit: no ``BEGIN`` and
+``COMMIT`` round trips; ``CEILING_TRANSACTION=1`` wraps it in one, as the
+ceiling of issue 15 did), through a pooled connection of the same
+``webhook.db`` module and the same migrations. No service layer, no batch or
+manifest rows, no request log line, no metrics. ``bench/intake.py`` runs it
+under the same gunicorn settings as the service and divides the service's
+throughput by this one's.
 
 Run it as gunicorn runs the service: ``gunicorn -c gunicorn.conf.py
 'bench.ceiling:create_app()'`` with ``DATABASE_URL`` and ``WEBHOOK_SECRETS`` set.
@@ -33,6 +37,7 @@ MAX_BODY_BYTES = 64 * 1024
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the ceiling app on the database and secrets the environment names."""
     settings = settings or Settings.from_env(os.environ)
+    in_transaction = os.environ.get("CEILING_TRANSACTION") == "1"
     app = Flask(__name__)
     db.bind(db.open_database(settings.database_url))
     db.migrate()
@@ -47,10 +52,16 @@ def create_app(settings: Settings | None = None) -> Flask:
                           tolerance=settings.webhook_tolerance_seconds)
         completion = parse_notification(body)
         now = utcnow()
-        with db.transaction():
-            Delivery.insert(delivery_id=verified.msg_id, transport="webhook", received_at=now,
-                            updated_at=now, batch=completion.batch_id, outcome="recorded",
-                            body=body).execute()
+        # The service's own insert: one hand-written statement, the unique id
+        # deciding duplicates (a correct receiver answers a redelivery too), in
+        # a transaction of its own (no BEGIN and COMMIT round trips), or, with
+        # CEILING_TRANSACTION=1, in BEGIN ... COMMIT as the issue's ceiling was.
+        with (db.transaction() if in_transaction else db.autocommit()):
+            recorded = Delivery.record(verified.msg_id, "webhook", now, now, body,
+                                       completion.batch_id, None, "recorded", None)
+        if not recorded:
+            return jsonify({"outcome": "duplicate", "batch": completion.batch_id,
+                            "manifest": None})
         return jsonify({"outcome": "recorded", "batch": completion.batch_id, "manifest": None})
 
     @app.get("/readyz")

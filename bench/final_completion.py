@@ -1,30 +1,42 @@
-"""Time the final completion of a large manifest end to end, next to its data cost.
+"""Time the final completion of large manifests end to end, next to their data cost.
 
-The service runs under gunicorn (one worker, so its memory can be watched) on
-a fresh database, stores manifests in moto's S3 server over HTTP and asks the
-fake DLCS (``tests/fake_dlcs.py``, loopback HTTP) for the named query. For each
-of ``--repeat`` manifests of ``--canvases`` images in batches of
-``--batch-size``, the manifest is registered, every batch but one is completed
-by a signed webhook, the worker is replaced by a fresh one (warmed up by
-``/readyz``, which also builds its S3 client) and then the final webhook is
-sent and timed, from the POST to the ``manifest-completed`` answer: the named
-query, the build, the S3 upload and the write-back of every canvas row.
+The service runs under gunicorn with one sync worker (so its memory and CPU
+time can be watched) on a fresh database per backend, stores manifests in
+moto's S3 server over HTTP and asks the fake DLCS (``tests/fake_dlcs.py``,
+loopback HTTP) for the named query, once with the default DLCS timeout (30 s)
+and once with a short one (``--timeouts``). The fake renders each answer once
+before the final webhook (``FakeDlcs.freeze``) and sends those bytes when asked,
+so even a 50,000-canvas answer starts at once and arrives at socket speed
+within a short timeout: the bench times the service, not the fake.
 
-Printed per manifest and as medians:
+For each size (``--canvases``, default 1,000, 10,000 and 50,000 images in
+batches of ``--batch-size``) ``--repeat`` manifests are registered, every batch
+but one is completed by a signed webhook, the worker is replaced by a fresh
+one (warmed up by ``/readyz``) and the final webhook is sent and timed, from the
+POST to the ``manifest-completed`` answer: the named query, the build, the S3
+upload and the write-back of every canvas row. Right after it, the data cost of
+that answer is measured in a separate process with the cyclic garbage
+collector off: GET the named-query answer from the fake, ``json.loads`` it,
+serialise the published document (``webhook.manifest.serialise``) and PUT it to
+the same S3 server. Printed per manifest and as medians:
 
-- ``final``: the final webhook, as its sender sees it;
-- ``stages``: the service's own timings from its rebuild log line;
-- ``data``: the unavoidable data cost, measured in a separate process with the
-  cyclic garbage collector off (and again with it on, ``data+gc``): GET the
-  named-query answer from the fake, ``json.loads`` it, serialise the published
-  document (``webhook.manifest.serialise``) and PUT it to the same S3 server;
-- ``ratio``: final / data;
+- ``final``: the final webhook's wall time, as its sender sees it, and the
+  worker's CPU time during it;
+- ``data``: the data cost's wall time and CPU time;
+- ``ratio``: final / data, wall (the goal: at most 1.5x) and CPU (steadier
+  when other work shares the machine); the median of the per-manifest ratios;
+- ``fetches``: named queries the fake answered for the manifest (1 unless a
+  fetch timed out and was retried);
 - ``peak``: the worker's peak RSS during the final webhook above its RSS
-  before (``VmHWM`` after resetting it through ``/proc/<pid>/clear_refs``), and
-  that growth as a multiple of the named-query answer's size.
+  before (``VmHWM`` after resetting it through ``/proc/<pid>/clear_refs``), as
+  a multiple of the named-query answer's size (the goal: under 5x);
+- per backend and timeout, the largest size's median final over the one
+  before it, next to the ratio of their sizes (linear: 50,000 at most 5.5x
+  the 10,000 time).
 
-Run: ``.venv/bin/python bench/final_completion.py [--canvases 10000]
-[--batch-size 100] [--repeat 3] [--databases sqlite,postgresql]``.
+Run: ``.venv/bin/python bench/final_completion.py [--canvases 1000,10000,50000]
+[--timeouts 30,2] [--repeat 3] [--databases sqlite,postgresql]``. The full run
+takes about 15 minutes on two cores.
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ import boto3  # noqa: E402
 import requests  # noqa: E402
 
 from bench.build import CUSTOMER, notification, registration  # noqa: E402
-from bench.intake import fresh_database  # noqa: E402
+from bench.intake import cpu_seconds, fresh_database, machine_line  # noqa: E402
 from tests.fake_dlcs import FakeDlcs, image_assets  # noqa: E402
 from tests.servers import GunicornServer, start_gunicorn, start_moto_server  # noqa: E402
 from webhook.config import parse_secret  # noqa: E402
@@ -61,6 +73,9 @@ AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
        "AWS_DEFAULT_REGION": "us-east-1"}
 BUCKET = "bench-manifests"
 MB = 2**20
+GOAL_RATIO = 1.5
+GOAL_MEMORY = 5.0
+GOAL_LINEAR = 1.1   # the larger size's time over the smaller's, per unit of their size ratio
 
 
 def deliver(session: requests.Session, url: str, body: bytes, msg_id: str) -> requests.Response:
@@ -68,10 +83,10 @@ def deliver(session: requests.Session, url: str, body: bytes, msg_id: str) -> re
     headers = {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
                "webhook-signature": sign(parse_secret(SECRET), msg_id, timestamp, body)}
     return session.post(f"{url}/webhooks/batch-completed", data=body, headers=headers,
-                        timeout=300)
+                        timeout=600)
 
 
-# ---------------------------------------------------------------- the worker's memory
+# ---------------------------------------------------------------- the worker
 
 def worker_pid(server: GunicornServer, timeout: float = 30.0) -> int:
     """Return the pid of the server's only worker, once it answers /readyz."""
@@ -115,8 +130,8 @@ def reset_peak(pid: int) -> None:
 
 # ---------------------------------------------------------------- the data cost
 
-def _data_cost(named_query_url: str, published: bytes, endpoint: str, repeat: int,
-               collector: bool, queue: multiprocessing.Queue) -> None:
+def _data_cost(named_query_url: str, published: bytes, endpoint: str,
+               queue: multiprocessing.Queue) -> None:
     """In a process of its own: fetch + parse the answer, serialise + store the result."""
     import gc
 
@@ -124,26 +139,22 @@ def _data_cost(named_query_url: str, published: bytes, endpoint: str, repeat: in
 
     s3 = boto3.session.Session().client("s3", endpoint_url=endpoint, **_aws_kwargs())
     document = json.loads(published)
-    if not collector:
-        gc.disable()
-    results = []
+    gc.disable()
     with requests.Session() as session:
-        for n in range(repeat):
-            started = time.perf_counter()
-            raw = session.get(named_query_url, params={"cacheBust": f"data-{n}"},
-                              timeout=300).content
-            fetched = time.perf_counter()
-            json.loads(raw)
-            parsed = time.perf_counter()
-            body = serialise(document)
-            serialised = time.perf_counter()
-            s3.put_object(Bucket=BUCKET, Key=f"data-cost/{n}", Body=body,
-                          ContentType="application/ld+json")
-            stored = time.perf_counter()
-            results.append({"fetch": fetched - started, "parse": parsed - fetched,
-                            "serialise": serialised - parsed, "store": stored - serialised,
-                            "answer_bytes": len(raw), "published_bytes": len(body)})
-    queue.put(results)
+        started, cpu = time.perf_counter(), time.process_time()
+        raw = session.get(named_query_url, params={"cacheBust": "data"}, timeout=600).content
+        fetched = time.perf_counter()
+        json.loads(raw)
+        parsed = time.perf_counter()
+        body = serialise(document)
+        serialised = time.perf_counter()
+        s3.put_object(Bucket=BUCKET, Key="data-cost", Body=body,
+                      ContentType="application/ld+json")
+        stored = time.perf_counter()
+    queue.put({"fetch": fetched - started, "parse": parsed - fetched,
+               "serialise": serialised - parsed, "store": stored - serialised,
+               "data": stored - started, "data_cpu": time.process_time() - cpu,
+               "answer_bytes": len(raw)})
 
 
 def _aws_kwargs() -> dict:
@@ -152,20 +163,19 @@ def _aws_kwargs() -> dict:
             "aws_secret_access_key": AWS["AWS_SECRET_ACCESS_KEY"]}
 
 
-def data_cost(named_query_url: str, published: bytes, endpoint: str, repeat: int,
-              collector: bool) -> list[dict]:
+def data_cost(named_query_url: str, published: bytes, endpoint: str) -> dict:
     """Measure the data cost in a spawned process, so it does not share the fake's GIL."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_data_cost, args=(named_query_url, published, endpoint,
-                                                       repeat, collector, queue))
+    process = context.Process(target=_data_cost,
+                              args=(named_query_url, published, endpoint, queue))
     process.start()
-    results = queue.get(timeout=600)
+    result = queue.get(timeout=900)
     process.join(timeout=60)
-    return results
+    return result
 
 
-# ---------------------------------------------------------------- one database
+# ---------------------------------------------------------------- one configuration
 
 def rebuild_line(server: GunicornServer, manifest: str) -> dict:
     """Return the service's last "rebuild" log line for ``manifest``."""
@@ -178,149 +188,184 @@ def rebuild_line(server: GunicornServer, manifest: str) -> dict:
     return {}
 
 
-def measure(database: str, args, workdir: Path, fake: FakeDlcs, moto) -> list[dict]:
-    results = []
-    with fresh_database(database, "final", workdir, args.postgres_url) as url:
+class Run:
+    """The service on one database with one DLCS timeout, and its manifests."""
+
+    def __init__(self, database: str, url: str, timeout: int, args, fake: FakeDlcs, moto):
+        self.database, self.timeout, self.args, self.fake, self.moto = (
+            database, timeout, args, fake, moto)
         env = {name: value for name, value in os.environ.items()
                if not name.startswith(("AWS_", "DLCS_", "WEBHOOK_", "GUNICORN_"))
                and name not in ("DATABASE_URL", "STORAGE_URL", "PROMETHEUS_MULTIPROC_DIR")}
         env.update({"DATABASE_URL": url, "STORAGE_URL": f"s3://{BUCKET}/published",
                     "PUBLIC_BASE_URL": "https://presentation.example",
                     "WEBHOOK_SECRETS": SECRET, "ADMIN_TOKEN": ADMIN_TOKEN,
-                    "DLCS_ORCHESTRATOR_URL": fake.url, "DLCS_TIMEOUT_SECONDS": "120",
+                    "DLCS_ORCHESTRATOR_URL": fake.url, "DLCS_TIMEOUT_SECONDS": str(timeout),
                     "AWS_ENDPOINT_URL": moto.url, "PYTHONUNBUFFERED": "1", **AWS})
-        server = start_gunicorn(env, cwd=ROOT, workers=1, threads=args.threads, timeout=60)
-        session = requests.Session()
-        try:
-            pid = None
-            for n in range(args.repeat):
-                slug = f"final-{database}-{n}"
-                assets = image_assets(slug, args.canvases)
-                first = 500_000 + n * 1000 + (0 if database == "sqlite" else 100_000)
-                batches = {first + b: assets[start:start + args.batch_size]
-                           for b, start in enumerate(range(0, args.canvases, args.batch_size))}
-                for batch_id, members in batches.items():
-                    fake.add_batch(CUSTOMER, batch_id, members)
-                started = time.perf_counter()
-                response = session.put(f"{server.url}/{CUSTOMER}/manifests/{slug}",
-                                       data=registration(slug, batches),
-                                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                                       timeout=300)
-                register_s = time.perf_counter() - started
-                assert response.status_code == 202, response.text[:500]
-                *early, last = batches
-                for batch_id in early:
-                    answer = deliver(session, server.url, notification(batch_id, args.batch_size),
-                                     f"bench-{batch_id}")
-                    assert answer.json()["outcome"] == "batch-completed", answer.text
+        self.server = start_gunicorn(env, cwd=ROOT, workers=1, threads=1, timeout=60,
+                                     args=("--no-control-socket", "-k", "sync"))
+        self.session = requests.Session()
+        self.pid: int | None = None
 
-                pid = fresh_worker(server, pid)
-                session.close()
-                session = requests.Session()
-                rss_before = memory_kb(pid, "VmRSS")
-                reset_peak(pid)
-                body = notification(last, len(batches[last]))
-                started = time.perf_counter()
-                answer = deliver(session, server.url, body, f"bench-{last}")
-                final_s = time.perf_counter() - started
-                assert answer.status_code == 200, answer.text[:500]
-                assert answer.json()["outcome"] == "manifest-completed", answer.text
-                peak_kb = memory_kb(pid, "VmHWM")
-                assert fake.calls(CUSTOMER, batches) == 1
+    def close(self) -> None:
+        self.session.close()
+        log = self.server.log()
+        self.server.cleanup()
+        if "Traceback" in log:
+            print(f"!! the service logged a traceback:\n{log[-3000:]}")
 
-                published = session.get(f"{server.url}/{CUSTOMER}/manifests/{slug}",
-                                        timeout=60)
-                assert published.status_code == 200
-                assert len(published.json()["items"]) == args.canvases
-                ids = ",".join(map(str, sorted(batches)))
-                url = f"{fake.url}/iiif-resource/v3/{CUSTOMER}/batch-query/{ids}"
-                costs = data_cost(url, published.content, moto.url, args.data_repeat, False)
-                cost = {key: statistics.median(c[key] for c in costs)
-                        for key in ("fetch", "parse", "serialise", "store")}
-                data_s = sum(cost.values())
-                # The same with the collector on, as a default interpreter runs it.
-                with_gc = data_cost(url, published.content, moto.url, args.data_repeat, True)
-                data_gc_s = statistics.median(sum(c[key] for key in cost) for c in with_gc)
-                answer_bytes = costs[0]["answer_bytes"]
-                stages = rebuild_line(server, f"{CUSTOMER}/{slug}")
-                result = {"database": database, "register": register_s, "final": final_s,
-                          "data": data_s, "data_gc": data_gc_s, **cost,
-                          "ratio": final_s / data_s, "ratio_gc": final_s / data_gc_s,
-                          "answer_mb": answer_bytes / MB,
-                          "published_mb": len(published.content) / MB,
-                          "growth_mb": (peak_kb - rss_before) / 1024,
-                          "rss_before_mb": rss_before / 1024,
-                          "stages": {k: stages.get(k) for k in
-                                     ("named_query_ms", "build_ms", "store_ms", "duration_ms")}}
-                result["growth_x"] = result["growth_mb"] / result["answer_mb"]
-                results.append(result)
-                s = result["stages"]
-                print(f"  {database:<10} #{n + 1}  final {final_s:5.2f}s  data {data_s:5.2f}s "
-                      f"(fetch {cost['fetch']:.2f} parse {cost['parse']:.2f} serialise "
-                      f"{cost['serialise']:.2f} store {cost['store']:.2f}; {data_gc_s:.2f}s with "
-                      f"the collector on)  ratio {result['ratio']:4.2f}x "
-                      f"({result['ratio_gc']:.2f}x)  peak +{result['growth_mb']:.0f} MB "
-                      f"({result['growth_x']:.1f}x the {result['answer_mb']:.1f} MB answer)  "
-                      f"service stages: named query {s['named_query_ms']} ms, build "
-                      f"{s['build_ms']} ms, store {s['store_ms']} ms, rebuild "
-                      f"{s['duration_ms']} ms", flush=True)
-        finally:
-            session.close()
-            log = server.log()
-            server.cleanup()
-            if "Traceback" in log:
-                print(f"!! the service logged a traceback:\n{log[-3000:]}")
-    return results
+    def final_completion(self, size: int, number: int, first_batch: int) -> dict:
+        """Register a manifest of ``size`` canvases, complete it, and measure its final webhook."""
+        args, fake, server = self.args, self.fake, self.server
+        slug = f"final-{self.timeout}s-{size}-{number}"
+        assets = image_assets(slug, size)
+        batches = {first_batch + b: assets[start:start + args.batch_size]
+                   for b, start in enumerate(range(0, size, args.batch_size))}
+        for batch_id, members in batches.items():
+            fake.add_batch(CUSTOMER, batch_id, members)
+        response = self.session.put(f"{server.url}/{CUSTOMER}/manifests/{slug}",
+                                    data=registration(slug, batches),
+                                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                                    timeout=900)
+        assert response.status_code == 202, response.text[:500]
+        *early, last = batches
+        for batch_id in early:
+            answer = deliver(self.session, server.url,
+                             notification(batch_id, len(batches[batch_id])), f"bench-{batch_id}")
+            assert answer.json()["outcome"] == "batch-completed", answer.text
+        answer_bytes = fake.freeze(CUSTOMER, batches)
+
+        self.pid = fresh_worker(server, self.pid)
+        self.session.close()
+        self.session = requests.Session()
+        rss_before = memory_kb(self.pid, "VmRSS")
+        reset_peak(self.pid)
+        body = notification(last, len(batches[last]))
+        cpu_before = cpu_seconds([self.pid])[self.pid]
+        started = time.perf_counter()
+        answer = deliver(self.session, server.url, body, f"bench-{last}")
+        final_s = time.perf_counter() - started
+        final_cpu = cpu_seconds([self.pid])[self.pid] - cpu_before
+        assert answer.status_code == 200, answer.text[:500]
+        assert answer.json()["outcome"] == "manifest-completed", answer.text
+        peak_kb = memory_kb(self.pid, "VmHWM")
+        fetches = fake.calls(CUSTOMER, batches)
+
+        published = self.session.get(f"{server.url}/{CUSTOMER}/manifests/{slug}", timeout=120)
+        assert published.status_code == 200
+        assert len(published.json()["items"]) == size
+        ids = ",".join(map(str, sorted(batches)))
+        cost = data_cost(f"{fake.url}/iiif-resource/v3/{CUSTOMER}/batch-query/{ids}",
+                         published.content, self.moto.url)
+        assert cost["answer_bytes"] == answer_bytes
+        stages = rebuild_line(server, f"{CUSTOMER}/{slug}")
+        result = {"database": self.database, "timeout": self.timeout, "size": size,
+                  "final": final_s, "final_cpu": final_cpu, **cost,
+                  "ratio": final_s / cost["data"], "ratio_cpu": final_cpu / cost["data_cpu"],
+                  "fetches": fetches,
+                  "answer_mb": answer_bytes / MB, "published_mb": len(published.content) / MB,
+                  "growth_mb": (peak_kb - rss_before) / 1024,
+                  "stages": {k: stages.get(k) for k in
+                             ("named_query_ms", "build_ms", "store_ms", "duration_ms")}}
+        result["growth_x"] = result["growth_mb"] / result["answer_mb"]
+        s = result["stages"]
+        print(f"  {self.database:<10} {self.timeout:>3}s {size:>6} #{number + 1}  final "
+              f"{final_s:6.2f}s (cpu {final_cpu:5.2f}s)  data {cost['data']:5.2f}s (fetch "
+              f"{cost['fetch']:.2f} parse {cost['parse']:.2f} serialise {cost['serialise']:.2f} "
+              f"store {cost['store']:.2f}; cpu {cost['data_cpu']:.2f}s)  ratio "
+              f"{result['ratio']:4.2f}x (cpu {result['ratio_cpu']:4.2f}x)  fetches "
+              f"{result['fetches']}  peak +{result['growth_mb']:.0f} MB "
+              f"({result['growth_x']:.1f}x the {result['answer_mb']:.1f} MB answer)  stages: "
+              f"named query {s['named_query_ms']} ms, build {s['build_ms']} ms, store "
+              f"{s['store_ms']} ms", flush=True)
+        return result
+
+
+# ---------------------------------------------------------------- the table
+
+def summarise(results: list[dict], sizes: list[int]) -> None:
+    print()
+    print(f"{'database':<10} {'timeout':>7} {'canvases':>8} {'final':>7} {'data':>7} "
+          f"{'ratio':>6} {'(range)':>11} {'cpu ratio':>9} {'fetches':>7} {'peak':>8} "
+          f"{'x answer':>8}  goal")
+    groups = dict.fromkeys((r["database"], r["timeout"]) for r in results)
+    medians = {}
+    for database, timeout in groups:
+        for size in sizes:
+            rows = [r for r in results if (r["database"], r["timeout"], r["size"])
+                    == (database, timeout, size)]
+            if not rows:
+                continue
+            med = {key: statistics.median(r[key] for r in rows)
+                   for key in ("final", "data", "ratio", "ratio_cpu", "growth_mb", "growth_x")}
+            medians[(database, timeout, size)] = med["final"]
+            fetches = "/".join(str(r["fetches"]) for r in rows)
+            ratios = [r["ratio"] for r in rows]
+            ok = (med["ratio"] <= GOAL_RATIO and med["growth_x"] < GOAL_MEMORY
+                  and all(r["fetches"] == 1 for r in rows))
+            print(f"{database:<10} {timeout:>6}s {size:>8} {med['final']:>6.2f}s "
+                  f"{med['data']:>6.2f}s {med['ratio']:>5.2f}x {min(ratios):>5.2f}-"
+                  f"{max(ratios):<5.2f} {med['ratio_cpu']:>8.2f}x {fetches:>7} "
+                  f"{med['growth_mb']:>5.0f} MB {med['growth_x']:>7.1f}x  "
+                  f"{'ok' if ok else 'SHORT'}")
+    print(f"ratio: final webhook / data cost (GET + json.loads of the answer, serialise + PUT "
+          f"of the result, collector off), the median of the per-manifest ratios; goal "
+          f"<= {GOAL_RATIO}x, one fetch, peak RSS growth < {GOAL_MEMORY}x the answer")
+    for database, timeout in groups:
+        for smaller, larger in zip(sizes, sizes[1:]):
+            if (database, timeout, smaller) in medians and (database, timeout, larger) in medians:
+                times = medians[(database, timeout, larger)] / medians[(database, timeout, smaller)]
+                allowed = larger / smaller * GOAL_LINEAR
+                print(f"linear: {database} {timeout}s: {larger} canvases took {times:.2f}x "
+                      f"the time of {smaller} ({larger / smaller:.0f}x the canvases; goal <= "
+                      f"{allowed:.1f}x)  {'ok' if times <= allowed else 'SHORT'}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--canvases", type=int, default=10_000)
+    parser.add_argument("--canvases", default="1000,10000,50000",
+                        help="comma-separated sizes (default: %(default)s)")
+    parser.add_argument("--timeouts", default="30,2",
+                        help="DLCS_TIMEOUT_SECONDS values (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=100,
                         help="assets per DLCS batch (default: %(default)s, the DLCS default)")
-    parser.add_argument("--repeat", type=int, default=3, help="manifests per database")
-    parser.add_argument("--data-repeat", type=int, default=3,
-                        help="runs per median of the data cost")
+    parser.add_argument("--repeat", type=int, default=3, help="manifests per configuration")
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads")
     parser.add_argument("--postgres-url", default=os.environ.get(
         "WEBHOOK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     args = parser.parse_args(argv)
+    sizes = sorted(int(c) for c in args.canvases.split(",") if c)
+    timeouts = [int(t) for t in args.timeouts.split(",") if t]
 
-    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.platform()}, "
-          f"load average {load}")
-    print(f"python {platform.python_version()}; {args.canvases} canvases in batches of "
-          f"{args.batch_size}; gunicorn 1 worker x {args.threads} threads; S3: moto server; "
-          f"DLCS: tests/fake_dlcs.py")
+    print(machine_line())
+    print(f"python {platform.python_version()}; sizes {sizes} in batches of {args.batch_size}; "
+          f"DLCS timeouts {timeouts} s; gunicorn 1 sync worker; S3: moto server; DLCS: "
+          f"tests/fake_dlcs.py (answers rendered once, before each final webhook)")
     results = []
     moto = start_moto_server()
     try:
         s3 = boto3.session.Session().client("s3", endpoint_url=moto.url, **_aws_kwargs())
         s3.create_bucket(Bucket=BUCKET)
+        next_batch = 500_000
         with tempfile.TemporaryDirectory(prefix="bench-final-") as tmp, FakeDlcs() as fake:
             for database in [d for d in args.databases.split(",") if d]:
-                results += measure(database, args, Path(tmp), fake, moto)
+                with fresh_database(database, "final", Path(tmp), args.postgres_url) as url:
+                    for timeout in timeouts:
+                        run = Run(database, url, timeout, args, fake, moto)
+                        try:
+                            for size in sizes:
+                                for number in range(args.repeat):
+                                    results.append(run.final_completion(size, number,
+                                                                        next_batch))
+                                    next_batch += -(-size // args.batch_size)
+                        finally:
+                            run.close()
             if fake.errors:
                 print(f"!! the fake DLCS failed: {fake.errors!r}")
     finally:
         moto.stop()
-    print()
-    print(f"{'database':<10} {'final':>7} {'data':>7} {'ratio':>6} {'data+gc':>8} "
-          f"{'ratio':>6} {'peak growth':>12} {'x answer':>9} {'answer':>8} {'published':>9}")
-    for database in dict.fromkeys(r["database"] for r in results):
-        rows = [r for r in results if r["database"] == database]
-        med = {key: statistics.median(r[key] for r in rows)
-               for key in ("final", "data", "ratio", "data_gc", "ratio_gc", "growth_mb",
-                           "growth_x", "answer_mb", "published_mb")}
-        print(f"{database:<10} {med['final']:>6.2f}s {med['data']:>6.2f}s "
-              f"{med['ratio']:>5.2f}x {med['data_gc']:>7.2f}s {med['ratio_gc']:>5.2f}x "
-              f"{med['growth_mb']:>9.0f} MB {med['growth_x']:>8.1f}x "
-              f"{med['answer_mb']:>6.1f}MB {med['published_mb']:>7.1f}MB")
-    print("data: fetch + parse the answer, serialise + store the result, collector off "
-          "(data+gc: on)")
-    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"(medians of {args.repeat}; load average at the end: {load})")
+    summarise(results, sizes)
+    print(machine_line().replace("load average", "load average at the end"))
 
 
 if __name__ == "__main__":

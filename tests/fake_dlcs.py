@@ -10,7 +10,8 @@ and break it:
 - it can be told to misbehave: fail the next N calls (a status, a delay, a body
   that is not JSON), delay every named query, hold named queries until the
   test releases them (all at once, or named queries or queue requests one by
-  one), or answer a fixed document for some batches.
+  one), or answer a fixed document for some batches (``freeze`` renders one
+  once, so the benchmarks' large answers cost the fake nothing per request).
 
 Batches finish only when a test says so (``finish_batch``; ``supersede_batch``
 makes one that never will); nothing is sent to the service: the tests deliver
@@ -89,6 +90,21 @@ class FakeDlcs(DevDlcs):
         """Answer the named query over exactly these batches with ``document``, verbatim."""
         with self._changed:
             self._documents[(customer, _ids_key(batch_ids))] = json.dumps(document).encode()
+
+    def freeze(self, customer: int, batch_ids: Iterable[int]) -> int:
+        """Render the answer over exactly these batches once and serve those bytes from now on.
+
+        For large answers (the benchmarks): a 50,000-canvas answer is then
+        sent as soon as it is asked for, at the speed of the socket, instead
+        of being shuffled and joined per request. Returns its size in bytes.
+        """
+        key = _ids_key(batch_ids)
+        status, body = super().named_query_document(customer, key)
+        if status != 200:
+            raise ValueError(f"no canvases in batches {sorted(key)} of customer {customer}")
+        with self._changed:
+            self._documents[(customer, key)] = body
+        return len(body)
 
     def fail_next(self, count: int = 1, *, status: int | None = None, delay: float = 0.0,
                   invalid_json: bool = False, endpoint: str = NAMED_QUERY) -> None:

@@ -6,8 +6,10 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import peewee
 import pytest
 from playhouse.pool import PooledPostgresqlDatabase
 
@@ -133,6 +135,129 @@ def test_postgresql_connections_are_pooled(postgres_url):
         assert not database._in_use
     finally:
         db.dispose()
+
+
+def _terminate_pooled_backends(database_url: str) -> None:
+    """End, from another session, every other server session on this database."""
+    import psycopg2
+
+    with psycopg2.connect(database_url) as admin, admin.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    admin.close()
+
+
+def query_once() -> int:
+    db.connect()
+    try:
+        return db.database.execute_sql("SELECT 41 + 1").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_pooled_connection_that_idled_is_checked_before_use(postgres_url, monkeypatch):
+    monkeypatch.setattr(db, "CHECK_IDLE_AFTER_SECONDS", 0.0)
+    db.bind(db.open_database(postgres_url))
+    try:
+        assert query_once() == 42
+        _terminate_pooled_backends(postgres_url)
+        assert query_once() == 42      # the dead connection was found out and replaced
+    finally:
+        db.dispose()
+
+
+def test_a_connection_given_back_moments_ago_is_used_unchecked(postgres_url, monkeypatch):
+    monkeypatch.setattr(db, "CHECK_IDLE_AFTER_SECONDS", 3600.0)
+    db.bind(db.open_database(postgres_url))
+    try:
+        assert query_once() == 42
+        _terminate_pooled_backends(postgres_url)
+        # Used without a round trip first: the statement meets the dead session...
+        with pytest.raises(peewee.OperationalError):
+            query_once()
+        # ...and the pool drops that connection rather than hand it out again.
+        assert query_once() == 42
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+def pg_table(postgres_url):
+    """A bound PostgreSQL database with a scratch table t(x), and a second connection."""
+    import psycopg2
+
+    db.bind(db.open_database(postgres_url))
+    db.database.execute_sql("DROP TABLE IF EXISTS t; CREATE TABLE t (x integer PRIMARY KEY)")
+    other = psycopg2.connect(postgres_url)
+    other.autocommit = True
+    try:
+        yield other
+    finally:
+        other.close()
+        db.database.execute_sql("DROP TABLE IF EXISTS t")
+        db.dispose()
+
+
+def test_begin_goes_with_the_first_statement_and_holds_its_lock(pg_table):
+    import psycopg2
+
+    db.database.execute_sql("INSERT INTO t VALUES (1)")
+    with db.transaction():
+        db.database.execute_sql("SELECT x FROM t WHERE x = 1 FOR UPDATE")
+        # The lock is held to the commit, so that statement ran inside the transaction.
+        with pg_table.cursor() as cursor, pytest.raises(psycopg2.errors.LockNotAvailable):
+            cursor.execute("SELECT x FROM t WHERE x = 1 FOR UPDATE NOWAIT")
+        db.database.execute_sql("INSERT INTO t VALUES (2)")
+        with pg_table.cursor() as cursor:   # not committed yet: not seen
+            cursor.execute("SELECT count(*) FROM t")
+            assert cursor.fetchone()[0] == 1
+    with pg_table.cursor() as cursor:
+        cursor.execute("SELECT x FROM t WHERE x = 1 FOR UPDATE NOWAIT")
+        cursor.execute("SELECT count(*) FROM t")
+        assert cursor.fetchone()[0] == 2
+
+
+def test_a_cursor_taken_directly_in_a_transaction_runs_inside_it(pg_table):
+    with pytest.raises(RuntimeError), db.transaction():
+        db.database.cursor().execute("INSERT INTO t VALUES (5)")
+        raise RuntimeError("undo")
+    with pg_table.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM t")
+        assert cursor.fetchone()[0] == 0
+
+
+def test_a_failed_transaction_leaves_nothing_and_an_empty_one_nothing_behind(pg_table):
+    with pytest.raises(RuntimeError), db.transaction():
+        db.database.execute_sql("INSERT INTO t VALUES (3)")
+        raise RuntimeError("undo")
+    with db.transaction():
+        pass                      # no statement: nothing was sent, nothing is left open
+    db.database.execute_sql("INSERT INTO t VALUES (4)")   # autocommit again
+    with pg_table.cursor() as cursor:
+        cursor.execute("SELECT x FROM t ORDER BY x")
+        assert cursor.fetchall() == [(4,)]
+
+
+def test_sqlite_connections_are_pooled_and_keep_the_wal(tmp_path):
+    database = db.open_database(f"sqlite:///{tmp_path}/pooled.db")
+    db.bind(database)
+    try:
+        for _ in range(20):
+            db.connect()
+            database.execute_sql("CREATE TABLE IF NOT EXISTS t (x)")
+            database.execute_sql("INSERT INTO t VALUES (1)")
+            db.close()  # back to the pool, not closed
+            # Closing the last connection would checkpoint the WAL into the file and delete it.
+            assert (tmp_path / "pooled.db-wal").exists()
+        assert len(database._connections) == 1
+        assert not database._in_use
+        # A pooled connection may serve another thread than the one that opened it.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            assert pool.submit(lambda: database.execute_sql(
+                "SELECT count(*) FROM t").fetchone()[0]).result() == 20
+    finally:
+        db.dispose()
+    assert not (tmp_path / "pooled.db-wal").exists()
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):

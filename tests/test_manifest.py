@@ -17,7 +17,7 @@ from webhook.domain import PaintedResource
 from webhook.errors import BuildError
 from webhook.manifest import (PRESENTATION_3, RowUpdate, asset_id_from_canvas_id,
                               build_document, serialise, slim_canvas,
-                              write_manifest)
+                              write_document, write_manifest)
 
 SAMPLES = Path(__file__).parent / "samples"
 BASE = "https://presentation.example"
@@ -907,6 +907,30 @@ def test_write_manifest_writes_the_bytes_of_serialise(canvases):
     out = io.BytesIO()
     write_manifest(document, out)
     assert out.getvalue() == serialise(document)
+
+
+@pytest.mark.parametrize("canvases, missing", [(0, ()), (1, ()), (256, ()), (257, ()),
+                                               (600, ()), (600, (0, 255, 256, 599)),
+                                               (300, tuple(range(256)))])
+def test_write_document_writes_the_bytes_of_the_built_document(canvases, missing):
+    rows = [row(f"c{n}", n, "gone" if n in missing else f"a{n}",
+                label={"en": [f"Page {n}"]}) for n in range(canvases)]
+    answer = all_returned(rows)
+    built = build_document(REGISTERED, rows, answer, base_url=BASE, customer=2, manifest_id="m")
+    out = io.BytesIO()
+    written = write_document(REGISTERED, rows, answer, out, base_url=BASE, customer=2,
+                             manifest_id="m")
+    assert out.getvalue() == serialise(built.document)
+    assert written.canvases == canvases - len(missing) == len(built.document["items"])
+    assert written.row_updates == built.row_updates
+    assert written.missing_assets == built.missing_assets == (("2/5/gone",) if missing else ())
+
+
+def test_write_document_refuses_what_is_not_json():
+    registered = {**REGISTERED, "navDate": float("inf")}
+    with pytest.raises(BuildError, match="JSON"):
+        write_document(registered, [row("c", 0, "a")], all_returned([row("c", 0, "a")]),
+                       io.BytesIO(), base_url=BASE, customer=2, manifest_id="m")
 
 
 def test_write_manifest_of_a_document_not_shaped_by_the_build_writes_it_whole():

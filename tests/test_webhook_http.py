@@ -615,6 +615,19 @@ def test_a_repeated_completion_does_not_overwrite_the_first(client, admin, regis
     assert batch_status(client, admin, 1235)["status"] == INGESTING
 
 
+def test_a_webhook_id_sent_again_with_another_batch_is_a_redelivery(client, admin, registered):
+    """The id decides duplicates: a sender reusing one for another batch completes nothing."""
+    first = signed_headers(notification(id=1235))
+    assert_outcome(post(client, notification(id=1235), first), "batch-completed", 1235,
+                   "2/letters")
+    before = state()
+    body = notification(id=1234)
+    reused = signed_headers(body, msg_id=first["webhook-id"])
+    assert_outcome(post(client, body, reused), "duplicate", 1235, "2/letters")
+    assert state() == before                    # batch 1234 is still ingesting
+    assert (the_delivery().batch, the_delivery().attempts) == (1235, 2)
+
+
 def test_a_completion_before_registration_is_applied_by_the_registration(client, admin):
     body = sample("notification-current.json")
     headers = signed_headers(body)

@@ -9,8 +9,9 @@ layers above never ask which backend they run on. Row locks: PostgreSQL takes
 them with ``FOR UPDATE``; SQLite needs none, since its write transaction
 (``BEGIN IMMEDIATE``, see ``db.transaction``) excludes every other writer.
 
-The few statements every delivery runs (``Delivery.record`` and ``.settle``,
-``Batch.lock_owner``, ``.complete`` and ``.count_ingesting``) are written out in
+The few statements every delivery runs (``Delivery.record``,
+``.record_known_completion`` and ``.settle``, ``Batch.lock_owner``,
+``.complete`` and ``.count_ingesting``) are written out in
 SQL once per backend (see ``_statement``) instead of being built by peewee on
 each call: building one costs 100-200 us of Python, many times what SQLite
 takes to run it, and it was most of a delivery's cost.
@@ -22,12 +23,14 @@ import datetime as dt
 import functools
 import json
 import uuid
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import peewee
 
 from webhook.db import database, is_postgres
-from webhook.domain import (FAILED, IGNORED, MANIFEST_COMPLETED, MANIFEST_FAILED,
-                            BatchCompletion, PaintedResource)
+from webhook.domain import (BATCH_COMPLETED, DUPLICATE, FAILED, IGNORED, MANIFEST_COMPLETED,
+                            MANIFEST_FAILED, BatchCompletion, PaintedResource)
 from webhook.errors import NotFound
 
 INGESTING = "ingesting"
@@ -251,29 +254,45 @@ class Batch(BaseModel):
             (manifest_pk, INGESTING)).fetchone()[0]
 
     @classmethod
-    def lock_owner(cls, batch_id: int) -> tuple[Manifest, int] | None:
-        """Lock the manifest a batch belongs to; return it (partly read) and the batch's customer.
+    def lock_owner(cls, batch_id: int) -> tuple[LockedManifest, int] | None:
+        """Lock the manifest a batch belongs to; return what was read of it, and the batch customer.
 
-        The manifest carries ``id``, ``customer``, ``slug`` and ``needs_rebuild``
-        as they are once the lock is held. The batch itself is not locked: its
-        state is settled by ``complete``. None when no manifest has the batch.
+        The manifest is read as it is once the lock is held. The batch itself
+        is not locked: its state is settled by ``complete``. None when no
+        manifest has the batch.
         """
+        if is_postgres():
+            # The count would come from the snapshot taken before the lock was
+            # granted, missing completions committed meanwhile: complete() counts.
+            ingesting = "NULL"
+        else:
+            # SQLite's write transaction already excludes every other writer.
+            ingesting = ('(SELECT count(*) FROM "batch" AS i WHERE i."manifest_id" = m."id" '
+                         f"AND i.\"status\" = '{INGESTING}')")
         row = database.execute_sql(_statement(
-            'SELECT m."id", m."customer", m."slug", m."needs_rebuild", b."customer" '
-            'FROM "batch" AS b JOIN "manifest" AS m ON m."id" = b."manifest_id" '
+            f'SELECT m."id", m."customer", m."slug", m."needs_rebuild", {ingesting}, '
+            'b."customer" FROM "batch" AS b JOIN "manifest" AS m ON m."id" = b."manifest_id" '
             'WHERE b."id" = {p}{lock}'), (batch_id,)).fetchone()
         if row is None:
             return None
-        manifest = Manifest(id=row[0], customer=row[1], slug=row[2], needs_rebuild=bool(row[3]))
-        return manifest, row[4]
+        return LockedManifest(row[0], row[1], row[2], bool(row[3]), row[4]), row[5]
 
     @classmethod
     def complete(cls, batch_id: int, manifest_pk: int, completion: BatchCompletion,
-                 processed: dt.datetime) -> tuple[bool, int]:
+                 processed: dt.datetime, *, record: NewDelivery | None = None,
+                 manifest_key: str | None = None,
+                 ingesting: int | None = None) -> tuple[bool, int, bool | None]:
         """Complete a batch still ingesting for this manifest.
 
-        Returns whether it was still ingesting, and how many of the manifest's
-        batches still are. Call it holding the manifest's lock (``lock_owner``).
+        Returns whether it was still ingesting, how many of the manifest's
+        batches still are, and whether ``record`` was inserted. ``record``, a
+        delivery not written yet, is inserted as ``batch-completed`` (naming
+        ``manifest_key``) when this completes the batch and leaves others
+        ingesting, the common case, in the same round trip on PostgreSQL;
+        False then means its id is recorded already, None that it was not
+        tried. ``ingesting``: the manifest's batches still ingesting before,
+        when ``lock_owner`` could tell (SQLite), which saves counting again.
+        Call it holding the manifest's lock (``lock_owner``).
         """
         update = _statement(
             'UPDATE "batch" SET "status" = {p}, "count" = {p}, "completed" = {p}, '
@@ -285,16 +304,41 @@ class Batch(BaseModel):
                   INGESTING)
         if not is_postgres():
             completed = database.execute_sql(update, values).rowcount == 1
-            return completed, cls.count_ingesting(manifest_pk)
-        # One round trip instead of two. Every part of the statement sees the
-        # snapshot it started with: taken after the manifest's lock was granted,
-        # so it holds every completion committed before, and the count still
-        # sees this batch as ingesting when the update completes it.
-        done, ingesting = database.execute_sql(
-            f"WITH done AS ({update} RETURNING 1) SELECT (SELECT count(*) FROM done), "
-            '(SELECT count(*) FROM "batch" WHERE "manifest_id" = %s AND "status" = %s)',
-            (*values, manifest_pk, INGESTING)).fetchone()
-        return done == 1, ingesting - done
+            if ingesting is None:
+                ingesting = cls.count_ingesting(manifest_pk)
+            else:
+                ingesting -= completed
+            if record is None or not completed or not ingesting:
+                return completed, ingesting, None
+            return completed, ingesting, Delivery.record(
+                record.delivery_id, record.transport, record.received_at, processed,
+                record.body, batch_id, manifest_key, BATCH_COMPLETED, None,
+                record.failed_assets)
+        # One round trip instead of two or three. Every part of the statement
+        # sees the snapshot it started with: taken after the manifest's lock was
+        # granted, so it holds every completion committed before, and the count
+        # still sees this batch as ingesting when the update completes it.
+        insert, inserted = "", "NULL"
+        parameters = (*values, manifest_pk, INGESTING)
+        if record is not None:
+            insert = (
+                ', recorded AS (INSERT INTO "delivery" ("delivery_id", "transport", '
+                '"received_at", "updated_at", "batch", "manifest", "outcome", "error", '
+                '"attempts", "body", "failed_assets") '
+                'SELECT %s, %s, %s, %s, %s, %s, %s, NULL, 1, %s, %s FROM done, rest '
+                'WHERE rest.n > 0 ON CONFLICT ("delivery_id") DO NOTHING RETURNING 1)')
+            inserted = "(SELECT count(*) FROM recorded)"
+            parameters += (record.delivery_id, record.transport, record.received_at,
+                           processed, batch_id, manifest_key, BATCH_COMPLETED, record.body,
+                           record.failed_assets)
+        done, ingesting, recorded = database.execute_sql(
+            f"WITH done AS ({update} RETURNING 1), "
+            'rest AS (SELECT count(*) - (SELECT count(*) FROM done) AS n FROM "batch" '
+            f'WHERE "manifest_id" = %s AND "status" = %s){insert} '
+            f"SELECT (SELECT count(*) FROM done), (SELECT n FROM rest), {inserted}",
+            parameters).fetchone()
+        tried = record is not None and done == 1 and ingesting > 0
+        return done == 1, ingesting, (recorded == 1) if tried else None
 
 
 class CanvasPainting(BaseModel):
@@ -339,14 +383,18 @@ class CanvasPainting(BaseModel):
                             cls.static_height, cls.id, cls.ingesting, cls.thumbnail, cls.width,
                             cls.height, cls.duration)
                  .where(cls.manifest == manifest_pk).order_by(cls.position))
+        rows = cls._meta.database.execute(query).fetchall()
+        # Every label of every row parsed by one json.loads of one array: a
+        # call per label was a third of reading a large manifest's rows.
+        labels = iter(json.loads("[" + ",".join(
+            text if text is not None else "null"
+            for row in rows for text in (row[4], row[5])) + "]"))
         painted, findings = [], []
-        labels = cls.label.python_value
-        for (canvas_id, canvas_order, asset_id, choice_order, label, canvas_label, target,
-             static_width, static_height, row_id, ingesting,
-             *found) in cls._meta.database.execute(query):
+        for (canvas_id, canvas_order, asset_id, choice_order, _, _, target,
+             static_width, static_height, row_id, ingesting, *found) in rows:
             painted.append(PaintedResource(
-                canvas_id, canvas_order, asset_id, choice_order, labels(label),
-                labels(canvas_label), target, static_width, static_height))
+                canvas_id, canvas_order, asset_id, choice_order, next(labels), next(labels),
+                target, static_width, static_height))
             # SQLite has no boolean type: ingesting comes back as 0 or 1.
             findings.append((row_id, bool(ingesting), *found))
         return painted, findings
@@ -433,6 +481,32 @@ class Delivery(BaseModel):
         return cursor.rowcount == 1
 
     @classmethod
+    def record_known_completion(cls, delivery_id: str, transport: str, now: dt.datetime,
+                                body: bytes, completion: BatchCompletion) -> str | None:
+        """Record a completion of a batch already complete as a duplicate, in one statement.
+
+        Inserts the row, outcome ``duplicate``, only if the batch is complete,
+        the customer's, and its manifest needs no rebuild, all as one
+        statement sees them, and only if the id is new; returns the manifest's
+        key, or None when nothing was inserted. It needs no lock (see
+        ``Intake._known_completion`` for why).
+        """
+        cursor = database.execute_sql(_statement(
+            'INSERT INTO "delivery" ("delivery_id", "transport", "received_at", "updated_at", '
+            '"batch", "manifest", "outcome", "error", "attempts", "body", "failed_assets") '
+            "SELECT {p}, {p}, {p}, {p}, b.\"id\", CAST(m.\"customer\" AS TEXT) || '/' || "
+            "m.\"slug\", {p}, NULL, 1, {p}, {p} "
+            'FROM "batch" AS b JOIN "manifest" AS m ON m."id" = b."manifest_id" '
+            'WHERE b."id" = {p} AND b."customer" = {p} AND b."status" = {p} '
+            'AND NOT m."needs_rebuild" '
+            'ON CONFLICT ("delivery_id") DO NOTHING RETURNING "manifest"'),
+            (delivery_id, transport, now, now, DUPLICATE, body, completion.errors or None,
+             completion.batch_id, completion.customer, COMPLETED))
+        # Read to the end: with RETURNING, SQLite finishes the statement only then.
+        rows = cursor.fetchall()
+        return rows[0][0] if rows else None
+
+    @classmethod
     def complete_pending(cls, manifest_key: str, now: dt.datetime) -> None:
         """Mark the manifest's deliveries that waited for its rebuild as completed."""
         cls.update(outcome=MANIFEST_COMPLETED, error=None, updated_at=now).where(
@@ -488,6 +562,38 @@ class Delivery(BaseModel):
         cls.update(outcome=IGNORED, error=error, updated_at=now).where(
             (cls.manifest == manifest_key) & (cls.outcome == FAILED)).execute()
 
+
+class LockedManifest(NamedTuple):
+    """What ``Batch.lock_owner`` read of a manifest, holding its lock."""
+
+    id: int
+    customer: int
+    slug: str
+    needs_rebuild: bool
+    ingesting: int | None   # its batches still ingesting; None: not counted (PostgreSQL)
+
+    @property
+    def key(self) -> str:
+        """Return ``"{customer}/{slug}"``, how deliveries name a manifest."""
+        return f"{self.customer}/{self.slug}"
+
+
+@dataclass(slots=True)
+class NewDelivery:
+    """A delivery not written yet: what its row will hold once its outcome is known.
+
+    It stands in for a ``Delivery`` (``id`` None) on the intake path, where
+    building a model instance cost a fortieth of a delivery.
+    """
+
+    delivery_id: str
+    transport: str
+    received_at: dt.datetime
+    body: bytes
+    batch: int | None
+    failed_assets: int | None     # the notification's errors, when any
+    manifest: str | None = None
+    id: None = None
 
 
 def _locked(query: peewee.ModelSelect) -> peewee.ModelSelect:

@@ -126,45 +126,52 @@ class Derived:
     """A named-query canvas's natural size and duration, each worked out once per build.
 
     Both are read for the canvas's extent and again for each of its rows'
-    findings; working them out twice was a fifth of a large build.
+    findings; working them out twice was a fifth of a large build. They are
+    worked out together, from one look for the painting body.
     """
 
-    __slots__ = ("_sizes", "_durations")
+    __slots__ = ("_facts",)
 
     def __init__(self) -> None:
         # Keyed by id(): the canvases outlive the build, so no id is reused during it.
-        self._sizes: dict[int, tuple[int, int] | None] = {}
-        self._durations: dict[int, float | None] = {}
+        self._facts: dict[int, tuple[tuple[int, int] | None, float | None]] = {}
 
     def natural_size(self, canvas: dict) -> tuple[int, int] | None:
-        key = id(canvas)
-        if key not in self._sizes:
-            self._sizes[key] = natural_size(canvas)
-        return self._sizes[key]
+        return self._of(canvas)[0]
 
     def duration(self, canvas: dict) -> float | None:
-        key = id(canvas)
-        if key not in self._durations:
-            self._durations[key] = duration_of(canvas)
-        return self._durations[key]
+        return self._of(canvas)[1]
+
+    def _of(self, canvas: dict) -> tuple[tuple[int, int] | None, float | None]:
+        facts = self._facts.get(id(canvas))
+        if facts is None:
+            body = first_leaf(canvas)
+            facts = self._facts[id(canvas)] = (_natural_size(canvas, body),
+                                               _duration(canvas, body))
+        return facts
 
 
 def natural_size(canvas: dict) -> tuple[int, int] | None:
     """Return the size of rule 5: ImageService3, ImageService2, the body, the canvas."""
-    body = first_leaf(canvas)
+    return _natural_size(canvas, first_leaf(canvas))
+
+
+def _natural_size(canvas: dict, body: dict) -> tuple[int, int] | None:
     services = as_list(body.get("service"))
-    for source in (_service(services, "ImageService3"), _service(services, "ImageService2"),
-                   body, canvas):
-        size = _size(source) if source is not None else None
+    for kind in ("ImageService3", "ImageService2"):
+        service = _service(services, kind)
+        size = _size(service) if service is not None else None
         if size is not None:
             return size
-    return None
+    return _size(body) or _size(canvas)
 
 
 def _service(services: list, kind: str) -> dict | None:
     """Return the first service of the given type (v3 "type" or v2 "@type")."""
-    return next((service for service in services if isinstance(service, dict)
-                 and kind in (service.get("type"), service.get("@type"))), None)
+    for service in services:
+        if isinstance(service, dict) and kind in (service.get("type"), service.get("@type")):
+            return service
+    return None
 
 
 def _size(resource: dict) -> tuple[int, int] | None:
@@ -180,7 +187,10 @@ def _dimension(value: object) -> int:
 
 def duration_of(canvas: dict) -> float | None:
     """Return the duration of time-based content: the body's, else the canvas's."""
-    body = first_leaf(canvas)
+    return _duration(canvas, first_leaf(canvas))
+
+
+def _duration(canvas: dict, body: dict) -> float | None:
     if body["type"] not in _TIME_BASED:
         return None
     for value in (body.get("duration"), canvas.get("duration")):

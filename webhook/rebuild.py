@@ -44,7 +44,7 @@ from webhook.domain import (MANIFEST_COMPLETED, MANIFEST_FAILED, Deadline, Outco
 from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, DlcsError,
                             NamedQueryNotFound, RebuildFailed, RebuildInProgress, UpstreamError,
                             WebhookError)
-from webhook.manifest import build_document, slim_canvas, write_manifest
+from webhook.manifest import slim_canvas, write_document
 from webhook.models import COMPLETED, DROPPED, Batch, CanvasPainting, Delivery, Manifest, utcnow
 from webhook.storage import ManifestStore, published_key, version_key
 
@@ -124,9 +124,10 @@ class Rebuilder:
                report: RebuildReport) -> list[tuple]:
         """Write the manifest's document to ``spool``; return the rows' changed findings."""
         # Peak memory is the parsed named-query answer (slim_canvas keeps only
-        # what the build reads) with the document built on it (which shares
-        # its bodies). The document is written to a temporary file a block at
-        # a time and stored from there, so its text never exists whole.
+        # what the build reads) with a block of canvases built on it (which
+        # share its bodies). The document is written to a temporary file a
+        # block at a time and stored from there, so neither it nor its text
+        # ever exists whole.
         with _collector_paused():
             try:
                 painted, findings = CanvasPainting.for_rebuild(manifest.id)
@@ -152,18 +153,18 @@ class Rebuilder:
                     raise NothingIngested(_nothing_reason(batches)) from exc
             with report.stage("build"):
                 try:
-                    # Off the gevent hub: the worker's other requests go on meanwhile.
-                    built = cpu.run(build_document, manifest.document, painted, answer,
+                    # Off the gevent hub (the worker's other requests go on meanwhile), and
+                    # built and written a block of canvases at a time (see write_document).
+                    built = cpu.run(write_document, manifest.document, painted, answer, spool,
                                     base_url=self.settings.public_base_url,
                                     customer=manifest.customer, manifest_id=manifest.slug)
                     del answer
-                    cpu.run(write_manifest, built.document, spool)
                 except RecursionError:
                     # The registration's nesting is bounded (schemas), so the
                     # answer's is what ran past Python's recursion limit.
                     raise DlcsError(f"the named-query answer for {manifest.key} is nested "
                                     "too deeply to publish") from None
-                report.canvases = len(built.document.get("items", ()))
+                report.canvases = built.canvases
                 report.missing_assets = len(built.missing_assets)
                 if (painted and _all_failed(batches) and len(built.missing_assets)
                         == len({row.asset_id for row in painted})):
