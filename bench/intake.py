@@ -109,10 +109,12 @@ class Config:
 
 
 CONFIGS = {
-    # The README's default: gunicorn.conf.py's 2 workers x 4 threads.
+    # gunicorn.conf.py's thread workers: 2 workers x 4 threads.
     "gthread": Config("gthread", 2, 4, "gthread"),
     # What many deployments run: one request per process, more processes.
     "sync": Config("sync", 4, 1, "sync"),
+    # gunicorn.conf.py's cooperative workers: 2 workers, a greenlet per connection.
+    "gevent": Config("gevent", 2, 1, "gevent"),
 }
 
 
@@ -181,11 +183,14 @@ def environment(database_url: str, workdir: Path) -> dict[str, str]:
 def start(app: str, config: Config, database_url: str, workdir: Path,
           ceiling_transaction: bool = False) -> GunicornServer:
     env = environment(database_url, workdir)
+    # gunicorn.conf.py decides from this variable whether to patch the standard
+    # library for gevent; "-k" alone would run thread workers on a patched one.
+    env["GUNICORN_WORKER_CLASS"] = config.worker_class
     if ceiling_transaction:
         env["CEILING_TRANSACTION"] = "1"
     return start_gunicorn(env, cwd=ROOT, workers=config.workers,
                           threads=config.threads, app=app, timeout=60,
-                          args=("--no-control-socket", "-k", config.worker_class))
+                          args=("--no-control-socket",))
 
 
 # ---------------------------------------------------------------- CPU time
@@ -415,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="2 s runs, one round: a CI-sized check of every combination")
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--configs", default="gthread,sync", help="of: " + ",".join(CONFIGS))
+    parser.add_argument("--configs", default="gthread,sync,gevent", help="of: " + ",".join(CONFIGS))
     parser.add_argument("--paths", default=",".join(PATHS), help="of: " + ",".join(PATHS))
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--duration", type=int, help="seconds per run (default: 5, quick: 2)")

@@ -265,7 +265,7 @@ def _bind(value: str) -> str:
     return value
 
 
-WORKER_CLASSES = ("gevent", "gthread")
+WORKER_CLASSES = ("gevent", "gthread", "sync")
 
 
 def _worker_class(value: str) -> str:
