@@ -29,12 +29,25 @@ PATIENCE_SECONDS = 20.0
 TRICKLE_SECONDS = 0.25
 
 
-@pytest.fixture
-def server(database_url, tmp_path) -> Iterator[GunicornServer]:
+def deadline_service(database_url: str, tmp_path, worker_class: str):
     env = service_environment(database_url=database_url, storage_url=f"file://{tmp_path}/m",
                               dlcs_url="http://127.0.0.1:9", BODY_TIMEOUT_SECONDS="1",
-                              SNS_TOPIC_ARNS="arn:aws:sns:eu-west-1:123456789012:dlcs")
-    with running_service(env) as running:
+                              SNS_TOPIC_ARNS="arn:aws:sns:eu-west-1:123456789012:dlcs",
+                              GUNICORN_WORKER_CLASS=worker_class)
+    return running_service(env)
+
+
+@pytest.fixture
+def server(database_url, tmp_path) -> Iterator[GunicornServer]:
+    """The service under the default worker class (gevent)."""
+    with deadline_service(database_url, tmp_path, "gevent") as running:
+        yield running
+
+
+@pytest.fixture(params=["gthread", "sync"])
+def other_worker_server(request, database_url, tmp_path) -> Iterator[GunicornServer]:
+    """The service under the other worker classes: the same deadline, without gevent."""
+    with deadline_service(database_url, tmp_path, request.param) as running:
         yield running
 
 
@@ -175,3 +188,15 @@ def test_the_server_answers_others_while_bodies_trickle(server):
             sock.close()
     assert deliveries(server) == []
 
+
+
+def test_the_deadline_holds_under_the_other_worker_classes(other_worker_server):
+    server = other_worker_server
+    body = completion(1234) + b" " * 200
+    assert_timeout_problem(*stalled(server, "POST", "/webhooks/batch-completed", body,
+                                    signed_headers(body, msg_id="msg_stalled"), sent=10))
+    status, headers, problem, sent = trickled(server, "POST", "/webhooks/batch-completed", body,
+                                              signed_headers(body, msg_id="msg_trickled"))
+    assert_timeout_problem(status, headers, problem)
+    assert sent < len(body)
+    assert deliveries(server) == []
