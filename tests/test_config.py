@@ -51,7 +51,9 @@ def test_reads_every_variable():
         "SNS_TOPIC_ARNS": "arn:aws:sns:eu-west-1:123456789012:dlcs-batch-completion",
         "STALLED_BATCH_SECONDS": "3600",
         "DELIVERY_RETENTION_DAYS": "90",
+        "DATABASE_POOL_SIZE": "4",
     })
+    assert settings.database_pool_size == 4
     assert settings.stalled_batch_seconds == 3600
     assert settings.delivery_retention_days == 90
     assert settings.public_base_url == "https://iiif.example"  # trailing slash dropped
@@ -92,6 +94,8 @@ def test_reads_every_variable():
     ("DLCS_TIMEOUT_SECONDS", "1.5"),
     ("DLCS_TIMEOUT_SECONDS", "0"),
     ("BODY_TIMEOUT_SECONDS", "0"),
+    ("DATABASE_POOL_SIZE", "0"),
+    ("DATABASE_POOL_SIZE", "many"),
     ("BODY_TIMEOUT_SECONDS", "2.5"),
     ("BODY_TIMEOUT_SECONDS", "601"),
     ("DLCS_MAX_BATCH_SIZE", "lots"),

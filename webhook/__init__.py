@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = No
 
     # Without migrate, nothing is created: a SQLite file must exist already
     # (gunicorn's master or `flask db upgrade` made it).
-    db.bind(db.open_database(settings.database_url, create=migrate))
+    db.bind(db.open_database(settings.database_url, pool_size=settings.database_pool_size,
+                             create=migrate))
     if migrate:
         db.migrate()
         db.close()

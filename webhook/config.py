@@ -54,6 +54,7 @@ DEFAULTS = {
     "SNS_SIGNATURE_VERSIONS": "1 2",
     "METRICS": "on",
     "BODY_TIMEOUT_SECONDS": "10",
+    "DATABASE_POOL_SIZE": "10",
     "STALLED_BATCH_SECONDS": "21600",
     "DELIVERY_RETENTION_DAYS": "30",
 }
@@ -74,6 +75,8 @@ class Settings:
     """Everything the service is configured with, validated."""
 
     database_url: str = field(default=DEFAULTS["DATABASE_URL"], repr=False)
+    # Connections one worker process keeps open at most; requests beyond wait for one.
+    database_pool_size: int = 10
     storage: "StorageLocation" = field(
         default_factory=lambda: parse_storage_url(DEFAULTS["STORAGE_URL"]))
     public_base_url: str = DEFAULTS["PUBLIC_BASE_URL"]
@@ -178,6 +181,7 @@ class Settings:
             raise ConfigError("DLCS_PROJECTION", "manifest needs DLCS_API_URL (and its key)")
         settings = cls(
             database_url=_database_url(env["DATABASE_URL"]),
+            database_pool_size=_int("DATABASE_POOL_SIZE", env["DATABASE_POOL_SIZE"], 1, 1_000),
             storage=_storage(env["STORAGE_URL"]),
             public_base_url=_http_url("PUBLIC_BASE_URL", env["PUBLIC_BASE_URL"]),
             webhook_keys=_secrets(env.get("WEBHOOK_SECRETS", "")),

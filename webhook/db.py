@@ -35,6 +35,8 @@ database = peewee.DatabaseProxy()
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_TABLE = "schema_migration"
+# How long a request waits for a pooled connection when all are in use.
+POOL_WAIT_SECONDS = 10
 # A pooled PostgreSQL connection idle for longer is checked with a round trip before use.
 CHECK_IDLE_AFTER_SECONDS = 5.0
 # Any fixed number: every instance must agree on it so only one migrates at a time.
@@ -43,8 +45,13 @@ _MIGRATION_LOCK_KEY = zlib.crc32(b"dlcs-webhook:migrations")
 T = TypeVar("T")
 
 
-def open_database(url: str, *, pool_size: int = 32, create: bool = True) -> peewee.Database:
+def open_database(url: str, *, pool_size: int = 10, create: bool = True) -> peewee.Database:
     """Create (not connect) the peewee database a DATABASE_URL names.
+
+    ``pool_size``: the connections this process keeps at most
+    (DATABASE_POOL_SIZE); a request that finds them all taken waits up to
+    POOL_WAIT_SECONDS for one, then playhouse's MaxConnectionsExceeded
+    (answered 503).
 
     With ``create=False`` a SQLite file that does not exist is not made (nor its
     folder): connecting fails instead, as for an unreachable server.
@@ -74,7 +81,8 @@ def open_database(url: str, *, pool_size: int = 32, create: bool = True) -> peew
         # (``timeout`` is the pool's wait for a free connection here; the
         # busy_timeout pragma is SQLite's wait for the lock.)
         return PooledSqliteDatabase(path, max_connections=pool_size, stale_timeout=300,
-                                    timeout=10, check_same_thread=False, **options)
+                                    timeout=POOL_WAIT_SECONDS, check_same_thread=False,
+                                    **options)
     return _PostgresPool(
         unquote(parts.path.lstrip("/")),
         user=unquote(parts.username) if parts.username else None,
@@ -83,7 +91,7 @@ def open_database(url: str, *, pool_size: int = 32, create: bool = True) -> peew
         port=parts.port or 5432,
         max_connections=pool_size,
         stale_timeout=300,
-        timeout=10,             # wait at most this long for a free pooled connection
+        timeout=POOL_WAIT_SECONDS,
         connect_timeout=5,
     )
 

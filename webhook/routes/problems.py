@@ -6,6 +6,7 @@ import logging
 
 import peewee
 from flask import Flask
+from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
 from webhook import logs, metrics
@@ -82,6 +83,15 @@ def init_app(app: Flask) -> None:
         log.warning("database unavailable: %s", type(exc).__name__)
         return problem(503, "unavailable", "Service unavailable",
                        "The database is unavailable.", headers={"Retry-After": "5"})
+
+    @app.errorhandler(MaxConnectionsExceeded)
+    def _no_free_connection(exc):
+        # DATABASE_POOL_SIZE connections, all busy for the pool's whole wait: a
+        # burst this worker cannot serve now, not a fault. Nothing was recorded.
+        log.warning("no free database connection (DATABASE_POOL_SIZE)")
+        return problem(503, "unavailable", "Service unavailable",
+                       "Every database connection is in use; try again shortly.",
+                       headers={"Retry-After": "1"})
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
