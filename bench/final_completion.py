@@ -1,7 +1,7 @@
 """Time the final completion of large manifests end to end, next to their data cost.
 
-The service runs under gunicorn with one sync worker (so its memory and CPU
-time can be watched) on a fresh database per backend, stores manifests in
+The service runs under gunicorn with one worker (so its memory and CPU time can
+be watched), sync and gevent (``--worker-classes``), on a fresh database per backend, stores manifests in
 moto's S3 server over HTTP and asks the fake DLCS (``tests/fake_dlcs.py``,
 loopback HTTP) for the named query, once with the default DLCS timeout (30 s)
 and once with a short one (``--timeouts``). The fake renders each answer once
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -191,9 +192,11 @@ def rebuild_line(server: GunicornServer, manifest: str) -> dict:
 class Run:
     """The service on one database with one DLCS timeout, and its manifests."""
 
-    def __init__(self, database: str, url: str, timeout: int, args, fake: FakeDlcs, moto):
-        self.database, self.timeout, self.args, self.fake, self.moto = (
-            database, timeout, args, fake, moto)
+    def __init__(self, database: str, worker_class: str, url: str, timeout: int, args,
+                 fake: FakeDlcs, moto):
+        # Printed and grouped by: the backend and the worker class together.
+        self.database = f"{database}/{worker_class}"
+        self.timeout, self.args, self.fake, self.moto = timeout, args, fake, moto
         env = {name: value for name, value in os.environ.items()
                if not name.startswith(("AWS_", "DLCS_", "WEBHOOK_", "GUNICORN_"))
                and name not in ("DATABASE_URL", "STORAGE_URL", "PROMETHEUS_MULTIPROC_DIR")}
@@ -201,9 +204,11 @@ class Run:
                     "PUBLIC_BASE_URL": "https://presentation.example",
                     "WEBHOOK_SECRETS": SECRET, "ADMIN_TOKEN": ADMIN_TOKEN,
                     "DLCS_ORCHESTRATOR_URL": fake.url, "DLCS_TIMEOUT_SECONDS": str(timeout),
-                    "AWS_ENDPOINT_URL": moto.url, "PYTHONUNBUFFERED": "1", **AWS})
-        self.server = start_gunicorn(env, cwd=ROOT, workers=1, threads=1, timeout=60,
-                                     args=("--no-control-socket", "-k", "sync"))
+                    "AWS_ENDPOINT_URL": moto.url, "PYTHONUNBUFFERED": "1",
+                    # The one switch gunicorn.conf.py reads: it patches for gevent
+                    # unless told otherwise, whatever "-k" says.
+                    "GUNICORN_WORKER_CLASS": worker_class, **AWS})
+        self.server = start_gunicorn(env, cwd=ROOT, workers=1, threads=1, timeout=60)
         self.session = requests.Session()
         self.pid: int | None = None
 
@@ -269,7 +274,7 @@ class Run:
                              ("named_query_ms", "build_ms", "store_ms", "duration_ms")}}
         result["growth_x"] = result["growth_mb"] / result["answer_mb"]
         s = result["stages"]
-        print(f"  {self.database:<10} {self.timeout:>3}s {size:>6} #{number + 1}  final "
+        print(f"  {self.database:<18} {self.timeout:>3}s {size:>6} #{number + 1}  final "
               f"{final_s:6.2f}s (cpu {final_cpu:5.2f}s)  data {cost['data']:5.2f}s (fetch "
               f"{cost['fetch']:.2f} parse {cost['parse']:.2f} serialise {cost['serialise']:.2f} "
               f"store {cost['store']:.2f}; cpu {cost['data_cpu']:.2f}s)  ratio "
@@ -285,7 +290,7 @@ class Run:
 
 def summarise(results: list[dict], sizes: list[int]) -> None:
     print()
-    print(f"{'database':<10} {'timeout':>7} {'canvases':>8} {'final':>7} {'data':>7} "
+    print(f"{'database/worker':<18} {'timeout':>7} {'canvases':>8} {'final':>7} {'data':>7} "
           f"{'ratio':>6} {'(range)':>11} {'cpu ratio':>9} {'fetches':>7} {'peak':>8} "
           f"{'x answer':>8}  goal")
     groups = dict.fromkeys((r["database"], r["timeout"]) for r in results)
@@ -303,7 +308,7 @@ def summarise(results: list[dict], sizes: list[int]) -> None:
             ratios = [r["ratio"] for r in rows]
             ok = (med["ratio"] <= GOAL_RATIO and med["growth_x"] < GOAL_MEMORY
                   and all(r["fetches"] == 1 for r in rows))
-            print(f"{database:<10} {timeout:>6}s {size:>8} {med['final']:>6.2f}s "
+            print(f"{database:<18} {timeout:>6}s {size:>8} {med['final']:>6.2f}s "
                   f"{med['data']:>6.2f}s {med['ratio']:>5.2f}x {min(ratios):>5.2f}-"
                   f"{max(ratios):<5.2f} {med['ratio_cpu']:>8.2f}x {fetches:>7} "
                   f"{med['growth_mb']:>5.0f} MB {med['growth_x']:>7.1f}x  "
@@ -331,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="assets per DLCS batch (default: %(default)s, the DLCS default)")
     parser.add_argument("--repeat", type=int, default=3, help="manifests per configuration")
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--worker-classes", default="sync,gevent",
+                        help="one worker of each (default: %(default)s; gevent is the "
+                             "service's default)")
     parser.add_argument("--postgres-url", default=os.environ.get(
         "WEBHOOK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     args = parser.parse_args(argv)
@@ -339,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(machine_line())
     print(f"python {platform.python_version()}; sizes {sizes} in batches of {args.batch_size}; "
-          f"DLCS timeouts {timeouts} s; gunicorn 1 sync worker; S3: moto server; DLCS: "
+          f"DLCS timeouts {timeouts} s; gunicorn: 1 worker of {args.worker_classes}; S3: moto server; DLCS: "
           f"tests/fake_dlcs.py (answers rendered once, before each final webhook)")
     results = []
     moto = start_moto_server()
@@ -350,8 +358,9 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="bench-final-") as tmp, FakeDlcs() as fake:
             for database in [d for d in args.databases.split(",") if d]:
                 with fresh_database(database, "final", Path(tmp), args.postgres_url) as url:
-                    for timeout in timeouts:
-                        run = Run(database, url, timeout, args, fake, moto)
+                    for worker_class, timeout in itertools.product(
+                            [w for w in args.worker_classes.split(",") if w], timeouts):
+                        run = Run(database, worker_class, url, timeout, args, fake, moto)
                         try:
                             for size in sizes:
                                 for number in range(args.repeat):
