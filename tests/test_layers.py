@@ -18,7 +18,7 @@ FLOORS = {
     "models": 4, "listing_schemas": 4, "startup": 4,
     "devdlcs.documents": 3, "devdlcs.assets": 3, "devdlcs.server": 4,
     "devdlcs": 5, "devdlcs.run": 5, "devdlcs.__main__": 6,
-    "rebuild": 5, "reading": 5, "failures": 5, "listing": 5,
+    "rebuild": 5, "reading": 5, "completion_call": 5, "failures": 5, "listing": 5,
     "intake": 6,
     "registration": 7, "maintenance": 7,
     "service": 8,

@@ -1,0 +1,114 @@
+"""PostgreSQL answers the common completions in one call (``webhook_complete_batch``).
+
+Each test calls it directly on a registered manifest and checks what it
+answered and the rows it left: it must answer exactly the two common cases and
+write nothing at all in every other. (The HTTP tests, which run on both
+databases, check that the answers users see are the same either way, and
+test_renotification races it on threads.) On SQLite, which has no such
+function, these skip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.test_webhook_http import notification, register
+from webhook import completion_call
+from webhook.models import COMPLETED, INGESTING, Batch, Delivery, Manifest
+from webhook.schemas import parse_notification
+
+RECEIVED = dt.datetime(2026, 12, 6, 12, 0, 0)
+
+
+@pytest.fixture
+def three_batches(app, admin):
+    """2/letters registered with batches 1234, 1235 and 1236, all ingesting."""
+    if not completion_call.available():
+        pytest.skip("the function exists on PostgreSQL only; CI runs these with "
+                    "WEBHOOK_TEST_DATABASE=postgresql")
+    response = register(app.test_client(), admin, batches=(1234, 1235, 1236))
+    assert response.status_code == 202, response.get_data(as_text=True)
+    return Manifest.get().id
+
+
+def call(delivery_id: str, batch: int = 1234, **changes):
+    completion = parse_notification(notification(id=batch, **changes))
+    return completion_call.complete_batch(delivery_id, "webhook", RECEIVED,
+                                          notification(id=batch, **changes), completion)
+
+
+def statuses() -> dict[int, str]:
+    return {b.id: b.status for b in Batch.select()}
+
+
+def deliveries() -> dict[str, tuple[str, str | None, int | None]]:
+    return {d.delivery_id: (d.outcome, d.manifest, d.failed_assets) for d in Delivery.select()}
+
+
+def test_a_first_completion_leaving_others_ingesting_is_recorded(three_batches):
+    answered = call("msg_1", count=7, completed=5, errors=2)
+
+    assert answered == completion_call.Answered("batch-completed", three_batches, 2, "2/letters")
+    batch = Batch.get_by_id(1234)
+    assert (batch.status, batch.count, batch.completed, batch.errors) == (COMPLETED, 7, 5, 2)
+    assert batch.processed == RECEIVED
+    assert statuses() == {1234: COMPLETED, 1235: INGESTING, 1236: INGESTING}
+    assert deliveries() == {"msg_1": ("batch-completed", "2/letters", 2)}
+
+
+def test_a_renotification_of_a_complete_batch_is_a_duplicate(three_batches):
+    call("msg_1", count=7)
+    answered = call("msg_2", count=8)
+
+    assert answered.outcome == "duplicate"
+    assert answered.manifest_key == "2/letters"
+    assert Batch.get_by_id(1234).count == 7          # the first completion stands
+    assert deliveries() == {"msg_1": ("batch-completed", "2/letters", None),
+                            "msg_2": ("duplicate", "2/letters", None)}
+
+
+def test_the_last_batch_is_left_to_the_locked_path(three_batches):
+    call("msg_1", batch=1234)
+    call("msg_2", batch=1235)
+
+    assert call("msg_3", batch=1236) is None         # its completion claims the rebuild
+    assert statuses() == {1234: COMPLETED, 1235: COMPLETED, 1236: INGESTING}
+    assert "msg_3" not in deliveries()
+    assert not Manifest.get_by_id(three_batches).needs_rebuild
+
+
+@pytest.mark.parametrize("second_batch", [1234, 1235], ids=["complete", "ingesting"])
+def test_an_id_recorded_already_writes_nothing(three_batches, second_batch):
+    call("msg_1", batch=1234, count=7)
+
+    assert call("msg_1", batch=second_batch, count=9) is None
+    assert statuses() == {1234: COMPLETED, 1235: INGESTING, 1236: INGESTING}
+    assert Batch.get_by_id(1234).count == 7
+    assert deliveries() == {"msg_1": ("batch-completed", "2/letters", None)}
+
+
+@pytest.mark.parametrize("changes", [{"customer": 3}, {"id": 9999}],
+                         ids=["another customer", "unknown batch"])
+def test_a_batch_not_the_senders_writes_nothing(three_batches, changes):
+    batch = changes.pop("id", 1234)
+    assert call("msg_1", batch=batch, **changes) is None
+    assert statuses() == {1234: INGESTING, 1235: INGESTING, 1236: INGESTING}
+    assert deliveries() == {}
+
+
+def test_a_manifest_needing_a_rebuild_is_left_to_the_locked_path(three_batches):
+    call("msg_1", batch=1234)
+    Manifest.update(needs_rebuild=True).where(Manifest.id == three_batches).execute()
+
+    assert call("msg_2", batch=1234) is None
+    assert deliveries() == {"msg_1": ("batch-completed", "2/letters", None)}
+
+
+def test_a_dropped_batch_writes_nothing(three_batches):
+    Batch.update(status="dropped").where(Batch.id == 1235).execute()
+
+    assert call("msg_1", batch=1235) is None
+    assert statuses() == {1234: INGESTING, 1235: "dropped", 1236: INGESTING}
+    assert deliveries() == {}
