@@ -2,9 +2,10 @@
 
 The service runs as the README runs it (gunicorn with ``gunicorn.conf.py``, 2
 workers x 4 threads, a SQLite file and a folder of manifests). Its
-Orchestrator is a loopback server that either never answers (``hung``) or
+Orchestrator is a loopback server that either never answers (``hung``),
 sends its headers, then its body one byte every 0.5 s (``trickle``; 200 bytes,
-so 100 s in all). For each ``DLCS_TIMEOUT_SECONDS`` given, the bench registers
+so 100 s in all), or sends its status line and headers that way too
+(``headers``). For each ``DLCS_TIMEOUT_SECONDS`` given, the bench registers
 a manifest, delivers its last completion and times the answer (a ``503`` with
 ``Retry-After``), printing the seconds, the ratio to ``DLCS_TIMEOUT_SECONDS``
 (the baseline, configured in the same run) and to the rebuild's deadline, the
@@ -86,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     for timeout in (int(t) for t in args.timeouts.split(",")):
         deadline = min(20, 2 * timeout)
         for name, dlcs in (("hung", HangingServer()),
-                           ("trickle", TricklingServer(length=200, interval=0.5))):
+                           ("trickle", TricklingServer(length=200, interval=0.5)),
+                           ("headers", TricklingServer(length=200, interval=0.5,
+                                                       headers=True))):
             with dlcs:
                 figures = measure(args.root, dlcs, timeout)
             print(f"{name:<8} {timeout:>6}s {deadline:>7}s {figures['seconds']:>8.1f}s "

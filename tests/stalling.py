@@ -1,8 +1,8 @@
 """HTTP servers on loopback ports that never finish answering, for deadline tests and the bench.
 
 ``HangingServer`` reads each request and never answers it; ``TricklingServer``
-sends its status line and headers at once, then its body one byte every
-``interval`` seconds. Both count what happened (requests, bytes sent, clients
+sends its status line and headers at once (or a byte at a time too), then its
+body one byte every ``interval`` seconds. Both count what happened (requests, bytes sent, clients
 that hung up) and hold each connection until the client leaves or the server
 stops, so nothing they start outlives a test. They speak just enough HTTP/1.1
 for ``requests``: a library server (``http.server``) would not let a test
@@ -111,23 +111,32 @@ class HangingServer(_StallingServer):
 
 
 class TricklingServer(_StallingServer):
-    """Answers ``200`` with a ``length``-byte body sent one byte every ``interval`` seconds."""
+    """Answers ``200`` with a ``length``-byte body sent one byte every ``interval`` seconds.
 
-    def __init__(self, *, length: int = 40, interval: float = 0.5):
+    With ``headers=True`` the status line and headers trickle too, a byte at a
+    time; ``bytes_sent`` then counts theirs as well (``head`` is their length).
+    """
+
+    def __init__(self, *, length: int = 40, interval: float = 0.5, headers: bool = False):
         super().__init__()
         self.length = length
         self.interval = interval
+        self.headers = headers
+        self.head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {length}\r\n\r\n").encode()
         self.bytes_sent = 0
 
     def _answer(self, connection: socket.socket) -> bool:
-        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {self.length}\r\n\r\n").encode()
         try:
-            connection.sendall(head)
-            for _ in range(self.length):
+            if self.headers:
+                trickled = self.head + b" " * self.length
+            else:
+                connection.sendall(self.head)
+                trickled = b" " * self.length
+            for byte in trickled:
                 if self._stopping.wait(self.interval) or self._closed_by_client(connection):
                     return False
-                connection.sendall(b" ")
+                connection.sendall(bytes([byte]))
                 with self._lock:
                     self.bytes_sent += 1
         except OSError:

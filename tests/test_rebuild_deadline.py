@@ -1,7 +1,7 @@
 """One deadline for a whole rebuild: a DLCS that hangs or trickles cannot hold a delivery.
 
 The named query goes to a loopback server that never answers, or that sends its
-answer a byte every half second. With ``DLCS_TIMEOUT_SECONDS=1`` the rebuild's
+answer (its body, or its headers too) a byte every half second. With ``DLCS_TIMEOUT_SECONDS=1`` the rebuild's
 deadline is 2 s: the delivery is answered ``503`` with ``Retry-After``, the
 failure is reported as a timeout (not as a DLCS that "could not be reached"),
 no retry starts without the time to finish, and the manifest's status says
@@ -79,4 +79,18 @@ def test_a_trickling_named_query_is_cut_off_at_the_deadline(deliver_against, adm
                      "within 2 s (its answer was still arriving)")
     assert trickle.requests == 1
     assert trickle.bytes_sent < trickle.length
+    assert trickle.hung_up == 1
+
+
+def test_a_named_query_trickling_its_headers_is_cut_off_at_the_deadline(deliver_against, admin):
+    # The status line and headers a byte every 0.5 s: each read gets a byte within the
+    # 1 s timeout, so only the deadline, kept by the watchdog shutting the socket, stops it.
+    with TricklingServer(length=40, interval=0.5, headers=True) as trickle:
+        client, response = deliver_against(trickle.url)
+
+    assert_timed_out(client, admin, response,
+                     "named query batch-query/1234 of customer 2: the DLCS did not answer "
+                     "within 2 s")
+    assert trickle.requests == 1        # no retry started past the deadline
+    assert trickle.bytes_sent < len(trickle.head)
     assert trickle.hung_up == 1

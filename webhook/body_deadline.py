@@ -15,29 +15,22 @@ returns end-of-stream at once, the read fails, and the application answers
 ``408`` (problem+json, through the HTTP error handler) and gunicorn closes the
 connection. Nothing here depends on the worker class.
 
-One watchdog per process does the shutting: a daemon thread (a greenlet under
-gevent, whose ``threading`` is patched) that wakes every ``TICK_SECONDS`` and
-cuts the reads whose deadline has passed. A read registers and unregisters
-itself in a dict, a microsecond each; a timer thread per read, as this module
-first had, cost a thread start per request, a quarter of a sync worker's time
-in py-spy. A cut comes at most one tick late. Without gunicorn's socket in
+The process's one watchdog (``webhook.watchdog``) does the shutting; a timer
+thread per read, as this module first had, cost a thread start per request, a
+quarter of a sync worker's time in py-spy. Without gunicorn's socket in
 the environ (the test client, other servers) the deadline is only checked
 between reads.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 
 from werkzeug.exceptions import RequestTimeout
 
-# How often the watchdog looks for reads past their deadline: how late a cut may come.
-TICK_SECONDS = 0.1
+from webhook.watchdog import watchdog
 
 
 class BodyTimeout(RequestTimeout):
@@ -93,7 +86,7 @@ class _DeadlineInput:
     def _guarded(self, read, size):
         if self._expired or time.monotonic() >= self._deadline:
             raise BodyTimeout(self._seconds)
-        watch = None if self._sock is None else _watchdog().watch(self._deadline, self._expire)
+        watch = None if self._sock is None else watchdog().watch(self._deadline, self._expire)
         try:
             data = read(size)
         except Exception as exc:
@@ -103,7 +96,7 @@ class _DeadlineInput:
             raise
         finally:
             if watch is not None:
-                _watchdog().forget(watch)
+                watchdog().forget(watch)
         if self._expired:
             # What came back is cut short (the read side is shut): not a whole body.
             raise BodyTimeout(self._seconds)
@@ -116,53 +109,3 @@ class _DeadlineInput:
             self._sock.shutdown(socket.SHUT_RD)
         except OSError:
             pass  # already closed by the client
-
-
-class _Watchdog:
-    """Calls each watched read's ``expire`` once its deadline has passed, from one thread."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._watched: dict[int, tuple[float, Callable[[], None]]] = {}
-        self._numbers = itertools.count()
-        thread = threading.Thread(target=self._run, name="body-deadline", daemon=True)
-        thread.start()
-
-    def watch(self, deadline: float, expire: Callable[[], None]) -> int:
-        """Have ``expire`` called once ``deadline`` (time.monotonic) has passed; return a handle."""
-        number = next(self._numbers)
-        with self._lock:
-            self._watched[number] = (deadline, expire)
-        return number
-
-    def forget(self, number: int) -> None:
-        """Stop watching (the read returned); harmless once it has expired."""
-        with self._lock:
-            self._watched.pop(number, None)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(TICK_SECONDS)
-            now = time.monotonic()
-            with self._lock:
-                due = [number for number, (deadline, _) in self._watched.items()
-                       if deadline <= now]
-                expired = [self._watched.pop(number)[1] for number in due]
-            for expire in expired:
-                expire()
-
-
-_started: tuple[int, _Watchdog] | None = None   # (the process that started it, it)
-_starting = threading.Lock()
-
-
-def _watchdog() -> _Watchdog:
-    """This process's watchdog, started on first use (a forked worker starts its own)."""
-    global _started
-    started = _started
-    if started is None or started[0] != os.getpid():
-        with _starting:
-            if _started is None or _started[0] != os.getpid():
-                _started = (os.getpid(), _Watchdog())
-            started = _started
-    return started[1]

@@ -9,6 +9,11 @@ outlast any budget. With a ``Deadline``:
 - ``DeadlineRetry`` starts no retry with less than ``MIN_RETRY_SECONDS`` left
   after its backoff (or ``Retry-After``); the session's one Retry object learns
   the call's deadline from ``call_deadline``, a context variable;
+- ``DeadlineAdapter`` bounds the wait for an answer's status line and
+  headers: a read timeout is per ``recv``, so a server sending them a byte
+  at a time would outlast it; the process's watchdog (``webhook.watchdog``)
+  shuts the socket when the call's deadline passes, and the attempt fails as
+  a read timeout;
 - the body's deadline is kept by ``webhook.capped.read_capped``.
 
 ``timed_out`` tells a timeout from a connection that failed, through the
@@ -17,17 +22,22 @@ wrappers urllib3 and requests put around it.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NewConnectionError,
                                 ReadTimeoutError, ResponseError)
 from urllib3.util import Timeout
 from urllib3.util.retry import Retry
 
 from webhook.domain import Deadline
+from webhook.watchdog import watchdog
 
 #: Least time a retry must have left before the call's deadline (after its
 #: backoff) to be worth starting; with less it would only be cut short.
@@ -84,6 +94,63 @@ class DeadlineTimeout(Timeout):
         # (non-blocking) or refuse it.
         left = max(self._deadline.remaining(), 0.01)
         return Timeout(connect=min(self._limit, left), read=min(self._limit, left))
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """An adapter whose connections stop waiting for an answer's headers at the call's deadline."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _HeadersUnderDeadline:
+    """Mixed into urllib3's connections: ``getresponse`` is cut off at the call's deadline."""
+
+    def getresponse(self, *args, **kwargs):
+        deadline = _CALL_DEADLINE.get()
+        sock = getattr(self, "sock", None)
+        if deadline is None or sock is None:
+            return super().getresponse(*args, **kwargs)
+        cut = []
+
+        def expire():
+            cut.append(True)
+            try:
+                # The plain socket's shutdown, under TLS too: SSLSocket's own
+                # would drop its SSL object under the reading thread's feet.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed already
+
+        handle = watchdog().watch(deadline.at, expire)
+        try:
+            return super().getresponse(*args, **kwargs)
+        except Exception as exc:
+            if cut:
+                # Reported as what it is, a server that did not answer in time;
+                # urllib3's retry policy (DeadlineRetry) then starts no retry.
+                raise ReadTimeoutError(None, None, "the answer's headers did not arrive "
+                                                   "before the deadline") from exc
+            raise
+        finally:
+            watchdog().forget(handle)
+
+
+class _HTTPConnection(_HeadersUnderDeadline, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_HeadersUnderDeadline, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
 
 
 def timed_out(exc: requests.RequestException) -> bool:

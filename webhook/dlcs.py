@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 
 from webhook import cpu, metrics
 from webhook.capped import read_capped
-from webhook.deadlines import DeadlineRetry, DeadlineTimeout, call_deadline, timed_out
+from webhook.deadlines import (DeadlineAdapter, DeadlineRetry, DeadlineTimeout, call_deadline,
+                               timed_out)
 from webhook.dlcs_documents import (AssetPage, json_text, parse_asset_page, parse_batch,
                                     parse_json, require_status)
 from webhook.domain import BatchState, Deadline, DlcsAsset
@@ -92,7 +92,7 @@ def make_session(retries: int = 2, backoff: float = 0.5, *,
         raise_on_status=False,
     )
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = DeadlineAdapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
