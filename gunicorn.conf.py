@@ -2,8 +2,8 @@
 
 This file runs in gunicorn's master before any worker starts. The service's
 settings and the GUNICORN_* variables below are validated here, once, by
-``webhook.config`` (a bad value: one JSON line naming the variable, exit
-status 3); ``on_starting`` then reaches and migrates the database (unreachable:
+``webhook.config`` and ``webhook.server_settings`` (a bad value: one JSON line
+naming the variable, exit status 3); ``on_starting`` then reaches and migrates the database (unreachable:
 one line naming its host and port, exit status 69) and logs one line naming
 what is disabled and what is defaulted. The workers inherit the validated
 settings. A command-line option overrides what is set here, except the worker

@@ -44,7 +44,8 @@ from webhook import create_app, db  # noqa: E402
 from webhook.config import Settings  # noqa: E402
 from tests.building import build_manifest  # noqa: E402
 from webhook.manifest import serialise  # noqa: E402
-from webhook.models import CanvasPainting, Manifest  # noqa: E402
+from webhook.models import Manifest  # noqa: E402
+from webhook.paintings import CanvasPainting  # noqa: E402
 
 CUSTOMER = 5
 ADMIN_TOKEN = "bench-admin-token-0123456789"

@@ -26,8 +26,9 @@ from flask import Flask, jsonify, request
 
 from webhook import db
 from webhook.config import Settings
+from webhook.deliveries import Delivery
 from webhook.errors import DatabaseUnavailable, PayloadError, SignatureError
-from webhook.models import Delivery, utcnow
+from webhook.model_base import utcnow
 from webhook.schemas import parse_notification
 from webhook.signature import verify
 

@@ -65,7 +65,7 @@ from bench.build import CUSTOMER, notification, registration  # noqa: E402
 from bench.intake import cpu_seconds, fresh_database, machine_line  # noqa: E402
 from tests.fake_dlcs import FakeDlcs, image_assets  # noqa: E402
 from tests.servers import GunicornServer, start_gunicorn, start_moto_server  # noqa: E402
-from webhook.config import parse_secret  # noqa: E402
+from webhook.secret import parse_secret  # noqa: E402
 from webhook.signature import sign  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

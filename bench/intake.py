@@ -75,7 +75,7 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 
 from tests.servers import GunicornServer, scratch_postgres, start_gunicorn  # noqa: E402
-from webhook.config import parse_secret  # noqa: E402
+from webhook.secret import parse_secret  # noqa: E402
 from webhook.signature import sign  # noqa: E402
 
 LUA = ROOT / "bench" / "intake.lua"

@@ -40,10 +40,12 @@ import requests  # noqa: E402
 from tests.fake_dlcs import FakeDlcs, image_assets  # noqa: E402
 from tests.servers import AWS, LOOPBACK, start_gunicorn, start_moto_server  # noqa: E402
 from webhook import create_app, db  # noqa: E402
-from webhook.config import Settings, parse_secret  # noqa: E402
+from webhook.config import Settings  # noqa: E402
+from webhook.secret import parse_secret  # noqa: E402
 from webhook.signature import sign  # noqa: E402
 from webhook.models import Manifest  # noqa: E402
-from webhook.storage import S3Store, published_key  # noqa: E402
+from webhook.s3_store import S3Store  # noqa: E402
+from webhook.storage import published_key  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

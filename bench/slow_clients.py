@@ -60,7 +60,7 @@ import requests  # noqa: E402
 from bench.build import CUSTOMER, registration  # noqa: E402
 from tests.fake_dlcs import FakeDlcs, image_assets  # noqa: E402
 from tests.servers import LOOPBACK, scratch_postgres, start_gunicorn  # noqa: E402
-from webhook.config import parse_secret  # noqa: E402
+from webhook.secret import parse_secret  # noqa: E402
 from webhook.signature import sign  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -23,7 +23,7 @@ from tests.fake_dlcs import FakeDlcs
 from tests.servers import AWS, moto_server, scratch_postgres  # noqa: F401 - a fixture
 from webhook import create_app, db
 from webhook.config import Settings
-from webhook.config import parse_secret
+from webhook.secret import parse_secret
 from webhook.signature import sign
 
 SAMPLES = Path(__file__).parent / "samples"

@@ -17,7 +17,7 @@ import time
 
 import schemathesis
 
-from webhook.config import parse_secret
+from webhook.secret import parse_secret
 from webhook.signature import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 WEBHOOK_PATH = "/webhooks/batch-completed"

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import responses
 
 from tests.conftest import ORCHESTRATOR, sample, signed_headers
-from webhook.models import Manifest, utcnow
+from webhook.model_base import utcnow
+from webhook.models import Manifest
 
 API = "https://api.dlcs.test"
 CUSTOMER = 2

@@ -16,7 +16,9 @@ import pytest
 
 from tests.test_webhook_http import notification, register
 from webhook import completion_call
-from webhook.models import COMPLETED, INGESTING, Batch, Delivery, Manifest
+from webhook.deliveries import Delivery
+from webhook.model_base import COMPLETED, INGESTING
+from webhook.models import Batch, Manifest
 from webhook.schemas import parse_notification
 
 RECEIVED = dt.datetime(2026, 12, 6, 12, 0, 0)

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from webhook.config import ServerSettings, Settings, new_secret, parse_secret, parse_storage_url
+from webhook.config import Settings, parse_storage_url
 from webhook.errors import ConfigError
+from webhook.secret import new_secret, parse_secret
+from webhook.server_settings import ServerSettings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SECOND_SECRET = "whsec_" + base64.b64encode(b"second-secret-of-24-bytes").decode()

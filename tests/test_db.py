@@ -14,7 +14,8 @@ import pytest
 from playhouse.pool import PooledPostgresqlDatabase
 
 from webhook import db
-from webhook.models import Batch, Delivery, Manifest
+from webhook.deliveries import Delivery
+from webhook.models import Batch, Manifest
 
 ROOT = Path(__file__).parents[1]
 MIGRATIONS = sorted(path.stem for path in db.MIGRATIONS_DIR.glob("[0-9]*.py"))

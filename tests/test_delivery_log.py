@@ -12,9 +12,10 @@ import pytest
 
 from tests.conftest import sample, signed_headers
 from webhook import create_app, db, maintenance
+from webhook.deliveries import Delivery
 from webhook.domain import DeliveryKey
-from webhook.models import Delivery, utcnow
 from webhook.listing_schemas import encode_page
+from webhook.model_base import utcnow
 
 BASE = "https://presentation.example"
 LINK = re.compile(r'^<(?P<url>[^>]+)>; rel="next"$')

@@ -16,7 +16,7 @@ from tests.conftest import SECRET
 from tests.servers import LOOPBACK
 from webhook.devdlcs import Asset, CompletionSender, DevDlcs, image_service_id
 from webhook.schemas import parse_notification
-from webhook.config import parse_secret
+from webhook.secret import parse_secret
 from webhook.signature import verify
 
 KEY = parse_secret(SECRET)

@@ -31,7 +31,8 @@ from tests.fake_dlcs import FakeAsset, FakeDlcs
 from tests.servers import AWS
 from webhook import create_app, db
 from webhook.config import parse_storage_url
-from webhook.models import Manifest, utcnow
+from webhook.model_base import utcnow
+from webhook.models import Manifest
 from webhook.service import build_services
 from webhook.storage import etag_for, manifest_key
 

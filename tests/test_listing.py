@@ -14,9 +14,10 @@ from tests.conftest import ORCHESTRATOR, sample
 from tests.manifest_states import (EVERY_STATE, api_settings, deliver, make_every_state,
                                    register)
 from webhook import create_app, db, listing
+from webhook.deliveries import Delivery
 from webhook.domain import DeliveryKey, ManifestKey
 from webhook.listing_schemas import decode_page, encode_page
-from webhook.models import Delivery, utcnow
+from webhook.model_base import utcnow
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from tests.test_end_to_end import running_service, service_environment
 from webhook import create_app, db
 from webhook.config import Settings
 from webhook.models import Manifest
-from webhook.storage import S3Store, published_key
+from webhook.s3_store import S3Store
+from webhook.storage import published_key
 
 pytestmark = pytest.mark.e2e
 

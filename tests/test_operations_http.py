@@ -19,7 +19,8 @@ from webhook import create_app, db
 from webhook.config import PROJECTIONS
 from webhook.domain import DlcsAsset
 from webhook.maintenance import finished as maintenance_finished
-from webhook.models import Batch, Manifest, utcnow
+from webhook.model_base import utcnow
+from webhook.models import Batch, Manifest
 
 URL = "/2/manifests/letters"
 PROBLEM = "application/problem+json"

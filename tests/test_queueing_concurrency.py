@@ -20,7 +20,8 @@ import pytest
 from tests.conftest import sample
 from tests.fake_dlcs import QUEUE
 from webhook import create_app, db
-from webhook.models import Manifest, utcnow
+from webhook.model_base import utcnow
+from webhook.models import Manifest
 
 URL = "/2/manifests/letters"
 

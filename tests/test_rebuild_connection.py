@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import sample, signed_headers
 from tests.fake_dlcs import FakeAsset
 from webhook import create_app, db
-from webhook.storage import open_store
+from webhook.stores import open_store
 
 URL = "/2/manifests/letters"
 

@@ -21,7 +21,9 @@ import responses
 from tests.conftest import ADMIN_TOKEN, sample, signed_headers
 from tests.test_webhook_http import (BOTH_BATCHES, MANIFEST, URL, assert_outcome,  # noqa: F401
                                      make_app, notification, post, register, threaded_app)
-from webhook.models import COMPLETED, INGESTING, Batch, Delivery, Manifest
+from webhook.deliveries import Delivery
+from webhook.model_base import COMPLETED, INGESTING
+from webhook.models import Batch, Manifest
 from webhook.routes.http import PROBLEM_TYPE
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -12,7 +12,7 @@ import pytest
 from werkzeug.datastructures import EnvironHeaders, Headers
 
 from webhook.errors import SignatureError
-from webhook.config import parse_secret
+from webhook.secret import parse_secret
 from webhook.signature import Verified, sign, verify
 
 # The known-answer vector from the Standard Webhooks specification.

@@ -21,7 +21,7 @@ import requests
 from tests.conftest import ADMIN_TOKEN, SECRET
 from tests.servers import start_gunicorn
 from webhook.config import Settings
-from webhook.config import parse_secret
+from webhook.secret import parse_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "gunicorn.conf.py"

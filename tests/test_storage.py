@@ -1,4 +1,5 @@
-"""Tests of webhook.storage: FileStore on a temporary directory, S3Store over HTTP against moto's server."""
+"""Tests of the stores: FileStore (``webhook.file_store``) on a temporary directory, S3Store
+(``webhook.s3_store``) over HTTP against moto's server."""
 
 from __future__ import annotations
 
@@ -22,17 +23,16 @@ from tests.servers import free_port
 from webhook.config import parse_storage_url
 from webhook.domain import Deadline
 from webhook.errors import StorageError
+from webhook.file_store import FileStore
+from webhook.s3_store import S3Store, build_s3_client
 from webhook.storage import (
-    FileStore,
-    S3Store,
     StoredDocument,
-    build_s3_client,
     etag_for,
     manifest_key,
-    open_store,
     published_key,
     version_key,
 )
+from webhook.stores import open_store
 
 SECRET = "not-a-real-secret-but-never-echo-me"
 DOCUMENT = b'{"id": "https://example.org/7/manifests/m1", "type": "Manifest"}'

@@ -10,7 +10,8 @@ import os
 import pytest
 
 from tests.test_storage import aws_env, bucket, s3, store  # noqa: F401 - fixtures
-from webhook.storage import STREAM_BLOCK, S3Store, etag_for
+from webhook.s3_store import S3Store
+from webhook.storage import STREAM_BLOCK, etag_for
 
 DOCUMENT = b'{"id": "https://example.org/7/manifests/m1", "type": "Manifest"}'
 

@@ -22,10 +22,12 @@ import responses
 
 from tests.conftest import ADMIN_TOKEN, ORCHESTRATOR, SECRET, sample, signed_headers
 from webhook import create_app, db
-from webhook.models import (COMPLETED, INGESTING, Batch, CanvasPainting, Delivery,
-                            Manifest)
+from webhook.deliveries import Delivery
+from webhook.model_base import COMPLETED, INGESTING
+from webhook.models import Batch, Manifest
+from webhook.paintings import CanvasPainting
 from webhook.routes.http import PROBLEM_TYPE
-from webhook.config import parse_secret
+from webhook.secret import parse_secret
 from webhook.signature import sign
 
 URL = "/webhooks/batch-completed"

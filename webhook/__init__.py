@@ -16,7 +16,8 @@ from webhook.dlcs import DlcsClient, make_session
 from webhook.domain import MAX_REGISTRATION_BYTES
 from webhook.service import build_services
 from webhook.sns import CertificateFetcher, SnsVerifier, SubscriptionConfirmer
-from webhook.storage import ManifestStore, open_store
+from webhook.storage import ManifestStore
+from webhook.stores import open_store
 
 
 def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = None,

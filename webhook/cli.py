@@ -21,10 +21,10 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from webhook import db, startup
+from webhook.answer_schemas import OutcomeSchema, RequeueSchema, StatusSchema
 from webhook.errors import WebhookError
-from webhook.config import new_secret
+from webhook.secret import new_secret
 from webhook.devdlcs.documents import signed_completion
-from webhook.schemas import OutcomeSchema, RequeueSchema, StatusSchema
 from webhook.service import Services
 
 db_cli = AppGroup("db", help="Create, upgrade or inspect the database schema.")

@@ -16,7 +16,7 @@ import peewee
 
 from webhook.db import database, is_postgres
 from webhook.domain import BatchCompletion
-from webhook.models import to_naive_utc
+from webhook.model_base import to_naive_utc
 
 # Raised by the function, having undone what it did, should a batch change under its lock.
 NOT_ANSWERED = "WH001"

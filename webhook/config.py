@@ -1,36 +1,28 @@
-"""Settings: the one place that reads the environment.
+"""Settings: the one place that reads the application's environment.
 
 ``Settings.from_env(os.environ)`` turns the variables named in the contract into
 typed values, or raises ``ConfigError`` naming the first variable that is wrong.
-``ServerSettings.from_env(os.environ, settings)`` does the same for the
-``GUNICORN_*`` variables that ``gunicorn.conf.py`` applies, with the worker
-timeout derived from ``Settings``. Secrets are kept out of ``repr`` so a logged
-Settings never leaks them.
+Secrets are kept out of ``repr`` so a logged Settings never leaks them. The
+``GUNICORN_*`` variables are gunicorn's, not the application's: ``server_settings``
+reads those, with this module's ``parse_int``.
 
-This module sits on the bottom floor beside ``errors``: it parses values
-(webhook secrets, ``STORAGE_URL``) into what the modules above take, so
-nothing here imports them.
+This module sits low, on floor 2: it parses values (webhook secrets through
+``secret``, ``STORAGE_URL`` into a ``StorageLocation``) into what the modules
+above take, so it imports none of them, only ``errors`` and ``secret``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
 from webhook.errors import ConfigError
+from webhook.secret import MIN_SECRET_BYTES, parse_secret
 
-SECRET_PREFIX = "whsec_"
-# Standard Webhooks: a secret is 24 to 64 random bytes; shorter keys are refused,
-# new_secret() makes 32.
-MIN_SECRET_BYTES = 24
-NEW_SECRET_BYTES = 32
 # The SNS signature versions the service can verify (SHA1withRSA, SHA256withRSA).
 SNS_SIGNATURE_VERSIONS = ("1", "2")
 
@@ -181,12 +173,13 @@ class Settings:
             raise ConfigError("DLCS_PROJECTION", "manifest needs DLCS_API_URL (and its key)")
         settings = cls(
             database_url=_database_url(env["DATABASE_URL"]),
-            database_pool_size=_int("DATABASE_POOL_SIZE", env["DATABASE_POOL_SIZE"], 1, 1_000),
+            database_pool_size=parse_int("DATABASE_POOL_SIZE", env["DATABASE_POOL_SIZE"],
+                                         1, 1_000),
             storage=_storage(env["STORAGE_URL"]),
             public_base_url=_http_url("PUBLIC_BASE_URL", env["PUBLIC_BASE_URL"]),
             webhook_keys=_secrets(env.get("WEBHOOK_SECRETS", "")),
-            webhook_tolerance_seconds=_int("WEBHOOK_TOLERANCE_SECONDS",
-                                           env["WEBHOOK_TOLERANCE_SECONDS"], 1, 86_400),
+            webhook_tolerance_seconds=parse_int("WEBHOOK_TOLERANCE_SECONDS",
+                                                env["WEBHOOK_TOLERANCE_SECONDS"], 1, 86_400),
             admin_token=_admin_token(env.get("ADMIN_TOKEN")),
             dlcs_api_url=_optional_http_url("DLCS_API_URL", env.get("DLCS_API_URL")),
             dlcs_orchestrator_url=_optional_http_url("DLCS_ORCHESTRATOR_URL",
@@ -194,13 +187,15 @@ class Settings:
             dlcs_credentials=(api_key, api_secret) if api_key is not None else None,
             dlcs_projection=projection,
             dlcs_named_query=_named_query(env.get("DLCS_NAMED_QUERY", PROJECTIONS[projection])),
-            dlcs_timeout_seconds=float(_int("DLCS_TIMEOUT_SECONDS",
-                                            env["DLCS_TIMEOUT_SECONDS"], 1, 600)),
-            dlcs_max_batch_size=_int("DLCS_MAX_BATCH_SIZE", env["DLCS_MAX_BATCH_SIZE"], 1, 10_000),
-            rebuild_lease=(_int("REBUILD_LEASE_SECONDS", env["REBUILD_LEASE_SECONDS"], 1, 86_400)
+            dlcs_timeout_seconds=float(parse_int("DLCS_TIMEOUT_SECONDS",
+                                                 env["DLCS_TIMEOUT_SECONDS"], 1, 600)),
+            dlcs_max_batch_size=parse_int("DLCS_MAX_BATCH_SIZE", env["DLCS_MAX_BATCH_SIZE"],
+                                          1, 10_000),
+            rebuild_lease=(parse_int("REBUILD_LEASE_SECONDS", env["REBUILD_LEASE_SECONDS"],
+                                     1, 86_400)
                            if "REBUILD_LEASE_SECONDS" in env else None),
-            rebuild_deadline=(_int("REBUILD_DEADLINE_SECONDS", env["REBUILD_DEADLINE_SECONDS"],
-                                   1, 3_600)
+            rebuild_deadline=(parse_int("REBUILD_DEADLINE_SECONDS",
+                                        env["REBUILD_DEADLINE_SECONDS"], 1, 3_600)
                               if "REBUILD_DEADLINE_SECONDS" in env else None),
             sns_topic_arns=_topics(env.get("SNS_TOPIC_ARNS", "")),
             sns_signature_versions=_signature_versions(env["SNS_SIGNATURE_VERSIONS"]),
@@ -208,12 +203,12 @@ class Settings:
             metrics_token=_token("METRICS_TOKEN", env.get("METRICS_TOKEN")),
             metrics_multiprocess_dir=_directory("PROMETHEUS_MULTIPROC_DIR",
                                                 env.get("PROMETHEUS_MULTIPROC_DIR")),
-            body_timeout_seconds=float(_int("BODY_TIMEOUT_SECONDS",
-                                            env["BODY_TIMEOUT_SECONDS"], 1, 600)),
-            stalled_batch_seconds=_int("STALLED_BATCH_SECONDS", env["STALLED_BATCH_SECONDS"],
-                                       60, 365 * 86_400),
-            delivery_retention_days=_int("DELIVERY_RETENTION_DAYS",
-                                         env["DELIVERY_RETENTION_DAYS"], 1, 36_500),
+            body_timeout_seconds=float(parse_int("BODY_TIMEOUT_SECONDS",
+                                                 env["BODY_TIMEOUT_SECONDS"], 1, 600)),
+            stalled_batch_seconds=parse_int("STALLED_BATCH_SECONDS",
+                                            env["STALLED_BATCH_SECONDS"], 60, 365 * 86_400),
+            delivery_retention_days=parse_int("DELIVERY_RETENTION_DAYS",
+                                              env["DELIVERY_RETENTION_DAYS"], 1, 36_500),
             defaulted=tuple(name for name in DEVELOPMENT_DEFAULTS if not environ.get(name)),
         )
         if settings.rebuild_deadline_seconds >= settings.rebuild_lease_seconds:
@@ -222,61 +217,6 @@ class Settings:
             raise ConfigError("REBUILD_DEADLINE_SECONDS", "must be shorter than the rebuild "
                               f"lease ({settings.rebuild_lease_seconds:g} s)")
         return settings
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """What gunicorn.conf.py gives gunicorn, from the GUNICORN_* variables, validated."""
-
-    bind: str = "0.0.0.0:8000"
-    workers: int = 2
-    threads: int = 4
-    timeout: int = 270
-    graceful_timeout: int = 30
-    accesslog: str | None = None
-    # gevent: a connection costs a greenlet, so idle and slow clients cannot
-    # use a worker up; gthread: a connection holds one of `threads` threads.
-    worker_class: str = "gevent"
-    worker_connections: int = 1000
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str], settings: Settings) -> "ServerSettings":
-        """Read the GUNICORN_* variables; the timeout defaults to Settings.worker_timeout_seconds."""
-        env = {k: v for k, v in environ.items() if k.startswith("GUNICORN_") and v != ""}
-        return cls(
-            bind=_bind(env.get("GUNICORN_BIND", cls.bind)),
-            workers=_int("GUNICORN_WORKERS", env.get("GUNICORN_WORKERS", "2"), 1, 256),
-            worker_class=_worker_class(env.get("GUNICORN_WORKER_CLASS", cls.worker_class)),
-            worker_connections=_int("GUNICORN_WORKER_CONNECTIONS",
-                                    env.get("GUNICORN_WORKER_CONNECTIONS", "1000"), 1, 100_000),
-            threads=_int("GUNICORN_THREADS", env.get("GUNICORN_THREADS", "4"), 1, 1024),
-            timeout=_int("GUNICORN_TIMEOUT", env.get("GUNICORN_TIMEOUT",
-                                                     str(settings.worker_timeout_seconds)),
-                         1, 86_400),
-            graceful_timeout=_int("GUNICORN_GRACEFUL_TIMEOUT",
-                                  env.get("GUNICORN_GRACEFUL_TIMEOUT", "30"), 0, 86_400),
-            accesslog=env.get("GUNICORN_ACCESSLOG"),
-        )
-
-
-def _bind(value: str) -> str:
-    # gunicorn's own forms: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N.
-    if value.startswith(("unix:", "fd://")):
-        return value
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
-        raise ConfigError("GUNICORN_BIND", f"expected HOST:PORT, unix:PATH or fd://N, got {value!r}")
-    return value
-
-
-WORKER_CLASSES = ("gevent", "gthread", "sync")
-
-
-def _worker_class(value: str) -> str:
-    if value not in WORKER_CLASSES:
-        raise ConfigError("GUNICORN_WORKER_CLASS",
-                          f"expected one of {', '.join(WORKER_CLASSES)}, got {value!r}")
-    return value
 
 
 def _database_url(value: str) -> str:
@@ -321,7 +261,8 @@ def _optional_http_url(name: str, value: str | None) -> str | None:
     return None if value is None else _http_url(name, value)
 
 
-def _int(name: str, value: str, low: int, high: int) -> int:
+def parse_int(name: str, value: str, low: int, high: int) -> int:
+    """Parse variable ``name``'s whole number from ``low`` to ``high``, or raise ConfigError."""
     if not re.fullmatch(r"[0-9]+", value.strip()):
         raise ConfigError(name, f"expected a whole number, got {value!r}")
     number = int(value)
@@ -403,43 +344,6 @@ def _directory(name: str, value: str | None) -> str | None:
     if not os.path.isdir(value):
         raise ConfigError(name, f"{value!r} is not a directory")
     return value
-
-
-def parse_secret(value: str) -> bytes:
-    """Decode a ``whsec_<base64>`` secret into HMAC key bytes.
-
-    Raises ``ValueError`` whose message describes the problem but never
-    contains the value itself.
-
-    The ``whsec_`` prefix is required. The Standard Webhooks libraries also
-    accept a bare base64 secret, but the contract defines ``WEBHOOK_SECRETS``
-    as ``whsec_<base64>`` values, and almost any short password is itself valid
-    base64: accepting bare values would silently turn a pasted-in wrong value
-    (an API key, a password) into a working key instead of stopping start-up.
-    """
-    if not isinstance(value, str):
-        raise TypeError("a webhook secret must be a str")
-    if not value.startswith(SECRET_PREFIX):
-        raise ValueError(f"a webhook secret must start with {SECRET_PREFIX!r}")
-    encoded = value[len(SECRET_PREFIX):]
-    try:
-        # Standard alphabet with padding; validate=True rejects anything else
-        # (URL-safe characters, spaces, missing padding) instead of skipping it.
-        key = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        # `from None`: keep the library's exception (and its context) out of
-        # tracebacks that might end up in a log next to the value.
-        raise ValueError(
-            f"a webhook secret is not valid standard base64 after {SECRET_PREFIX!r}"
-        ) from None
-    if not key:
-        raise ValueError(f"a webhook secret has an empty key after {SECRET_PREFIX!r}")
-    return key
-
-
-def new_secret() -> str:
-    """Return a fresh random ``whsec_<base64>`` secret of NEW_SECRET_BYTES bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(NEW_SECRET_BYTES)).decode("ascii")
 
 
 @dataclass(frozen=True)

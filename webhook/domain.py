@@ -1,7 +1,7 @@
 """Typed values shared by the schemas, the models, the builder and the service.
 
 Raw dicts stop at the edges: a registration payload becomes ``PaintedResource``
-values in ``schemas``, database rows become them again in ``models``, and the
+values in ``schemas``, database rows become them again in ``paintings``, and the
 pure builder in ``manifest`` consumes them.
 """
 

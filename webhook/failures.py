@@ -20,7 +20,9 @@ from webhook import db, logs
 from webhook.config import Settings
 from webhook.dlcs import DlcsClient
 from webhook.errors import DlcsError
-from webhook.models import Batch, CanvasPainting, utcnow
+from webhook.model_base import utcnow
+from webhook.models import Batch
+from webhook.paintings import CanvasPainting
 
 log = logging.getLogger("webhook.failures")
 

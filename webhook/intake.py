@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from webhook import completion_call, db, metrics
+from webhook.deliveries import Delivery, NewDelivery
 from webhook.dlcs import DlcsClient
 from webhook.domain import (BATCH_COMPLETED, DUPLICATE, FAILED, FINISHED, IGNORED,
                             MANIFEST_COMPLETED, MANIFEST_FAILED, UNPROCESSABLE, BatchCompletion,
                             BatchState, Outcome)
 from webhook.errors import NotFound, PayloadError, RebuildFailed, RebuildInProgress
 from webhook.failures import FailureReader
-from webhook.models import DROPPED, INGESTING, Batch, Delivery, Manifest, NewDelivery, utcnow
+from webhook.model_base import DROPPED, INGESTING, utcnow
+from webhook.models import Batch, Manifest
 from webhook.reading import StalledBatch, stalled_batches
 from webhook.rebuild import Rebuilder
 from webhook.schemas import parse_notification

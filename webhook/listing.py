@@ -20,9 +20,12 @@ from dataclasses import dataclass
 
 from peewee import SQL, Case, fn
 
+from webhook.deliveries import Delivery
 from webhook.domain import (PAGE_DEFAULT, PAGE_MOST, QUEUEING_INTERRUPTED, QUEUEING_STOPPED,
                             DeliveryKey, ManifestKey)
-from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest
+from webhook.model_base import COMPLETED, INGESTING
+from webhook.models import Batch, Manifest
+from webhook.paintings import CanvasPainting
 
 INTERRUPTED = "The rebuild was interrupted before it finished."
 

@@ -16,9 +16,10 @@ import re
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from webhook.answer_schemas import UtcDateTime
 from webhook.domain import (MANIFEST_STATES, MAX_INT32, PAGE_DEFAULT, PAGE_MOST, DeliveryKey,
                             ManifestKey)
-from webhook.schemas import MANIFEST_ID, MAX_INT64, DeliveryQuerySchema, UtcDateTime
+from webhook.schemas import MANIFEST_ID, MAX_INT64, DeliveryQuerySchema
 
 MAX_TOKEN_LENGTH = 400
 _SLUG = re.compile(MANIFEST_ID)

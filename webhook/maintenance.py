@@ -26,6 +26,7 @@ from typing import Callable
 
 from webhook import db
 from webhook.config import Settings
+from webhook.deliveries import Delivery
 from webhook.dlcs import DlcsClient
 from webhook.domain import (BATCH_DROPPED, MANIFEST_COMPLETED, REQUEUED, DlcsAsset, Outcome,
                             distinct_assets)
@@ -33,8 +34,9 @@ from webhook.errors import (Conflict, DlcsError, NamedQueryNotFound, NotFound, Q
                             RebuildInProgress)
 from webhook.intake import Intake
 from webhook.manifest import asset_id_from_canvas_id
-from webhook.models import (COMPLETED, DROPPED, INGESTING, Batch, CanvasPainting, Delivery,
-                            Manifest, utcnow)
+from webhook.model_base import COMPLETED, DROPPED, INGESTING, utcnow
+from webhook.models import Batch, Manifest
+from webhook.paintings import CanvasPainting
 from webhook.rebuild import Rebuilder
 from webhook.storage import ManifestStore, published_key
 

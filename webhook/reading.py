@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from webhook.config import Settings
+from webhook.deliveries import Delivery
 from webhook.domain import (QUEUEING_INTERRUPTED, QUEUEING_STOPPED, SUPERSEDED, UNFINISHED,
                             DeliveryKey)
 from webhook.errors import RebuildFailed
-from webhook.models import COMPLETED, INGESTING, Batch, CanvasPainting, Delivery, Manifest, utcnow
+from webhook.model_base import COMPLETED, INGESTING, utcnow
+from webhook.models import Batch, Manifest
+from webhook.paintings import CanvasPainting
 from webhook.storage import ManifestStore, StoredStream, published_key
 
 PRESENTATION_CONTEXT = "http://iiif.io/api/presentation/3/context.json"

@@ -38,6 +38,7 @@ import peewee
 
 from webhook import cpu, db, logs, metrics
 from webhook.config import Settings
+from webhook.deliveries import Delivery
 from webhook.dlcs import DlcsClient
 from webhook.domain import (MANIFEST_COMPLETED, MANIFEST_FAILED, Deadline, Outcome,
                             PaintedResource)
@@ -45,7 +46,9 @@ from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, DlcsError
                             NamedQueryNotFound, RebuildFailed, RebuildInProgress, UpstreamError,
                             WebhookError)
 from webhook.manifest import slim_canvas, write_document
-from webhook.models import COMPLETED, DROPPED, Batch, CanvasPainting, Delivery, Manifest, utcnow
+from webhook.model_base import COMPLETED, DROPPED, utcnow
+from webhook.models import Batch, Manifest
+from webhook.paintings import CanvasPainting
 from webhook.storage import ManifestStore, published_key, version_key
 
 log = logging.getLogger("webhook.rebuild")

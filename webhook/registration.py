@@ -31,7 +31,9 @@ from webhook.domain import distinct_assets
 from webhook.errors import (Conflict, DlcsError, InvalidRequest, PreconditionFailed,
                             QueuePartiallyFailed, QueueRejected)
 from webhook.intake import Intake
-from webhook.models import DROPPED, INGESTING, Batch, CanvasPainting, Manifest, utcnow
+from webhook.model_base import DROPPED, INGESTING, utcnow
+from webhook.models import Batch, Manifest
+from webhook.paintings import CanvasPainting
 from webhook.reading import state_of
 from webhook.rebuild import Rebuilder
 from webhook.schemas import Registration, parse_registration

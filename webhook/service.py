@@ -23,7 +23,7 @@ from webhook.dlcs import DlcsClient
 from webhook.failures import FailureReader
 from webhook.intake import Intake
 from webhook.maintenance import Maintenance
-from webhook.models import utcnow
+from webhook.model_base import utcnow
 from webhook.reading import Reader
 from webhook.rebuild import Rebuilder
 from webhook.registration import Registrar

@@ -26,8 +26,9 @@ from urllib.parse import unquote, urlsplit
 import peewee
 
 from webhook import db, logs
-from webhook.config import ServerSettings, Settings
+from webhook.config import Settings
 from webhook.errors import ConfigError, DatabaseUnavailable
+from webhook.server_settings import ServerSettings
 
 #: A variable has a value the service cannot use.
 EXIT_CONFIG = 3

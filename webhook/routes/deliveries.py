@@ -8,11 +8,12 @@ from urllib.parse import urlencode
 from flask import Blueprint, request
 from marshmallow import ValidationError
 
+from webhook.answer_schemas import DeliverySchema
 from webhook.errors import NotFound
 from webhook.listing_schemas import DeliveryLogQuerySchema, encode_page
 from webhook.routes.http import (admin_required, answer, outcome_answer, problem, services,
                                  settings)
-from webhook.schemas import DELIVERY_ID, DeliverySchema
+from webhook.schemas import DELIVERY_ID
 
 bp = Blueprint("deliveries", __name__)
 _QUERY = DeliveryLogQuerySchema()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint
 
 from webhook import db
+from webhook.answer_schemas import HealthSchema, ReadySchema
 from webhook.errors import UpstreamError
 from webhook.routes.http import answer, settings, store
-from webhook.schemas import HealthSchema, ReadySchema
 
 bp = Blueprint("health", __name__)
 _HEALTH = HealthSchema()

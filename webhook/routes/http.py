@@ -12,9 +12,9 @@ from flask import Response, current_app, json, jsonify, request
 from marshmallow import Schema
 
 from webhook import logs
+from webhook.answer_schemas import OutcomeSchema, ProblemSchema
 from webhook.config import Settings
 from webhook.domain import Outcome
-from webhook.schemas import OutcomeSchema, ProblemSchema
 from webhook.service import Services
 from webhook.storage import ManifestStore
 

@@ -10,6 +10,8 @@ from flask import Blueprint, Response, request
 from marshmallow import ValidationError
 
 from webhook import listing
+from webhook.answer_schemas import (IngestingManifestSchema, ReconcileSchema, RequeueSchema,
+                                    StatusSchema)
 from webhook.domain import MANIFEST_COMPLETED, MAX_INT32, MAX_INT64, MAX_REGISTRATION_BYTES
 from webhook.errors import NotFound
 from webhook.listing_schemas import ManifestListQuerySchema, ManifestListSchema
@@ -17,8 +19,7 @@ from webhook.reading import NotModified, PublishedDocument
 from webhook.registration import NOTHING_TO_INGEST
 from webhook.routes.http import (admin_required, answer, outcome_answer, problem, services,
                                  settings, too_large)
-from webhook.schemas import (MANIFEST_ID, IngestingManifestSchema, ReconcileSchema,
-                             RequeueSchema, StatusSchema)
+from webhook.schemas import MANIFEST_ID
 
 bp = Blueprint("manifests", __name__)
 

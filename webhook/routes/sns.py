@@ -12,9 +12,9 @@ import time
 from flask import Blueprint, request
 
 from webhook import logs
+from webhook.answer_schemas import SnsAnswerSchema
 from webhook.routes.http import (answer, outcome_answer, problem, read_capped_body, services,
                                  settings, sns_confirm, sns_verifier, too_large)
-from webhook.schemas import SnsAnswerSchema
 from webhook.sns import (MAX_MESSAGE_BYTES, NOTIFICATION, SUBSCRIPTION_CONFIRMATION,
                          TYPE_HEADER, parse_message)
 
