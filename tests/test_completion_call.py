@@ -91,8 +91,8 @@ def test_an_id_recorded_already_writes_nothing(three_batches, second_batch):
     assert deliveries() == {"msg_1": ("batch-completed", "2/letters", None)}
 
 
-@pytest.mark.parametrize("changes", [{"customer": 3}, {"id": 9999}],
-                         ids=["another customer", "unknown batch"])
+@pytest.mark.parametrize("changes", [{"customer": 3}, {"customer": 2**63 - 2}, {"id": 9999}],
+                         ids=["another customer", "a customer beyond 32 bits", "unknown batch"])
 def test_a_batch_not_the_senders_writes_nothing(three_batches, changes):
     batch = changes.pop("id", 1234)
     assert call("msg_1", batch=batch, **changes) is None

@@ -11,6 +11,11 @@ The delivery's own row is that transaction's last write, inserted once with
 its outcome; its unique id decides duplicates there. When the id is recorded
 already (a redelivery, or a concurrent copy that committed first), the
 transaction is undone and the delivery handled as a redelivery instead.
+
+Two common cases are answered before that path (``_common_completion``): a
+re-notification of a batch already complete, and on PostgreSQL a first
+completion that leaves other batches ingesting, which one call to a database
+function (``webhook.completion_call``) applies under the same lock.
 """
 
 from __future__ import annotations

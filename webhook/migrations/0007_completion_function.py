@@ -31,10 +31,13 @@ the call.) SQLite has no such function and always takes the Python path.
 """
 from peewee import PostgresqlDatabase
 
+# p_customer is bigint although the column is integer: a notification may name any
+# customer up to 2**63 - 1 (the schema's bound), and one no batch has must find no
+# row, not fail to convert.
 FUNCTION = """
 CREATE OR REPLACE FUNCTION webhook_complete_batch(
     p_delivery_id varchar, p_transport varchar, p_received timestamp, p_body bytea,
-    p_batch bigint, p_customer integer, p_count integer, p_completed integer,
+    p_batch bigint, p_customer bigint, p_count integer, p_completed integer,
     p_errors integer, p_superseded boolean, p_submitted timestamp, p_finished timestamp,
     OUT outcome varchar, OUT manifest_id integer, OUT manifest_customer integer,
     OUT manifest_key varchar)
@@ -107,7 +110,7 @@ END
 $$
 """
 
-SIGNATURE = ("webhook_complete_batch(varchar, varchar, timestamp, bytea, bigint, integer, "
+SIGNATURE = ("webhook_complete_batch(varchar, varchar, timestamp, bytea, bigint, bigint, "
              "integer, integer, integer, boolean, timestamp, timestamp)")
 
 
