@@ -7,7 +7,9 @@ newest schema. The values of ``batch.status`` are here too, since both the
 delivery log and the batches read them.
 
 Every statement that differs between SQLite and PostgreSQL lives in the model
-modules, so the layers above never ask which backend they run on. Row locks:
+modules, so the layers above never ask which backend they run on; the one
+exception is ``completion_call``, PostgreSQL's one call for the common
+completions, which ``intake`` takes where it is available. Row locks:
 PostgreSQL takes them with ``FOR UPDATE`` (see ``locked``); SQLite needs none,
 since its write transaction (``BEGIN IMMEDIATE``, see ``db.transaction``)
 excludes every other writer.
