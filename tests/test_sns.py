@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -24,8 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import ORCHESTRATOR, sample
+from tests.stalling import TricklingServer
 from webhook import create_app, db
 from webhook.config import Settings
+from webhook.deadlines import DeadlineAdapter
 from webhook.errors import ConfigError
 from webhook.errors import CertificateUnavailable, ConfirmationFailed, SnsRejected
 from webhook.sns import (MAX_CERTIFICATE_BYTES, MAX_MESSAGE_BYTES, CertificateFetcher,
@@ -627,7 +630,41 @@ def test_the_fetcher_returns_the_certificate_with_a_timeout(certificate):
     with responses.RequestsMock() as rm:
         rm.get(CERT_URL, body=certificate)
         assert CertificateFetcher(requests.Session(), timeout=3)(CERT_URL) == certificate
-        assert rm.calls[0].request.req_kwargs["timeout"] == 3
+        timeout = rm.calls[0].request.req_kwargs["timeout"]
+        assert (timeout.connect_timeout, timeout.read_timeout) == (3, 3)
+        # Each attempt gets at most what is left of the fetch's 3 s.
+        assert 0 < timeout.clone().read_timeout <= 3
+
+
+class _ToLoopback(DeadlineAdapter):
+    """Sends each request to ``target`` (plain HTTP on loopback) instead of its own host.
+
+    The SNS URL check passes, and the answer comes over a real socket from a
+    server that trickles it.
+    """
+
+    def __init__(self, target: str):
+        super().__init__(max_retries=0)
+        self.target = target
+
+    def send(self, request, **kwargs):
+        request.url = self.target + urlsplit(request.url).path
+        return super().send(request, **kwargs)
+
+
+@pytest.mark.parametrize("headers", [False, True], ids=["body", "headers"])
+def test_a_trickled_certificate_is_cut_off_at_the_timeout(headers):
+    # 40 bytes at one every 0.3 s (the headers' too, in the second case): each
+    # receive gets a byte well within 1 s, so only a deadline for the whole fetch stops it.
+    with TricklingServer(length=40, interval=0.3, headers=headers) as trickle:
+        session = requests.Session()
+        session.mount("https://sns.", _ToLoopback(trickle.url))
+        with pytest.raises(CertificateUnavailable, match="could not be fetched"):
+            CertificateFetcher(session, timeout=1)(CERT_URL)
+
+    assert trickle.requests == 1
+    assert trickle.bytes_sent < len(trickle.head) + trickle.length
+    assert trickle.hung_up == 1
 
 
 @pytest.mark.parametrize("answer", [

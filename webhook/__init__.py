@@ -12,6 +12,7 @@ from flask import Flask
 from webhook import db, logs
 from webhook.config import Settings
 from webhook.body_deadline import BodyDeadline
+from webhook.deadlines import DeadlineAdapter
 from webhook.dlcs import DlcsClient, make_session
 from webhook.domain import MAX_REGISTRATION_BYTES
 from webhook.service import build_services
@@ -51,8 +52,10 @@ def create_app(settings: Settings | None = None, *, dlcs: DlcsClient | None = No
     app.extensions["webhook.settings"] = settings
     app.extensions["webhook.store"] = store
     app.extensions["webhook.services"] = build_services(settings, dlcs, store)
-    # No retries on this session: SNS redelivers whatever we answer with a 503.
+    # No retries on this session: SNS redelivers whatever we answer with a 503. Its
+    # adapter bounds an answer's headers by the fetch's deadline (CertificateFetcher).
     sns_session = requests.Session()
+    sns_session.mount("https://", DeadlineAdapter(max_retries=0))
     app.extensions["webhook.sns.verifier"] = SnsVerifier(
         sns_fetcher or CertificateFetcher(sns_session), topics=settings.sns_topic_arns,
         versions=settings.sns_signature_versions)

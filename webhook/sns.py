@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from webhook.capped import read_capped
 from webhook.config import SNS_SIGNATURE_VERSIONS
+from webhook.deadlines import DeadlineTimeout, call_deadline
+from webhook.domain import Deadline
 from webhook.errors import CertificateUnavailable, ConfirmationFailed, SnsRejected
 
 MAX_MESSAGE_BYTES = 256 * 1024  # SNS's own limit on a message
@@ -244,7 +246,13 @@ def _utf8(value: str) -> bool:
 
 
 class CertificateFetcher:
-    """Fetch a signing certificate: https SNS URLs only, a timeout, a size cap, no redirects."""
+    """Fetch a signing certificate: https SNS URLs only, a deadline, a size cap, no redirects.
+
+    ``timeout`` bounds the whole fetch, not each receive: a server that sent
+    its answer a byte at a time would otherwise hold the SNS request as long
+    as it liked. (Its session needs ``DeadlineAdapter`` for the headers to be
+    bounded too, as ``create_app`` mounts it.)
+    """
 
     def __init__(self, session: requests.Session, timeout: float = TIMEOUT_SECONDS,
                  limit: int = MAX_CERTIFICATE_BYTES):
@@ -256,13 +264,15 @@ class CertificateFetcher:
         if not is_sns_url(url, certificate=True):  # again, whoever the caller is
             raise SnsRejected(403, "untrusted-certificate-url",
                               "SigningCertURL is not an https SNS certificate URL.")
+        deadline = Deadline.after(self.timeout)
         try:
-            with self.session.get(url, timeout=self.timeout, allow_redirects=False,
-                                  stream=True) as response:
+            with call_deadline(deadline), self.session.get(
+                    url, timeout=DeadlineTimeout(self.timeout, deadline), allow_redirects=False,
+                    stream=True) as response:
                 if response.status_code != 200:
                     raise CertificateUnavailable(
                         f"The SNS signing certificate answered HTTP {response.status_code}.")
-                body = read_capped(response, self.limit)
+                body = read_capped(response, self.limit, deadline)
         except requests.RequestException as exc:
             raise CertificateUnavailable("The SNS signing certificate could not be "
                                          "fetched.") from exc
