@@ -27,10 +27,11 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 
 from werkzeug.exceptions import RequestTimeout
 
-from webhook.watchdog import watchdog
+from webhook.watchdog import SocketCut, socket_shut_at
 
 
 class BodyTimeout(RequestTimeout):
@@ -86,26 +87,22 @@ class _DeadlineInput:
     def _guarded(self, read, size):
         if self._expired or time.monotonic() >= self._deadline:
             raise BodyTimeout(self._seconds)
-        watch = None if self._sock is None else watchdog().watch(self._deadline, self._expire)
-        try:
-            data = read(size)
-        except Exception as exc:
-            # The read failed because the deadline shut it (gunicorn: NoMoreData).
-            if self._expired or time.monotonic() >= self._deadline:
-                raise BodyTimeout(self._seconds) from exc
-            raise
-        finally:
-            if watch is not None:
-                watchdog().forget(watch)
-        if self._expired:
+        if self._sock is None:
+            shut = nullcontext(SocketCut())
+        else:
+            # End-of-stream for the blocked recv(); the answer can still be sent.
+            shut = socket_shut_at(self._deadline, self._sock, socket.SHUT_RD)
+        with shut as cut:
+            try:
+                data = read(size)
+            except Exception as exc:
+                # The read failed because the deadline shut it (gunicorn: NoMoreData).
+                if cut.done or time.monotonic() >= self._deadline:
+                    self._expired = True
+                    raise BodyTimeout(self._seconds) from exc
+                raise
+        if cut.done:
             # What came back is cut short (the read side is shut): not a whole body.
+            self._expired = True
             raise BodyTimeout(self._seconds)
         return data
-
-    def _expire(self) -> None:
-        self._expired = True
-        try:
-            # End-of-stream for the blocked recv(); the answer can still be sent.
-            self._sock.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass  # already closed by the client

@@ -37,7 +37,7 @@ from urllib3.util import Timeout
 from urllib3.util.retry import Retry
 
 from webhook.domain import Deadline
-from webhook.watchdog import watchdog
+from webhook.watchdog import socket_shut_at
 
 #: Least time a retry must have left before the call's deadline (after its
 #: backoff) to be worth starting; with less it would only be cut short.
@@ -112,29 +112,16 @@ class _HeadersUnderDeadline:
         sock = getattr(self, "sock", None)
         if deadline is None or sock is None:
             return super().getresponse(*args, **kwargs)
-        cut = []
-
-        def expire():
-            cut.append(True)
+        with socket_shut_at(deadline.at, sock, socket.SHUT_RDWR) as cut:
             try:
-                # The plain socket's shutdown, under TLS too: SSLSocket's own
-                # would drop its SSL object under the reading thread's feet.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass  # closed already
-
-        handle = watchdog().watch(deadline.at, expire)
-        try:
-            return super().getresponse(*args, **kwargs)
-        except Exception as exc:
-            if cut:
-                # Reported as what it is, a server that did not answer in time;
-                # urllib3's retry policy (DeadlineRetry) then starts no retry.
-                raise ReadTimeoutError(None, None, "the answer's headers did not arrive "
-                                                   "before the deadline") from exc
-            raise
-        finally:
-            watchdog().forget(handle)
+                return super().getresponse(*args, **kwargs)
+            except Exception as exc:
+                if cut.done:
+                    # Reported as what it is, a server that did not answer in time;
+                    # urllib3's retry policy (DeadlineRetry) then starts no retry.
+                    raise ReadTimeoutError(None, None, "the answer's headers did not arrive "
+                                                       "before the deadline") from exc
+                raise
 
 
 class _HTTPConnection(_HeadersUnderDeadline, HTTPConnection):

@@ -4,7 +4,7 @@ A socket read blocked in ``recv()`` cannot be bounded by a socket timeout when
 the peer trickles (each byte resets it). What bounds it is shutting the socket
 from elsewhere once the deadline has passed: the blocked read returns at once.
 Request bodies (``webhook.body_deadline``) and the headers of outbound answers
-(``webhook.deadlines``) register their reads here.
+(``webhook.deadlines``) both read inside ``socket_shut_at``.
 
 The watchdog is a daemon thread (a greenlet under gevent, whose ``threading``
 is patched) that wakes every ``TICK_SECONDS``; registering and forgetting a
@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 # How often the watchdog looks for work past its deadline: how late a cut may come.
 TICK_SECONDS = 0.1
@@ -72,3 +75,37 @@ def watchdog() -> _Watchdog:
                 _started = (os.getpid(), _Watchdog())
             started = _started
     return started[1]
+
+
+@dataclass(slots=True)
+class SocketCut:
+    """Whether ``socket_shut_at`` shut its socket (the deadline passed during the block)."""
+
+    done: bool = False
+
+
+@contextmanager
+def socket_shut_at(deadline: float, sock: socket.socket, how: int) -> Iterator[SocketCut]:
+    """Shut ``sock`` (``how``: ``socket.SHUT_RD`` or ``SHUT_RDWR``) if the block outlasts the deadline.
+
+    ``deadline`` is a ``time.monotonic()`` value. A read blocked in the block
+    returns (end-of-stream or an error) once it is shut; the yielded
+    ``SocketCut`` tells the caller why.
+    """
+    cut = SocketCut()
+
+    def expire() -> None:
+        cut.done = True
+        try:
+            # The plain socket's shutdown, under TLS too: SSLSocket's own
+            # would drop its SSL object under the reading thread's feet.
+            socket.socket.shutdown(sock, how)
+        except OSError:
+            pass  # closed already
+
+    dog = watchdog()
+    handle = dog.watch(deadline, expire)
+    try:
+        yield cut
+    finally:
+        dog.forget(handle)
