@@ -86,10 +86,10 @@ class SocketCut:
 
 @contextmanager
 def socket_shut_at(deadline: float, sock: socket.socket, how: int) -> Iterator[SocketCut]:
-    """Shut ``sock`` (``how``: ``socket.SHUT_RD`` or ``SHUT_RDWR``) if the block outlasts the deadline.
+    """Shut ``sock`` (``how``: ``socket.SHUT_RD`` or ``SHUT_RDWR``) once ``deadline`` passes.
 
-    ``deadline`` is a ``time.monotonic()`` value. A read blocked in the block
-    returns (end-of-stream or an error) once it is shut; the yielded
+    ``deadline`` is a ``time.monotonic()`` value; once the block ends, nothing is shut. A read
+    blocked in the block returns (end-of-stream or an error) once it is shut; the yielded
     ``SocketCut`` tells the caller why.
     """
     cut = SocketCut()
