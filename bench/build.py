@@ -43,7 +43,7 @@ from tests.fake_dlcs import FakeDlcs, image_assets  # noqa: E402
 from webhook import create_app, db  # noqa: E402
 from webhook.config import Settings  # noqa: E402
 from tests.building import build_manifest  # noqa: E402
-from webhook.manifest import serialise  # noqa: E402
+from webhook.manifest_json import serialise  # noqa: E402
 from webhook.models import Manifest  # noqa: E402
 from webhook.paintings import CanvasPainting  # noqa: E402
 

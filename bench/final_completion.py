@@ -17,7 +17,7 @@ POST to the ``manifest-completed`` answer: the named query, the build, the S3
 upload and the write-back of every canvas row. Right after it, the data cost of
 that answer is measured in a separate process with the cyclic garbage
 collector off: GET the named-query answer from the fake, ``json.loads`` it,
-serialise the published document (``webhook.manifest.serialise``) and PUT it to
+serialise the published document (``webhook.manifest_json.serialise``) and PUT it to
 the same S3 server. Printed per manifest and as medians:
 
 - ``final``: the final webhook's wall time, as its sender sees it, and the
@@ -136,7 +136,7 @@ def _data_cost(named_query_url: str, published: bytes, endpoint: str,
     """In a process of its own: fetch + parse the answer, serialise + store the result."""
     import gc
 
-    from webhook.manifest import serialise
+    from webhook.manifest_json import serialise
 
     s3 = boto3.session.Session().client("s3", endpoint_url=endpoint, **_aws_kwargs())
     document = json.loads(published)

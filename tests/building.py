@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from webhook.domain import PaintedResource
-from webhook.manifest import RowUpdate, build_document, write_document, write_manifest
+from webhook.manifest import RowUpdate, build_document, write_document
+from webhook.manifest_json import write_manifest
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from tests.building import Published, build_manifest
 from webhook.domain import PaintedResource
 from webhook.errors import BuildError
 from webhook.manifest import (PRESENTATION_3, RowUpdate, asset_id_from_canvas_id,
-                              build_document, serialise, slim_canvas,
-                              write_document, write_manifest)
+                              build_document, slim_canvas, write_document)
+from webhook.manifest_json import serialise, write_manifest
 
 SAMPLES = Path(__file__).parent / "samples"
 BASE = "https://presentation.example"

@@ -30,7 +30,8 @@ from tests.test_manifest import (BASE, canvas, choice, image, named_query, row, 
                                  video)
 from webhook.errors import SignatureError
 from tests.building import build_manifest
-from webhook.manifest import serialise, slim_canvas, write_manifest
+from webhook.manifest import slim_canvas
+from webhook.manifest_json import serialise, write_manifest
 from webhook.signature import (ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified,
                                sign, verify)
 

@@ -2,8 +2,8 @@
 
 ``build_document`` turns the registered manifest, its painted resources and the
 DLCS named-query answer into the published document plus what the build learned
-about each painted resource; ``write_manifest`` writes it as JSON, and
-``write_document`` does both in one pass (what a rebuild uses). Nothing here
+about each painted resource; ``manifest_json.write_manifest`` writes it as
+JSON, and ``write_document`` does both in one pass (what a rebuild uses). Nothing here
 does I/O beyond writing to the file it is given, or mutates its inputs. The
 inputs are JSON values as ``json.loads`` makes them (dicts, lists and atoms).
 
@@ -36,7 +36,6 @@ presentation service (``ManifestMerger`` in dlcs/iiif-presentation):
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,13 +43,13 @@ from typing import BinaryIO
 
 from webhook.domain import PaintedResource
 from webhook.errors import BuildError
+from webhook.manifest_json import CANVASES_PER_WRITE, write_items
 from webhook.named_query import (Derived, as_list, asset_id_from_canvas_id, body_of,
                                  canvas_thumbnail, index_canvases, leaves, row_thumbnail,
                                  slim_canvas)
 
 __all__ = ["PRESENTATION_3", "Built", "RowUpdate", "Written", "asset_id_from_canvas_id",
-           "build_document", "encode_manifest", "serialise", "slim_canvas",
-           "write_document", "write_manifest"]
+           "build_document", "slim_canvas", "write_document"]
 
 PRESENTATION_3 = "http://iiif.io/api/presentation/3/context.json"
 
@@ -58,9 +57,6 @@ PRESENTATION_3 = "http://iiif.io/api/presentation/3/context.json"
 # should already be gone, but dropping them keeps a careless caller from
 # publishing properties a Manifest may not have.
 _REPLACED = frozenset({"@context", "id", "type", "items", "paintedResources", "batches"})
-
-# About 400 KB of text a write for DLCS image canvases.
-_CANVASES_PER_WRITE = 256
 
 # A IIIF Image API request: {prefix}/{region}/{size}/{rotation}/{quality}.{format}.
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"
@@ -118,9 +114,9 @@ def write_document(registered: dict, painted: Sequence[PaintedResource], named_q
                    out: BinaryIO, *, base_url: str, customer: int, manifest_id: str) -> Written:
     """Build the manifest as ``build_document`` does and write it to ``out`` as it goes.
 
-    The bytes are those ``write_manifest`` writes of ``build_document``'s
-    document, but each block of canvases is written as soon as it is built:
-    the answer's bodies, services and thumbnails it shares are still in the
+    The bytes are those ``manifest_json.write_manifest`` writes of
+    ``build_document``'s document, but each block of canvases is written as
+    soon as it is built: the answer's bodies, services and thumbnails it shares are still in the
     processor's caches then, where a second walk of the finished document, in
     canvas order over a heap of several hundred megabytes, found them
     scattered (serialising a built 50,000-canvas document took twice as long
@@ -129,16 +125,7 @@ def write_document(registered: dict, painted: Sequence[PaintedResource], named_q
     and ``write_manifest`` do.
     """
     plan = _Plan(registered, painted, named_query, base_url, customer, manifest_id)
-    # "items" is the head's last key: its JSON ends '"items":[]}', and the
-    # canvases go between that "[" and "]}".
-    out.write(encode_manifest(plan.head)[:-2])
-    count = 0
-    for block in plan.blocks(_CANVASES_PER_WRITE):
-        if count:
-            out.write(b",")
-        out.write(encode_manifest(block)[1:-1])
-        count += len(block)
-    out.write(b"]}")
+    count = write_items(out, plan.head, plan.blocks(CANVASES_PER_WRITE))
     return Written(canvases=count, row_updates=plan.row_updates(),
                    missing_assets=plan.missing_assets())
 
@@ -182,47 +169,6 @@ class _Plan:
     def missing_assets(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(
             row.asset_id for row in self.painted if row.asset_id not in self.found))
-
-
-def encode_manifest(document: dict | list) -> bytes:
-    """Serialise a built manifest (or a list of its canvases) as ``serialise`` does.
-
-    Raises BuildError when it cannot be written as JSON.
-    """
-    try:
-        return serialise(document)
-    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) included
-        raise BuildError(f"the manifest cannot be written as JSON: {exc}") from exc
-
-
-def write_manifest(document: dict, out: BinaryIO) -> None:
-    """Write a built manifest to ``out``: the bytes of ``serialise``, a block of canvases at a time.
-
-    ``json.dumps`` of a whole large manifest holds its text twice as it
-    finishes (its pieces and their join), and encoding adds the bytes; block
-    by block only one block's text exists at a time, which keeps a large
-    rebuild's peak memory to the document and a few hundred kilobytes.
-    Raises BuildError when the document cannot be written as JSON.
-    """
-    items = document.get("items")
-    if not isinstance(items, list) or next(reversed(document)) != "items":
-        out.write(encode_manifest(document))
-        return
-    # "items" is the last key, so the document with no canvases ends
-    # '"items":[]}' and the canvases go between that "[" and "]}".
-    out.write(encode_manifest({**document, "items": []})[:-2])
-    for start in range(0, len(items), _CANVASES_PER_WRITE):
-        if start:
-            out.write(b",")
-        out.write(encode_manifest(items[start:start + _CANVASES_PER_WRITE])[1:-1])
-    out.write(b"]}")
-
-
-def serialise(document: dict | list) -> bytes:
-    """Encode a document as compact UTF-8 JSON, the same bytes for the same document."""
-    # allow_nan=False: NaN/Infinity are not JSON, so other readers would reject the bytes.
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=False).encode("utf-8")
 
 
 # --- canvases ---------------------------------------------------------------
