@@ -193,10 +193,18 @@ class Intake:
         On PostgreSQL one call (``completion_call``) answers both a first
         completion that leaves other batches ingesting and a re-notification
         of a batch already complete; on SQLite, whose write lock makes the
-        locked path cheap, only the re-notification is answered here. None:
-        nothing was written, and the locked path runs.
+        locked path cheap, only the re-notification is answered here, by a
+        read and then one statement. None: nothing was written, and the
+        locked path runs.
         """
         if not completion_call.available():
+            # On SQLite an INSERT takes the database's write lock even when it
+            # inserts nothing, so a first completion would queue for that lock
+            # twice. A read takes none (WAL): only a batch it finds complete is
+            # tried; the insert checks everything again, so a batch completed
+            # meanwhile is still answered, by the locked path.
+            if not Batch.is_completed(completion.batch_id):
+                return None
             known = self._known_completion(delivery_id, transport, body, completion)
             return None if known is None else _Step(known)
         with db.autocommit():

@@ -188,6 +188,13 @@ class Batch(BaseModel):
                                           & (cls.status == INGESTING)).execute()
 
     @classmethod
+    def is_completed(cls, batch_id: int) -> bool:
+        """Tell whether a batch is recorded complete (one read, no lock)."""
+        return database.execute_sql(statement(
+            'SELECT 1 FROM "batch" WHERE "id" = {p} AND "status" = {p}'),
+            (batch_id, COMPLETED)).fetchone() is not None
+
+    @classmethod
     def count_ingesting(cls, manifest_pk: int) -> int:
         """Count the manifest's batches not yet complete."""
         return database.execute_sql(statement(
