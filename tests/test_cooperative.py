@@ -16,6 +16,7 @@ import datetime as dt
 import http.server
 import ipaddress
 import json
+import sqlite3
 import ssl
 import threading
 import time
@@ -78,6 +79,40 @@ def test_a_request_waiting_on_a_row_lock_does_not_block_its_worker(postgres_url,
             holder.rollback()
             holder.close()
             observer.close()
+        delivery.join(60)
+        [answer] = answers
+        assert (answer.status_code, answer.json()["outcome"]) == (200, "batch-completed")
+
+
+def test_a_request_waiting_for_sqlites_write_lock_does_not_block_its_worker(tmp_path):
+    # SQLite's own busy handler sleeps in C, which would stop the whole worker
+    # until the lock came free; the pool tries again after yielding instead.
+    database = tmp_path / "webhook.db"
+    env = service_environment(database_url=f"sqlite:///{database}",
+                              storage_url=f"file://{tmp_path}/m", dlcs_url="http://127.0.0.1:9")
+    with running_service(env, workers=1) as server:
+        registration = {**json.loads(sample("registration-2-assets.json")), "batches": [1234, 1235]}
+        assert requests.put(f"{server.url}/2/manifests/locked", json=registration, headers=ADMIN,
+                            timeout=10).status_code == 202
+        # Another process's writer (here the test's own connection) holds the lock.
+        holder = sqlite3.connect(database, isolation_level=None)
+        answers = []
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            body = json.dumps({**json.loads(sample("notification-current.json")),
+                               "id": 1234}).encode()
+            delivery = threading.Thread(target=lambda: answers.append(requests.post(
+                f"{server.url}/webhooks/batch-completed", data=body,
+                headers=signed_headers(body), timeout=60)))
+            delivery.start()
+            time.sleep(1)  # for the delivery to reach BEGIN IMMEDIATE and wait there
+
+            health = requests.get(f"{server.url}/healthz", timeout=10)
+            assert health.status_code == 200
+            assert answers == []  # still waiting for the lock
+        finally:
+            holder.rollback()
+            holder.close()
         delivery.join(60)
         [answer] = answers
         assert (answer.status_code, answer.json()["outcome"]) == (200, "batch-completed")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -37,6 +39,11 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_TABLE = "schema_migration"
 # How long a request waits for a pooled connection when all are in use.
 POOL_WAIT_SECONDS = 10
+# How long SQLite waits for its write lock before a statement fails ("database is locked").
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Under gevent, the first and the longest pause between tries for SQLite's write lock.
+_FIRST_TRY_PAUSE = 0.0002
+_LONGEST_TRY_PAUSE = 0.002
 # A pooled PostgreSQL connection idle for longer is checked with a round trip before use.
 CHECK_IDLE_AFTER_SECONDS = 5.0
 # Any fixed number: every instance must agree on it so only one migrates at a time.
@@ -65,7 +72,7 @@ def open_database(url: str, *, pool_size: int = 10, create: bool = True) -> peew
                 "journal_mode": "wal",      # readers never block the writer
                 "synchronous": "normal",    # durable at commit in WAL mode
                 "foreign_keys": 1,
-                "busy_timeout": 30_000,
+                "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
             },
         }
         if path == ":memory:":
@@ -80,9 +87,8 @@ def open_database(url: str, *, pool_size: int = 10, create: bool = True) -> peew
         # that opened it, hence check_same_thread=False.
         # (``timeout`` is the pool's wait for a free connection here; the
         # busy_timeout pragma is SQLite's wait for the lock.)
-        return PooledSqliteDatabase(path, max_connections=pool_size, stale_timeout=300,
-                                    timeout=POOL_WAIT_SECONDS, check_same_thread=False,
-                                    **options)
+        return _SqlitePool(path, max_connections=pool_size, stale_timeout=300,
+                           timeout=POOL_WAIT_SECONDS, check_same_thread=False, **options)
     return _PostgresPool(
         unquote(parts.path.lstrip("/")),
         user=unquote(parts.username) if parts.username else None,
@@ -94,6 +100,88 @@ def open_database(url: str, *, pool_size: int = 10, create: bool = True) -> peew
         timeout=POOL_WAIT_SECONDS,
         connect_timeout=5,
     )
+
+
+class _SqlitePool(PooledSqliteDatabase):
+    """peewee's SQLite pool; under gevent, waits for the write lock without stopping the worker.
+
+    SQLite's busy handler waits for a write lock held by another process by
+    sleeping in C (1, 2, 5, 10 ms and longer between tries): under gevent that
+    sleep stops every request of the worker, health checks included, and a
+    worker waiting for a transaction of a third of a millisecond sat idle for
+    whole milliseconds. Under gevent ``BEGIN IMMEDIATE`` is therefore tried
+    without the busy handler and, while another process holds the lock, tried
+    again after pauses that yield to the worker's other requests, up to the
+    same 30 s. One request of the worker tries at a time (the others queue on
+    a gevent lock, held from ``BEGIN`` to ``COMMIT`` or ``ROLLBACK``), so the
+    waiting costs no CPU, and a transaction that yields (it never should)
+    cannot leave another request of its worker blocking the worker in the
+    busy handler. A single statement outside a transaction (the known
+    re-notification's insert) keeps the busy handler. Thread workers keep it
+    too: their waits stop one thread only.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._turn = threading.Lock() if _gevent_patched() else None  # gevent's, patched
+
+    def begin(self, lock_type=None):
+        if self._turn is None:
+            return super().begin(lock_type)
+        self._turn.acquire()
+        self._state.holds_turn = True
+        try:
+            self._begin_yielding(lock_type)
+        except BaseException:
+            self._give_turn()
+            raise
+
+    def _begin_yielding(self, lock_type) -> None:
+        import gevent
+
+        connection = self.connection()
+        connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+            pause = _FIRST_TRY_PAUSE
+            while True:
+                try:
+                    return super().begin(lock_type)
+                except peewee.OperationalError as exc:
+                    if "database is locked" not in str(exc) or time.monotonic() >= give_up:
+                        raise
+                gevent.sleep(pause)
+                pause = min(pause * 2, _LONGEST_TRY_PAUSE)
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+
+    def commit(self):
+        try:
+            super().commit()
+        finally:
+            self._give_turn()
+
+    def rollback(self):
+        try:
+            super().rollback()
+        finally:
+            self._give_turn()
+
+    def _close(self, conn, close_conn=False):
+        # A connection given back mid-transaction (its request failed) ends that transaction.
+        self._give_turn()
+        super()._close(conn, close_conn)
+
+    def _give_turn(self) -> None:
+        if getattr(self._state, "holds_turn", False):
+            self._state.holds_turn = False
+            self._turn.release()
+
+
+def _gevent_patched() -> bool:
+    """Tell whether gevent has patched the standard library's threading in this process."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
 
 
 class _PostgresPool(PooledPostgresqlDatabase):
