@@ -4,6 +4,7 @@ import datetime as dt
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ import pytest
 from playhouse.pool import PooledPostgresqlDatabase
 
 from webhook import db
+from webhook.errors import DatabaseUnavailable
 from webhook.deliveries import Delivery
 from webhook.models import Batch, Manifest
 
@@ -270,9 +272,58 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
     assert (tmp_path / "sub" / "dir" / "w.db").exists()
 
 
-def test_an_unreachable_database_is_reported_as_unavailable():
-    from webhook.errors import DatabaseUnavailable
+@pytest.fixture
+def sqlite_table(tmp_path):
+    """A bound, pooled SQLite database with a table ``t``, and another connection to its file."""
+    path = tmp_path / "locks.db"
+    database = db.open_database(f"sqlite:///{path}")
+    db.bind(database)
+    database.execute_sql("CREATE TABLE t (x)")
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    yield database, other
+    other.close()
+    db.dispose()
 
+
+def test_a_transaction_waits_for_another_writer_and_keeps_the_busy_timeout(sqlite_table):
+    database, other = sqlite_table
+    other.execute("BEGIN IMMEDIATE")   # another process's writer, as far as SQLite can tell
+
+    def write():
+        with db.transaction():
+            database.execute_sql("INSERT INTO t VALUES (1)")
+        return database.execute_sql("PRAGMA busy_timeout").fetchone()[0]
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(write)
+        with pytest.raises(TimeoutError):
+            waiting.result(timeout=0.5)   # the other writer still holds the lock
+        other.execute("ROLLBACK")
+        # Once it is free the transaction commits, and statements outside a
+        # transaction get SQLite's own wait back.
+        assert waiting.result(timeout=10) == db.SQLITE_BUSY_TIMEOUT_MS
+    assert other.execute("SELECT count(*) FROM t").fetchone()[0] == 1
+
+
+def test_a_transaction_gives_up_on_a_lock_held_past_the_busy_timeout(sqlite_table,
+                                                                      monkeypatch):
+    database, other = sqlite_table
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        # What a request then answers: 503, retry later (as for any outage).
+        with pytest.raises(DatabaseUnavailable):
+            with db.transaction():
+                database.execute_sql("INSERT INTO t VALUES (1)")
+    finally:
+        other.execute("ROLLBACK")
+    # The lock of the process was given back: the next transaction goes through.
+    with db.transaction():
+        database.execute_sql("INSERT INTO t VALUES (2)")
+    assert [row[0] for row in database.execute_sql("SELECT x FROM t")] == [2]
+
+
+def test_an_unreachable_database_is_reported_as_unavailable():
     db.bind(db.open_database("postgresql://postgres@127.0.0.1:1/none"))
     try:
         with pytest.raises(DatabaseUnavailable):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import sys
 import threading
 import time
 import zlib
@@ -41,7 +40,7 @@ MIGRATION_TABLE = "schema_migration"
 POOL_WAIT_SECONDS = 10
 # How long SQLite waits for its write lock before a statement fails ("database is locked").
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# Under gevent, the first and the longest pause between tries for SQLite's write lock.
+# The first and the longest pause between tries for SQLite's write lock (see _SqlitePool).
 _FIRST_TRY_PAUSE = 0.0002
 _LONGEST_TRY_PAUSE = 0.002
 # A pooled PostgreSQL connection idle for longer is checked with a round trip before use.
@@ -103,44 +102,40 @@ def open_database(url: str, *, pool_size: int = 10, create: bool = True) -> peew
 
 
 class _SqlitePool(PooledSqliteDatabase):
-    """peewee's SQLite pool; under gevent, waits for the write lock without stopping the worker.
+    """peewee's SQLite pool, whose writers wait for the write lock in short, yielding pauses.
 
-    SQLite's busy handler waits for a write lock held by another process by
-    sleeping in C (1, 2, 5, 10 ms and longer between tries): under gevent that
-    sleep stops every request of the worker, health checks included, and a
-    worker waiting for a transaction of a third of a millisecond sat idle for
-    whole milliseconds. Under gevent ``BEGIN IMMEDIATE`` is therefore tried
-    without the busy handler and, while another process holds the lock, tried
-    again after pauses that yield to the worker's other requests, up to the
-    same 30 s. One request of the worker tries at a time (the others queue on
-    a gevent lock, held from ``BEGIN`` to ``COMMIT`` or ``ROLLBACK``), so the
-    waiting costs no CPU, and a transaction that yields (it never should)
-    cannot leave another request of its worker blocking the worker in the
-    busy handler. A single statement outside a transaction (the known
-    re-notification's insert) keeps the busy handler. Thread workers keep it
-    too: their waits stop one thread only.
+    SQLite's busy handler waits for a write lock held by another connection
+    by sleeping in C, 1, 2, 5, 10 ms and longer between tries, while the
+    transactions it waits for last a third of a millisecond: the lock sat
+    idle while its waiters slept, and under gevent the sleep stopped every
+    request of the worker, health checks included. ``BEGIN IMMEDIATE`` is
+    therefore tried without the busy handler and, while another process holds
+    the lock, tried again after pauses of 0.2 ms doubling to 2 ms, up to the
+    same 30 s; under gevent the pause (``time.sleep``, patched) lets the
+    worker's other requests run. One thread or greenlet of a process tries at
+    a time: the others queue on a lock held from ``BEGIN`` to ``COMMIT`` or
+    ``ROLLBACK`` (gevent's lock under gevent), which hands over at once and
+    costs no CPU while waiting. Every explicit transaction starts here, so a
+    connection holding SQLite's write lock in one already holds that lock and
+    never waits for it. A single statement outside a transaction (the known
+    re-notification's insert) keeps the busy handler.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._turn = threading.Lock() if _gevent_patched() else None  # gevent's, patched
+        self._turn = threading.Lock()   # gevent's under gevent (patched)
 
     def begin(self, lock_type=None):
-        if self._turn is None:
-            return super().begin(lock_type)
         self._turn.acquire()
         self._state.holds_turn = True
         try:
-            self._begin_yielding(lock_type)
+            self._begin_pausing(lock_type)
         except BaseException:
             self._give_turn()
             raise
 
-    def _begin_yielding(self, lock_type) -> None:
-        import gevent
-
-        connection = self.connection()
-        connection.execute("PRAGMA busy_timeout = 0")
+    def _begin_pausing(self, lock_type) -> None:
+        self._set_busy_timeout(0)
         try:
             give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
             pause = _FIRST_TRY_PAUSE
@@ -150,10 +145,16 @@ class _SqlitePool(PooledSqliteDatabase):
                 except peewee.OperationalError as exc:
                     if "database is locked" not in str(exc) or time.monotonic() >= give_up:
                         raise
-                gevent.sleep(pause)
+                time.sleep(pause)  # gevent's under gevent: the worker's other requests run
                 pause = min(pause * 2, _LONGEST_TRY_PAUSE)
         finally:
-            connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            self._set_busy_timeout(SQLITE_BUSY_TIMEOUT_MS)
+
+    def _set_busy_timeout(self, milliseconds: int) -> None:
+        # Through peewee's error mapping, as a statement: on a connection that
+        # died this fails as the transaction's first statement would have.
+        with peewee.__exception_wrapper__:
+            self.cursor().execute(f"PRAGMA busy_timeout = {milliseconds}")
 
     def commit(self):
         try:
@@ -176,12 +177,6 @@ class _SqlitePool(PooledSqliteDatabase):
         if getattr(self._state, "holds_turn", False):
             self._state.holds_turn = False
             self._turn.release()
-
-
-def _gevent_patched() -> bool:
-    """Tell whether gevent has patched the standard library's threading in this process."""
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and monkey.is_module_patched("threading")
 
 
 class _PostgresPool(PooledPostgresqlDatabase):
