@@ -60,6 +60,13 @@ class BatchState:
     submitted: dt.datetime | None  # aware, UTC
     finished: dt.datetime | None   # aware, UTC; None while the batch is running
 
+    def completion(self, customer: int) -> BatchCompletion:
+        """The completion a finished batch's webhook would have carried."""
+        return BatchCompletion(
+            batch_id=self.batch_id, customer=customer, count=self.count,
+            completed=self.completed, errors=self.errors, superseded=self.superseded,
+            submitted=self.submitted or self.finished, finished=self.finished)
+
 
 def distinct_assets(assets: Iterable[Mapping]) -> list[Mapping]:
     """Return the distinct assets to queue, in order (an asset may be painted twice).

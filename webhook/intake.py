@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,14 +30,14 @@ from webhook.deliveries import Delivery, NewDelivery
 from webhook.dlcs import DlcsClient
 from webhook.domain import (BATCH_COMPLETED, DUPLICATE, FAILED, FINISHED, IGNORED,
                             MANIFEST_COMPLETED, MANIFEST_FAILED, UNPROCESSABLE, BatchCompletion,
-                            BatchState, Outcome)
+                            Outcome)
 from webhook.errors import NotFound, PayloadError, RebuildFailed, RebuildInProgress
 from webhook.failures import FailureReader
 from webhook.model_base import DROPPED, INGESTING, utcnow
 from webhook.models import Batch, Manifest
 from webhook.reading import StalledBatch, stalled_batches
 from webhook.rebuild import Rebuilder
-from webhook.schemas import parse_notification
+from webhook.schemas import notification_body, parse_notification
 
 REBUILD_PENDING = "rebuild pending"
 UNCHANGED = "unchanged"
@@ -123,9 +122,9 @@ class Intake:
                 continue
             # One id per batch and registration: reconciling twice is a duplicate,
             # and a failed rebuild is resumed by the next reconcile.
-            completion = _completion(customer, state)
+            completion = state.completion(customer)
             outcome = self._process(f"reconcile-{batch_id}-g{manifest.generation}", "reconcile",
-                                    _notification_body(completion), completion, None)
+                                    notification_body(completion), completion, None)
             completed.append(batch_id)
         # What an outage kept from earlier completions: their failed assets.
         for batch in Batch.unchecked(manifest.id):
@@ -436,22 +435,3 @@ def _problem_text(problem: PayloadError) -> str:
         return problem.detail
     return f"{problem.detail} {problem.errors}"[:2000]
 
-
-def _completion(customer: int, state: BatchState) -> BatchCompletion:
-    """The completion a finished batch's webhook would have carried."""
-    return BatchCompletion(
-        batch_id=state.batch_id, customer=customer, count=state.count,
-        completed=state.completed, errors=state.errors, superseded=state.superseded,
-        submitted=state.submitted or state.finished, finished=state.finished)
-
-
-def _notification_body(completion: BatchCompletion) -> bytes:
-    """Write a completion as the current-format notification, for the delivery log."""
-    def stamp(moment):
-        return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-    return json.dumps({
-        "id": completion.batch_id, "customer": completion.customer, "count": completion.count,
-        "completed": completion.completed, "errors": completion.errors,
-        "superseded": completion.superseded, "submitted": stamp(completion.submitted),
-        "finished": stamp(completion.finished),
-    }, separators=(",", ":")).encode()

@@ -142,6 +142,18 @@ def parse_notification(raw: bytes) -> BatchCompletion:
                                "(old format).", old_error.messages) from None
 
 
+def notification_body(completion: BatchCompletion) -> bytes:
+    """Write a completion as a current-format notification (what ``parse_notification`` reads)."""
+    def stamp(moment):
+        return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return json.dumps({
+        "id": completion.batch_id, "customer": completion.customer, "count": completion.count,
+        "completed": completion.completed, "errors": completion.errors,
+        "superseded": completion.superseded, "submitted": stamp(completion.submitted),
+        "finished": stamp(completion.finished),
+    }, separators=(",", ":")).encode()
+
+
 # ----------------------------------------------------------------- registration
 
 
