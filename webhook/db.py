@@ -168,11 +168,6 @@ class _SqlitePool(PooledSqliteDatabase):
         finally:
             self._give_turn()
 
-    def _close(self, conn, close_conn=False):
-        # A connection given back mid-transaction (its request failed) ends that transaction.
-        self._give_turn()
-        super()._close(conn, close_conn)
-
     def _give_turn(self) -> None:
         if getattr(self._state, "holds_turn", False):
             self._state.holds_turn = False

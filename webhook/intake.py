@@ -197,13 +197,6 @@ class Intake:
         locked path runs.
         """
         if not completion_call.available():
-            # On SQLite an INSERT takes the database's write lock even when it
-            # inserts nothing, so a first completion would queue for that lock
-            # twice. A read takes none (WAL): only a batch it finds complete is
-            # tried; the insert checks everything again, so a batch completed
-            # meanwhile is still answered, by the locked path.
-            if not Batch.is_completed(completion.batch_id):
-                return None
             known = self._known_completion(delivery_id, transport, body, completion)
             return None if known is None else _Step(known)
         with db.autocommit():
@@ -266,6 +259,13 @@ class Intake:
           The copy that inserted nothing goes the locked path, finds the id
           recorded and is answered as a redelivery.
         """
+        # On SQLite an INSERT takes the database's write lock even when it
+        # inserts nothing, so a first completion would queue for that lock
+        # twice. A read takes none (WAL): only a batch it finds complete is
+        # tried; the insert checks everything again, so a batch completed
+        # meanwhile is still answered, by the locked path.
+        if not Batch.is_completed(completion.batch_id):
+            return None
         now = self.clock()
         with db.autocommit():
             key = Delivery.record_known_completion(delivery_id, transport, now, body, completion)
