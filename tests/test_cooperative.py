@@ -46,42 +46,58 @@ def _waiting_for_a_lock(connection) -> bool:
         return cursor.fetchone()[0] > 0
 
 
+def _register(server) -> None:
+    registration = {**json.loads(sample("registration-2-assets.json")), "batches": [1234, 1235]}
+    assert requests.put(f"{server.url}/2/manifests/locked", json=registration, headers=ADMIN,
+                        timeout=10).status_code == 202
+
+
+def _deliver_in_background(server) -> tuple[threading.Thread, list]:
+    """Post the first completion of batch 1234 from a thread; its answer lands in the list."""
+    body = json.dumps({**json.loads(sample("notification-current.json")), "id": 1234}).encode()
+    answers = []
+    delivery = threading.Thread(target=lambda: answers.append(requests.post(
+        f"{server.url}/webhooks/batch-completed", data=body, headers=signed_headers(body),
+        timeout=60)))
+    delivery.start()
+    return delivery, answers
+
+
+def _assert_the_worker_answers_meanwhile(server, answers: list) -> None:
+    health = requests.get(f"{server.url}/healthz", timeout=10)
+    assert health.status_code == 200
+    assert answers == []  # the delivery still waits for the lock
+
+
+def _assert_completed(delivery: threading.Thread, answers: list) -> None:
+    delivery.join(60)
+    [answer] = answers
+    assert (answer.status_code, answer.json()["outcome"]) == (200, "batch-completed")
+
+
 def test_a_request_waiting_on_a_row_lock_does_not_block_its_worker(postgres_url, tmp_path):
     env = service_environment(database_url=postgres_url, storage_url=f"file://{tmp_path}/m",
                               dlcs_url="http://127.0.0.1:9")
     with running_service(env, workers=1) as server:
-        registration = {**json.loads(sample("registration-2-assets.json")), "batches": [1234, 1235]}
-        assert requests.put(f"{server.url}/2/manifests/locked", json=registration, headers=ADMIN,
-                            timeout=10).status_code == 202
+        _register(server)
         holder = psycopg2.connect(postgres_url)
         observer = psycopg2.connect(postgres_url)
         observer.autocommit = True
-        answers = []
         try:
             with holder.cursor() as cursor:
                 cursor.execute("SELECT id FROM manifest WHERE slug = 'locked' FOR UPDATE")
-            body = json.dumps({**json.loads(sample("notification-current.json")),
-                               "id": 1234}).encode()
-            delivery = threading.Thread(target=lambda: answers.append(requests.post(
-                f"{server.url}/webhooks/batch-completed", data=body,
-                headers=signed_headers(body), timeout=60)))
-            delivery.start()
+            delivery, answers = _deliver_in_background(server)
             waited = time.monotonic() + 20
             while not _waiting_for_a_lock(observer):
                 assert time.monotonic() < waited, "the delivery never waited for the row lock"
                 time.sleep(0.05)
-
             # The delivery is blocked in PostgreSQL; the same worker still answers.
-            health = requests.get(f"{server.url}/healthz", timeout=10)
-            assert health.status_code == 200
-            assert answers == []  # still waiting for the lock
+            _assert_the_worker_answers_meanwhile(server, answers)
         finally:
             holder.rollback()
             holder.close()
             observer.close()
-        delivery.join(60)
-        [answer] = answers
-        assert (answer.status_code, answer.json()["outcome"]) == (200, "batch-completed")
+        _assert_completed(delivery, answers)
 
 
 def test_a_request_waiting_for_sqlites_write_lock_does_not_block_its_worker(tmp_path):
@@ -91,31 +107,18 @@ def test_a_request_waiting_for_sqlites_write_lock_does_not_block_its_worker(tmp_
     env = service_environment(database_url=f"sqlite:///{database}",
                               storage_url=f"file://{tmp_path}/m", dlcs_url="http://127.0.0.1:9")
     with running_service(env, workers=1) as server:
-        registration = {**json.loads(sample("registration-2-assets.json")), "batches": [1234, 1235]}
-        assert requests.put(f"{server.url}/2/manifests/locked", json=registration, headers=ADMIN,
-                            timeout=10).status_code == 202
+        _register(server)
         # Another process's writer (here the test's own connection) holds the lock.
         holder = sqlite3.connect(database, isolation_level=None)
-        answers = []
         try:
             holder.execute("BEGIN IMMEDIATE")
-            body = json.dumps({**json.loads(sample("notification-current.json")),
-                               "id": 1234}).encode()
-            delivery = threading.Thread(target=lambda: answers.append(requests.post(
-                f"{server.url}/webhooks/batch-completed", data=body,
-                headers=signed_headers(body), timeout=60)))
-            delivery.start()
+            delivery, answers = _deliver_in_background(server)
             time.sleep(1)  # for the delivery to reach BEGIN IMMEDIATE and wait there
-
-            health = requests.get(f"{server.url}/healthz", timeout=10)
-            assert health.status_code == 200
-            assert answers == []  # still waiting for the lock
+            _assert_the_worker_answers_meanwhile(server, answers)
         finally:
             holder.rollback()
             holder.close()
-        delivery.join(60)
-        [answer] = answers
-        assert (answer.status_code, answer.json()["outcome"]) == (200, "batch-completed")
+        _assert_completed(delivery, answers)
 
 
 # ---------------------------------------------------------------- HTTPS
