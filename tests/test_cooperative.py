@@ -52,9 +52,13 @@ def _register(server) -> None:
                         timeout=10).status_code == 202
 
 
+def _completion_of_1234() -> bytes:
+    return json.dumps({**json.loads(sample("notification-current.json")), "id": 1234}).encode()
+
+
 def _deliver_in_background(server) -> tuple[threading.Thread, list]:
-    """Post the first completion of batch 1234 from a thread; its answer lands in the list."""
-    body = json.dumps({**json.loads(sample("notification-current.json")), "id": 1234}).encode()
+    """Post a completion of batch 1234 from a thread (a new webhook-id); its answer lands in the list."""
+    body = _completion_of_1234()
     answers = []
     delivery = threading.Thread(target=lambda: answers.append(requests.post(
         f"{server.url}/webhooks/batch-completed", data=body, headers=signed_headers(body),
@@ -69,10 +73,11 @@ def _assert_the_worker_answers_meanwhile(server, answers: list) -> None:
     assert answers == []  # the delivery still waits for the lock
 
 
-def _assert_completed(delivery: threading.Thread, answers: list) -> None:
+def _assert_completed(delivery: threading.Thread, answers: list,
+                      outcome: str = "batch-completed") -> None:
     delivery.join(60)
     [answer] = answers
-    assert (answer.status_code, answer.json()["outcome"]) == (200, "batch-completed")
+    assert (answer.status_code, answer.json()["outcome"]) == (200, outcome)
 
 
 def test_a_request_waiting_on_a_row_lock_does_not_block_its_worker(postgres_url, tmp_path):
@@ -100,25 +105,34 @@ def test_a_request_waiting_on_a_row_lock_does_not_block_its_worker(postgres_url,
         _assert_completed(delivery, answers)
 
 
-def test_a_request_waiting_for_sqlites_write_lock_does_not_block_its_worker(tmp_path):
+@pytest.mark.parametrize("path", ["first completion", "re-notification"])
+def test_a_request_waiting_for_sqlites_write_lock_does_not_block_its_worker(tmp_path, path):
     # SQLite's own busy handler sleeps in C, which would stop the whole worker
-    # until the lock came free; the pool tries again after yielding instead.
+    # until the lock came free; the pool tries again after yielding instead,
+    # for a transaction (a first completion) as for a single statement (the
+    # insert that answers a re-notification of a batch already complete).
     database = tmp_path / "webhook.db"
     env = service_environment(database_url=f"sqlite:///{database}",
                               storage_url=f"file://{tmp_path}/m", dlcs_url="http://127.0.0.1:9")
     with running_service(env, workers=1) as server:
         _register(server)
+        if path == "re-notification":
+            body = _completion_of_1234()
+            first = requests.post(f"{server.url}/webhooks/batch-completed", data=body,
+                                  headers=signed_headers(body), timeout=10)
+            assert first.json()["outcome"] == "batch-completed"
         # Another process's writer (here the test's own connection) holds the lock.
         holder = sqlite3.connect(database, isolation_level=None)
         try:
             holder.execute("BEGIN IMMEDIATE")
             delivery, answers = _deliver_in_background(server)
-            time.sleep(1)  # for the delivery to reach BEGIN IMMEDIATE and wait there
+            time.sleep(1)  # for the delivery to reach its write and wait there
             _assert_the_worker_answers_meanwhile(server, answers)
         finally:
             holder.rollback()
             holder.close()
-        _assert_completed(delivery, answers)
+        _assert_completed(delivery, answers,
+                          "duplicate" if path == "re-notification" else "batch-completed")
 
 
 # ---------------------------------------------------------------- HTTPS

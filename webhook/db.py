@@ -38,7 +38,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_TABLE = "schema_migration"
 # How long a request waits for a pooled connection when all are in use.
 POOL_WAIT_SECONDS = 10
-# How long SQLite waits for its write lock before a statement fails ("database is locked").
+# How long a statement waits for SQLite's locks before it fails ("database is locked").
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # The first and the longest pause between tries for SQLite's write lock (see _SqlitePool).
 _FIRST_TRY_PAUSE = 0.0002
@@ -71,7 +71,10 @@ def open_database(url: str, *, pool_size: int = 10, create: bool = True) -> peew
                 "journal_mode": "wal",      # readers never block the writer
                 "synchronous": "normal",    # durable at commit in WAL mode
                 "foreign_keys": 1,
-                "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+                # Last: the pragmas before it wait in SQLite's busy handler
+                # (sqlite3.connect's 5 s, once per new connection); every
+                # statement after them waits in _SqlitePool's pauses instead.
+                "busy_timeout": 0,
             },
         }
         if path == ":memory:":
@@ -84,8 +87,8 @@ def open_database(url: str, *, pool_size: int = 10, create: bool = True) -> peew
             path, options["uri"] = f"file:{quote(str(Path(path).resolve()))}?mode=rw", True
         # A pooled connection serves one thread at a time, not always the one
         # that opened it, hence check_same_thread=False.
-        # (``timeout`` is the pool's wait for a free connection here; the
-        # busy_timeout pragma is SQLite's wait for the lock.)
+        # (``timeout`` is the pool's wait for a free connection here; the wait
+        # for SQLite's locks is the pool's pauses, up to SQLITE_BUSY_TIMEOUT_MS.)
         return _SqlitePool(path, max_connections=pool_size, stale_timeout=300,
                            timeout=POOL_WAIT_SECONDS, check_same_thread=False, **options)
     return _PostgresPool(
@@ -102,23 +105,29 @@ def open_database(url: str, *, pool_size: int = 10, create: bool = True) -> peew
 
 
 class _SqlitePool(PooledSqliteDatabase):
-    """peewee's SQLite pool, whose writers wait for the write lock in short, yielding pauses.
+    """peewee's SQLite pool, whose statements wait for locks in short, yielding pauses.
 
     SQLite's busy handler waits for a write lock held by another connection
     by sleeping in C, 1, 2, 5, 10 ms and longer between tries, while the
     transactions it waits for last a third of a millisecond: the lock sat
     idle while its waiters slept, and under gevent the sleep stopped every
-    request of the worker, health checks included. ``BEGIN IMMEDIATE`` is
-    therefore tried without the busy handler and, while another process holds
-    the lock, tried again after pauses of 0.2 ms doubling to 2 ms, up to the
-    same 30 s; under gevent the pause (``time.sleep``, patched) lets the
-    worker's other requests run. One thread or greenlet of a process tries at
-    a time: the others queue on a lock held from ``BEGIN`` to ``COMMIT`` or
-    ``ROLLBACK`` (gevent's lock under gevent), which hands over at once and
-    costs no CPU while waiting. Every explicit transaction starts here, so a
-    connection holding SQLite's write lock in one already holds that lock and
-    never waits for it. A single statement outside a transaction (the known
-    re-notification's insert) keeps the busy handler.
+    request of the worker, health checks included. The connections therefore
+    run with no busy handler (``busy_timeout`` 0), and whatever SQLite refuses
+    with "database is locked" is tried again after pauses of 0.2 ms doubling
+    to 2 ms, up to the same 30 s; under gevent the pause (``time.sleep``,
+    patched) lets the worker's other requests run. That is ``BEGIN
+    IMMEDIATE`` for a transaction, and for a statement outside one (the known
+    re-notification's insert, a read SQLite turned away while a connection
+    closed) the statement itself: refused, it did nothing, so it can run
+    again. Inside a transaction nothing waits: ``BEGIN IMMEDIATE`` took the
+    write lock, and in WAL mode reads take none.
+
+    One thread or greenlet of a process tries ``BEGIN`` at a time: the others
+    queue on a lock held from ``BEGIN`` to ``COMMIT`` or ``ROLLBACK``
+    (gevent's lock under gevent), which hands over at once and costs no CPU
+    while waiting. Every explicit transaction starts here, so a connection
+    holding SQLite's write lock in one already holds that lock and never
+    waits for it.
     """
 
     def __init__(self, *args, **kwargs):
@@ -129,32 +138,35 @@ class _SqlitePool(PooledSqliteDatabase):
         self._turn.acquire()
         self._state.holds_turn = True
         try:
-            self._begin_pausing(lock_type)
+            self._pausing(super().begin, lock_type)
         except BaseException:
             self._give_turn()
             raise
 
-    def _begin_pausing(self, lock_type) -> None:
-        self._set_busy_timeout(0)
-        try:
-            give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-            pause = _FIRST_TRY_PAUSE
-            while True:
-                try:
-                    return super().begin(lock_type)
-                except peewee.OperationalError as exc:
-                    if "database is locked" not in str(exc) or time.monotonic() >= give_up:
-                        raise
-                time.sleep(pause)  # gevent's under gevent: the worker's other requests run
-                pause = min(pause * 2, _LONGEST_TRY_PAUSE)
-        finally:
-            self._set_busy_timeout(SQLITE_BUSY_TIMEOUT_MS)
+    def execute_sql(self, sql, params=None):
+        if self.in_transaction():
+            # BEGIN IMMEDIATE took the write lock: nothing in here waits for it.
+            return super().execute_sql(sql, params)
+        # A statement of its own: it either took its lock and ran, or did nothing.
+        return self._pausing(super().execute_sql, sql, params)
 
-    def _set_busy_timeout(self, milliseconds: int) -> None:
-        # Through peewee's error mapping, as a statement: on a connection that
-        # died this fails as the transaction's first statement would have.
-        with peewee.__exception_wrapper__:
-            self.cursor().execute(f"PRAGMA busy_timeout = {milliseconds}")
+    @staticmethod
+    def _pausing(attempt, *args):
+        """Run ``attempt`` until SQLite does not answer "database is locked", or give up."""
+        give_up = None
+        pause = _FIRST_TRY_PAUSE
+        while True:
+            try:
+                return attempt(*args)
+            except peewee.OperationalError as exc:
+                if "database is locked" not in str(exc):
+                    raise
+                now = time.monotonic()
+                give_up = give_up or now + SQLITE_BUSY_TIMEOUT_MS / 1000
+                if now >= give_up:
+                    raise
+            time.sleep(pause)  # gevent's under gevent: the worker's other requests run
+            pause = min(pause * 2, _LONGEST_TRY_PAUSE)
 
     def commit(self):
         try:
