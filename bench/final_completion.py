@@ -282,7 +282,7 @@ class Run:
               f"{result['fetches']}  peak +{result['growth_mb']:.0f} MB "
               f"({result['growth_x']:.1f}x the {result['answer_mb']:.1f} MB answer)  stages: "
               f"named query {s['named_query_ms']} ms, build {s['build_ms']} ms, store "
-              f"{s['store_ms']} ms", flush=True)
+              f"{s['store_ms']} ms, whole rebuild {s['duration_ms']} ms", flush=True)
         return result
 
 
