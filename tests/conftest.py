@@ -141,6 +141,19 @@ def sample(name: str) -> bytes:
 
 
 @pytest.fixture
+def statements():
+    """The SQL of every statement the app runs from here on (peewee's query hooks; the bound database), in order."""
+    ran = []
+
+    def record(event):
+        ran.append(event.sql)
+
+    db.database.obj.query_hooks.append(record)
+    yield ran
+    db.database.obj.query_hooks.remove(record)
+
+
+@pytest.fixture
 def fake_dlcs() -> Iterator[FakeDlcs]:
     """A fake DLCS on a loopback port; fails the test if one of its handlers crashed."""
     with FakeDlcs() as fake:

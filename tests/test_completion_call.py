@@ -117,19 +117,6 @@ def test_a_dropped_batch_writes_nothing(three_batches):
     assert deliveries() == {}
 
 
-@pytest.fixture
-def statements():
-    """The SQL of every statement the app runs from here on, in order."""
-    ran = []
-
-    def record(event):
-        ran.append(event.sql)
-
-    db.database.obj.query_hooks.append(record)
-    yield ran
-    db.database.obj.query_hooks.remove(record)
-
-
 def test_the_webhook_takes_the_one_call_for_the_common_cases(app, three_batches, statements):
     # Without it the answers would be the same (the locked path gives them too):
     # what shows the one call is taken is the statements each delivery runs.

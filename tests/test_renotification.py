@@ -19,7 +19,6 @@ import pytest
 import responses
 
 from tests.conftest import ADMIN_TOKEN, sample, signed_headers
-from tests.test_completion_call import statements  # noqa: F401 - a fixture
 from tests.test_webhook_http import (BOTH_BATCHES, MANIFEST, URL, assert_outcome,  # noqa: F401
                                      make_app, notification, post, register, threaded_app)
 from webhook import db
