@@ -15,7 +15,7 @@ from tests.iiif import assert_valid_iiif
 from tests.building import Published, build_manifest
 from webhook.domain import PaintedResource
 from webhook.errors import BuildError
-from webhook.manifest import (PRESENTATION_3, RowUpdate, asset_id_from_canvas_id,
+from webhook.manifest import (PRESENTATION_3, RowUpdate, SlimAnswer, asset_id_from_canvas_id,
                               build_document, slim_canvas, write_document)
 from webhook.manifest_json import serialise, write_manifest
 
@@ -1029,6 +1029,49 @@ def test_slim_canvas_keeps_only_what_the_build_reads():
     answer = named_query(full)
     slimmed = json.loads(json.dumps(answer), object_hook=slim_canvas)
     assert build([row("p1", 0, "a")], slimmed).body == build([row("p1", 0, "a")], answer).body
+
+
+# --- SlimAnswer: each repeated value of the answer kept once ------------------------------
+
+def sized_thumb(asset: str, *sizes: dict) -> dict:
+    """A thumbnail Image whose image service lists ``sizes``."""
+    return {**thumb(asset, 200, 150),
+            "service": [{"id": f"{DLCS}/thumbs/2/5/{asset}", "type": "ImageService3",
+                         "profile": "level0", "sizes": list(sizes)}]}
+
+
+def parsed(answer: dict, hook) -> dict:
+    return json.loads(json.dumps(answer), object_hook=hook)
+
+
+def test_an_answer_keeps_each_repeated_value_once_and_builds_the_same_manifest():
+    # Two images of the same dimensions: their thumbnails list the same sizes.
+    sizes = ({"width": 200, "height": 150}, {"width": 100, "height": 75})
+    answer = named_query(canvas("a", thumbnail=[sized_thumb("a", *sizes)]),
+                         canvas("b", thumbnail=[sized_thumb("b", *sizes)]))
+    shared = parsed(answer, SlimAnswer())
+    assert shared == parsed(answer, slim_canvas)
+    first, second = (item["thumbnail"][0] for item in shared["items"])
+    assert second["service"][0]["sizes"] is first["service"][0]["sizes"]
+    assert second["service"][0]["profile"] is first["service"][0]["profile"]
+    assert second["format"] is first["format"] and second["width"] is first["width"]
+    # Ids are each asset's own: never shared.
+    assert second["id"] != first["id"] and second["service"][0]["id"] != first["service"][0]["id"]
+    rows = [row("p1", 0, "a"), row("p2", 1, "b")]
+    assert build(rows, shared).body == build(rows, answer).body
+
+
+@pytest.mark.parametrize("other", [True, 1.0, "1"], ids=["bool", "float", "string"])
+def test_an_answer_shares_a_value_only_with_one_of_the_same_type(other):
+    # 1 == True == 1.0 in Python: sharing by equality alone would publish a
+    # true, or a 1.0, as the 1 seen before it.
+    answer = named_query(canvas("a", thumbnail=[sized_thumb("a", {"width": 1, "height": 2})]),
+                         canvas("b", thumbnail=[sized_thumb("b", {"width": other, "height": 2})]))
+    shared = parsed(answer, SlimAnswer())
+    widths = [item["thumbnail"][0]["service"][0]["sizes"][0]["width"]
+              for item in shared["items"]]
+    assert [type(width) for width in widths] == [int, type(other)]
+    assert json.dumps(shared) == json.dumps(parsed(answer, slim_canvas))
 
 
 @pytest.mark.parametrize("value", [

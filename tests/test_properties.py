@@ -8,7 +8,7 @@ The manifest build, over random painted resources (canvas orders, choices,
 composite canvases, statics, assets the DLCS did not return) and random
 named-query answers: deterministic (also under any order of the answer's
 canvases), never mutating its inputs, always valid IIIF Presentation 3, and
-the same from the answer parsed with ``slim_canvas`` as the service parses it.
+the same from the answer parsed with ``SlimAnswer`` as the service parses it.
 
 Example counts are kept modest so the suite stays fast; raise them locally with
 ``--hypothesis-profile=thorough``.
@@ -30,7 +30,7 @@ from tests.test_manifest import (BASE, canvas, choice, image, named_query, row, 
                                  video)
 from webhook.errors import SignatureError
 from tests.building import build_manifest
-from webhook.manifest import slim_canvas
+from webhook.manifest import SlimAnswer
 from webhook.manifest_json import serialise, write_manifest
 from webhook.signature import (ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified,
                                sign, verify)
@@ -274,8 +274,8 @@ def test_the_build_is_deterministic_pure_and_valid(inputs, data):
     shuffled = {**answer, "items": data.draw(st.permutations(answer["items"]))}
     assert run_build(registered, rows, shuffled).body == result.body
 
-    # The answer as the service parses it, keeping only what the build reads,
-    # builds the same manifest.
-    slim = json.loads(json.dumps(answer), object_hook=slim_canvas)
+    # The answer as the service parses it, keeping only what the build reads
+    # and each repeated value once, builds the same manifest.
+    slim = json.loads(json.dumps(answer), object_hook=SlimAnswer())
     slimmed = run_build(registered, rows, slim)
     assert slimmed.body == result.body and slimmed.row_updates == result.row_updates

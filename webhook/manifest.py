@@ -44,12 +44,12 @@ from typing import BinaryIO
 from webhook.domain import PaintedResource
 from webhook.errors import BuildError
 from webhook.manifest_json import CANVASES_PER_WRITE, write_items
-from webhook.named_query import (Derived, as_list, asset_id_from_canvas_id, body_of,
-                                 canvas_thumbnail, index_canvases, leaves, row_thumbnail,
-                                 slim_canvas)
+from webhook.named_query import (Derived, SlimAnswer, as_list, asset_id_from_canvas_id,
+                                 body_of, canvas_thumbnail, index_canvases, leaves,
+                                 row_thumbnail, slim_canvas)
 
-__all__ = ["PRESENTATION_3", "Built", "RowUpdate", "Written", "asset_id_from_canvas_id",
-           "build_document", "slim_canvas", "write_document"]
+__all__ = ["PRESENTATION_3", "Built", "RowUpdate", "SlimAnswer", "Written",
+           "asset_id_from_canvas_id", "build_document", "slim_canvas", "write_document"]
 
 PRESENTATION_3 = "http://iiif.io/api/presentation/3/context.json"
 

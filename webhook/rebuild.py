@@ -45,7 +45,7 @@ from webhook.domain import (MANIFEST_COMPLETED, MANIFEST_FAILED, Deadline, Outco
 from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, DlcsError,
                             NamedQueryNotFound, RebuildFailed, RebuildInProgress, UpstreamError,
                             WebhookError)
-from webhook.manifest import slim_canvas, write_document
+from webhook.manifest import SlimAnswer, write_document
 from webhook.model_base import COMPLETED, DROPPED, utcnow
 from webhook.models import Batch, Manifest
 from webhook.paintings import CanvasPainting
@@ -126,9 +126,9 @@ class Rebuilder:
     def _build(self, manifest: Manifest, spool, deadline: Deadline,
                report: RebuildReport) -> list[tuple]:
         """Write the manifest's document to ``spool``; return the rows' changed findings."""
-        # Peak memory is the parsed named-query answer (slim_canvas keeps only
-        # what the build reads) with a block of canvases built on it (which
-        # share its bodies). The document is written to a temporary file a
+        # Peak memory is the parsed named-query answer (SlimAnswer keeps only
+        # what the build reads, each repeated value once) with a block of
+        # canvases built on it (which share its bodies). The document is written to a temporary file a
         # block at a time and stored from there, so neither it nor its text
         # ever exists whole.
         with _collector_paused():
@@ -189,7 +189,7 @@ class Rebuilder:
         if self.settings.dlcs_projection == "manifest":
             if not painted:
                 return EMPTY_ANSWER
-            return self.dlcs.manifest_query(customer, manifest.slug, object_hook=slim_canvas,
+            return self.dlcs.manifest_query(customer, manifest.slug, object_hook=SlimAnswer(),
                                             deadline=deadline).document
         if not batch_ids and painted and not named_batches:
             # Registered with "batches": []: the assets are in the DLCS already, in
@@ -199,7 +199,7 @@ class Rebuilder:
             batch_ids = sorted({asset.batch for asset in found if asset.batch is not None})
         if not batch_ids:
             return EMPTY_ANSWER
-        return self.dlcs.named_query(customer, batch_ids, object_hook=slim_canvas,
+        return self.dlcs.named_query(customer, batch_ids, object_hook=SlimAnswer(),
                                      deadline=deadline).document
 
     def _finish(self, manifest: Manifest, token: str, etag: str, key: str,
