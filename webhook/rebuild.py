@@ -128,9 +128,9 @@ class Rebuilder:
         """Write the manifest's document to ``spool``; return the rows' changed findings."""
         # Peak memory is the parsed named-query answer (SlimAnswer keeps only
         # what the build reads, each repeated value once) with a block of
-        # canvases built on it (which share its bodies). The document is written to a temporary file a
-        # block at a time and stored from there, so neither it nor its text
-        # ever exists whole.
+        # canvases built on it (which share its bodies). The document is
+        # written to a temporary file a block at a time and stored from there,
+        # so neither it nor its text ever exists whole.
         with _collector_paused():
             try:
                 painted, findings = CanvasPainting.for_rebuild(manifest.id)
