@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import random
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -1059,6 +1060,34 @@ def test_an_answer_keeps_each_repeated_value_once_and_builds_the_same_manifest()
     assert second["id"] != first["id"] and second["service"][0]["id"] != first["service"][0]["id"]
     rows = [row("p1", 0, "a"), row("p2", 1, "b")]
     assert build(rows, shared).body == build(rows, answer).body
+
+
+def test_an_answer_of_alike_images_takes_half_the_memory_parsed():
+    # What a worker's peak is made of: the answer as parsed. Images of three
+    # sizes, as a digitised volume has, each thumbnail listing four sizes.
+    dimensions = [(4000, 3000), (2000, 3000), (1200, 1600)]
+    answer = named_query(*(
+        canvas(f"a{n}", size=dimensions[n % 3], thumbnail=[sized_thumb(
+            f"a{n}", *({"width": w * side // 4000, "height": h * side // 4000}
+                       for w, h in [dimensions[n % 3]] for side in (1024, 400, 200, 100)))])
+        for n in range(300)))
+    text = json.dumps(answer)
+
+    def memory_parsed(hook) -> int:
+        started = not tracemalloc.is_tracing()
+        if started:
+            tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            parsed = json.loads(text, object_hook=hook)  # held while measured
+            used = tracemalloc.get_traced_memory()[0] - before
+            del parsed
+            return used
+        finally:
+            if started:
+                tracemalloc.stop()
+
+    assert memory_parsed(SlimAnswer()) < 0.7 * memory_parsed(slim_canvas)
 
 
 @pytest.mark.parametrize("other", [True, 1.0, "1"], ids=["bool", "float", "string"])
