@@ -52,17 +52,18 @@ def _register(server) -> None:
                         timeout=10).status_code == 202
 
 
-def _completion_of_1234() -> bytes:
-    return json.dumps({**json.loads(sample("notification-current.json")), "id": 1234}).encode()
+def _post_completion_of_1234(server, timeout: float) -> requests.Response:
+    """Post a completion of batch 1234 under a new webhook-id."""
+    body = json.dumps({**json.loads(sample("notification-current.json")), "id": 1234}).encode()
+    return requests.post(f"{server.url}/webhooks/batch-completed", data=body,
+                         headers=signed_headers(body), timeout=timeout)
 
 
 def _deliver_in_background(server) -> tuple[threading.Thread, list]:
-    """Post a completion of batch 1234 from a thread (a new webhook-id); its answer lands in the list."""
-    body = _completion_of_1234()
+    """Post a completion of batch 1234 from a thread; its answer lands in the list."""
     answers = []
-    delivery = threading.Thread(target=lambda: answers.append(requests.post(
-        f"{server.url}/webhooks/batch-completed", data=body, headers=signed_headers(body),
-        timeout=60)))
+    delivery = threading.Thread(
+        target=lambda: answers.append(_post_completion_of_1234(server, timeout=60)))
     delivery.start()
     return delivery, answers
 
@@ -117,9 +118,7 @@ def test_a_request_waiting_for_sqlites_write_lock_does_not_block_its_worker(tmp_
     with running_service(env, workers=1) as server:
         _register(server)
         if path == "re-notification":
-            body = _completion_of_1234()
-            first = requests.post(f"{server.url}/webhooks/batch-completed", data=body,
-                                  headers=signed_headers(body), timeout=10)
+            first = _post_completion_of_1234(server, timeout=10)
             assert first.json()["outcome"] == "batch-completed"
         # Another process's writer (here the test's own connection) holds the lock.
         holder = sqlite3.connect(database, isolation_level=None)

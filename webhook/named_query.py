@@ -46,15 +46,20 @@ def slim_canvas(value: dict) -> dict:
     """
     if value.get("type") != "Canvas":
         return value
-    slim = {key: value[key] for key in _CANVAS_READ if key in value}
+    return _slimmed(value)[0]
+
+
+def _slimmed(canvas: dict) -> tuple[dict, object]:
+    """Return ``slim_canvas``'s copy of a canvas, and its painting body (None: not found)."""
+    slim = {key: canvas[key] for key in _CANVAS_READ if key in canvas}
     try:
-        body = value["items"][0]["items"][0]["body"]
+        body = canvas["items"][0]["items"][0]["body"]
     except (KeyError, IndexError, TypeError):
-        if "items" in value:
-            slim["items"] = value["items"]
-    else:
-        slim["items"] = [{"items": [{"body": body}]}]
-    return slim
+        if "items" in canvas:
+            slim["items"] = canvas["items"]
+        return slim, None
+    slim["items"] = [{"items": [{"body": body}]}]
+    return slim, body
 
 
 # What every resource of an answer repeats (see SlimAnswer).
@@ -95,15 +100,11 @@ class SlimAnswer:
     def __call__(self, value: dict) -> dict:
         if value.get("type") != "Canvas":
             return value
-        slim = slim_canvas(value)
+        slim, body = _slimmed(value)
         thumbnails = slim.get("thumbnail")
         for image in thumbnails if thumbnails.__class__ is list else (thumbnails,):
             if image.__class__ is dict:
                 self._resource(image)
-        try:
-            body = slim["items"][0]["items"][0]["body"]
-        except (KeyError, IndexError, TypeError):
-            return slim
         if body.__class__ is dict:
             self._resource(body)
         return slim
