@@ -954,6 +954,14 @@ def test_serialise_refuses_nan():
         serialise({"duration": float("nan")})
 
 
+def test_serialise_of_a_cycle_ends_in_an_error_not_a_hang():
+    # Built documents have no cycles (see serialise); one that had would still end.
+    document = {"items": []}
+    document["items"].append(document)
+    with pytest.raises(RecursionError):
+        serialise(document)
+
+
 def test_unserialisable_registration_is_a_build_error():
     registered = {**REGISTERED, "navDate": float("inf")}
     with pytest.raises(BuildError, match="JSON"):
