@@ -67,6 +67,21 @@ def test_migrate_creates_the_schema_once(bound):
     assert {"manifest", "batch", "canvas_painting", "delivery"} <= set(bound.get_tables())
 
 
+def test_a_manifests_rows_are_indexed_once(bound):
+    """One index serves a manifest's rows: the unique (manifest, position) one (0008)."""
+    db.migrate()
+    indexes = {index.name: index.columns for index in bound.get_indexes("canvas_painting")}
+    assert [columns for columns in indexes.values() if columns[0] == "manifest_id"] == \
+        [["manifest_id", "position"]]
+    if db.is_postgres():
+        plan = bound.execute_sql("EXPLAIN SELECT id FROM canvas_painting WHERE manifest_id = 1 "
+                                 "ORDER BY position").fetchall()
+    else:
+        plan = bound.execute_sql("EXPLAIN QUERY PLAN SELECT id FROM canvas_painting "
+                                 "WHERE manifest_id = 1 ORDER BY position").fetchall()
+    assert "canvas_painting_manifest_id_position" in str(plan)
+
+
 def test_upgrading_a_live_first_release_database_keeps_its_rows(bound):
     """A database created by the first release upgrades in place to the newest schema."""
     assert db.migrate(target="0001_initial") == ["0001_initial"]

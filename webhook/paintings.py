@@ -20,7 +20,9 @@ from webhook.models import Manifest
 class CanvasPainting(BaseModel):
     """One painted resource of a manifest, with what the last build learned about it."""
 
-    manifest = peewee.ForeignKeyField(Manifest, backref="paintings", on_delete="CASCADE")
+    # No index of its own: the unique (manifest, position) index serves (migration 0008).
+    manifest = peewee.ForeignKeyField(Manifest, backref="paintings", on_delete="CASCADE",
+                                      index=False)
     position = peewee.IntegerField()            # order in the registration
     canvas_id = peewee.CharField(max_length=64)
     canvas_order = peewee.IntegerField()
