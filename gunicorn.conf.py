@@ -79,6 +79,8 @@ limit_request_field_size = 131072
 accesslog = _server.accesslog
 # gunicorn's own lines (and the service's) as one JSON object per line.
 logconfig_dict = logs.gunicorn_logconfig(accesslog)
+# ... which gunicorn would take as a request for access lines even without one.
+logger_class = "webhook.access_log.AccessLogWhenAsked"
 # gunicorn 27's runtime control socket defaults to one path per user
 # (~/.gunicorn/gunicorn.ctl), so two instances on a host would fight over it;
 # the service does not use it.

@@ -8,12 +8,15 @@ is not the project, so the values are the ones a real start would use.
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from webhook import logs
+from webhook.access_log import AccessLogWhenAsked
 from webhook.config import Settings
 
 CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
@@ -43,6 +46,8 @@ def test_defaults(tmp_path):
     assert (conf["worker_class"], conf["worker_connections"]) == ("gevent", "1000")
     assert (conf["timeout"], conf["graceful_timeout"], conf["keepalive"]) == ("270", "30", "5")
     assert conf["accesslog"] == "None"
+    # No access line is built unless GUNICORN_ACCESSLOG asks for one (tests/test_logs.py).
+    assert conf["logger_class"] == "webhook.access_log.AccessLogWhenAsked"
 
 
 def test_every_setting_comes_from_the_environment(tmp_path):
@@ -74,3 +79,30 @@ def test_gunicorn_logs_through_the_json_formatter(tmp_path):
     assert logconfig["formatters"]["json"] == {"()": "webhook.logs.JsonFormatter"}
     assert logconfig["loggers"]["gunicorn.error"]["handlers"] == ["stderr"]
     assert logconfig["handlers"]["stderr"]["formatter"] == "json"
+
+
+class _Unread:
+    """A request or response whose every attribute read fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the access line read {name!r}")
+
+
+def _access_logger(accesslog: str | None) -> AccessLogWhenAsked:
+    from gunicorn.config import Config
+
+    cfg = Config()
+    # What gunicorn.conf.py sets, which the stock Logger takes as asking for access lines.
+    cfg.set("logconfig_dict", logs.gunicorn_logconfig(accesslog))
+    cfg.set("accesslog", accesslog)
+    # Not __init__: it would apply that logging configuration to this test process.
+    logger = object.__new__(AccessLogWhenAsked)
+    logger.cfg = cfg
+    return logger
+
+
+def test_no_access_line_is_built_unless_accesslog_asks_for_one():
+    quiet = _access_logger(None)
+    assert quiet.access_log_enabled is False
+    quiet.access(_Unread(), _Unread(), {}, dt.timedelta(milliseconds=3))  # reads nothing
+    assert _access_logger("-").access_log_enabled is True
