@@ -323,8 +323,13 @@ def _on_its_own(statement: str) -> None:
         db.database.execute_sql(statement)
 
 
-WRITES = pytest.mark.parametrize("write", [_in_a_transaction, _on_its_own],
-                                 ids=["transaction", "single statement"])
+def _in_a_shared_transaction(statement: str) -> None:
+    db.in_transaction(lambda: db.database.execute_sql(statement))
+
+
+WRITES = pytest.mark.parametrize("write", [_in_a_transaction, _on_its_own,
+                                           _in_a_shared_transaction],
+                                 ids=["transaction", "single statement", "group commit"])
 
 
 @WRITES

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,8 +138,61 @@ class _SqlitePool(PooledSqliteDatabase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._turn = threading.Lock()   # gevent's under gevent (patched)
+        self._waiting: deque[_GroupedWork] = deque()
+
+    def run_grouped(self, work: Callable[[], T]) -> T:
+        """Return ``work()`` run in a write transaction, perhaps one it shares with others.
+
+        Group commit. A commit waits for the disk (``synchronous=FULL``), and
+        while it waits the process's other writers queue for their turn. Each
+        of them leaves its work here; whoever gets the turn next runs every
+        piece waiting, each in a savepoint of its own (one that raises is
+        undone alone, and its caller gets the error), and commits them once.
+        Every piece sees the ones before it as if they had committed, as
+        transactions run one after another would; none returns before the
+        commit, and a commit that fails fails them all. Alone (a sync worker,
+        or no one waiting), the work runs in a transaction of its own, as
+        ``transaction()`` would run it. The work runs on whichever thread or
+        greenlet leads: it must use nothing of its own thread but the
+        database.
+        """
+        mine = _GroupedWork(work)
+        self._waiting.append(mine)
+        self._turn.acquire()
+        try:
+            if not mine.done:  # no one ran it while this one waited: lead
+                self._run_waiting()
+        finally:
+            self._turn.release()
+        return mine.result()
+
+    def _run_waiting(self) -> None:
+        """Run every waiting piece of work in one transaction; the caller holds the turn."""
+        group = []
+        while self._waiting:
+            group.append(self._waiting.popleft())
+        self._state.leads = True
+        try:
+            with self.atomic():
+                if len(group) == 1:
+                    group[0].run()   # an error undoes the transaction, as transaction() does
+                else:
+                    for piece in group:
+                        piece.run_in(self.savepoint())
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller not failed already
+            for piece in group:
+                piece.fail(exc)
+            if not isinstance(exc, Exception):
+                raise  # the leader is being stopped: so is its own request
+        finally:
+            self._state.leads = False
+            for piece in group:
+                piece.done = True
 
     def begin(self, lock_type=None):
+        if getattr(self._state, "leads", False):
+            # run_grouped's leader holds the turn already, and gives it back itself.
+            return self._pausing(super().begin, lock_type)
         self._turn.acquire()
         self._state.holds_turn = True
         try:
@@ -188,6 +242,43 @@ class _SqlitePool(PooledSqliteDatabase):
         if getattr(self._state, "holds_turn", False):
             self._state.holds_turn = False
             self._turn.release()
+
+
+class _GroupedWork:
+    """One caller's work in a group commit, and what came of it."""
+
+    __slots__ = ("work", "done", "value", "error")
+
+    def __init__(self, work: Callable[[], object]):
+        self.work = work
+        self.done = False
+        self.value = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        self.value = self.work()
+
+    def run_in(self, savepoint: peewee._savepoint) -> None:
+        """Run in ``savepoint``; an error undoes this work alone and is kept for its caller.
+
+        Should undoing it fail, that error leaves here and fails the whole group:
+        what the work wrote must never commit once its caller has been told it failed.
+        """
+        with savepoint:
+            try:
+                self.run()
+            except Exception as exc:  # noqa: BLE001 - raised again by result() in the caller
+                self.error = exc
+                savepoint.rollback(begin=False)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 class _PostgresPool(PooledPostgresqlDatabase):
@@ -296,6 +387,26 @@ def transaction():
     try:
         with database.atomic():
             yield
+    except (peewee.DatabaseError, peewee.InterfaceError) as exc:
+        if not connection_lost(exc):
+            raise
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+
+def in_transaction(work: Callable[[], T]) -> T:
+    """Return ``work()`` run in one write transaction, as ``with transaction():`` would.
+
+    On SQLite the transaction may be shared with other requests of this
+    process waiting to write at the same time, all committed together (group
+    commit, ``_SqlitePool.run_grouped``): ``work`` must use nothing of its
+    thread's own but the database, since it may run on another's.
+    """
+    pool = database.obj
+    if not isinstance(pool, _SqlitePool) or pool.in_transaction():
+        with transaction():
+            return work()
+    try:
+        return pool.run_grouped(work)
     except (peewee.DatabaseError, peewee.InterfaceError) as exc:
         if not connection_lost(exc):
             raise

@@ -274,8 +274,10 @@ class Intake:
     def _record_or_redeliver(self, delivery_id, transport, body, completion, problem) -> _Step:
         """Record and apply a delivery, or handle it as a redelivery when its id is recorded."""
         try:
-            with db.transaction():
-                return self._record_and_apply(delivery_id, transport, body, completion, problem)
+            # The common write of a first completion: on SQLite it may share its
+            # commit with other deliveries of this process (group commit).
+            return db.in_transaction(lambda: self._record_and_apply(
+                delivery_id, transport, body, completion, problem))
         except _AlreadyRecorded:
             pass
         try:
