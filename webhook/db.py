@@ -161,6 +161,11 @@ class _SqlitePool(PooledSqliteDatabase):
         self._turn.acquire()
         try:
             if not mine.done:  # no one ran it while this one waited: lead
+                # Let the process's other threads (greenlets) run first: those a
+                # few steps from here join this group instead of waiting for the
+                # next commit. (gthread, first completions: 0.73-0.78x of the
+                # ceiling without, 0.83-0.93x with; gevent unchanged.)
+                time.sleep(0)
                 self._run_waiting()
         finally:
             self._turn.release()
