@@ -18,10 +18,15 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 
+def cooperative() -> bool:
+    """Tell whether this process runs its requests as greenlets (gevent has patched threading)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
 def run(func: Callable[..., T], /, *args, **kwargs) -> T:
     """Return ``func(*args, **kwargs)``, computed off the gevent hub when gevent is in use."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None or not monkey.is_module_patched("threading"):
+    if not cooperative():
         return func(*args, **kwargs)
     import gevent
 
