@@ -14,7 +14,7 @@ import peewee
 import pytest
 from playhouse.pool import PooledPostgresqlDatabase
 
-from webhook import db
+from webhook import db, sqlite_pool
 from webhook.errors import DatabaseUnavailable
 from webhook.deliveries import Delivery
 from webhook.models import Batch, Manifest
@@ -350,7 +350,7 @@ def test_a_write_waits_for_another_writer(sqlite_table, write):
 def test_a_write_gives_up_on_a_lock_held_past_the_busy_timeout(sqlite_table, monkeypatch,
                                                                write):
     database, other = sqlite_table
-    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr(sqlite_pool, "SQLITE_BUSY_TIMEOUT_MS", 300)
     other.execute("BEGIN IMMEDIATE")
     try:
         # What a request then answers: 503, retry later (as for any outage).
@@ -371,7 +371,7 @@ def test_a_statement_failing_for_another_reason_is_not_tried_again(sqlite_table,
     def no_pause(seconds):
         raise AssertionError("paused to try again")
 
-    monkeypatch.setattr(db.time, "sleep", no_pause)
+    monkeypatch.setattr(sqlite_pool.time, "sleep", no_pause)
     with pytest.raises(peewee.OperationalError, match="no such table"):
         database.execute_sql("SELECT * FROM missing")
 

@@ -18,7 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 import peewee
 import pytest
 
+from tests.conftest import ADMIN_TOKEN, signed_headers
+from tests.test_webhook_http import URL, make_app, notification, register  # noqa: F401
 from webhook import db
+from webhook.deliveries import Delivery
+from webhook.model_base import COMPLETED, INGESTING
+from webhook.models import Batch
 
 WRITERS = 5
 
@@ -51,6 +56,14 @@ def insert(value: int):
 def queued_together(database, works: list) -> list:
     """Run each of ``works`` through ``db.in_transaction`` from a thread of its own,
     all queued behind a transaction that holds the turn; each one's result or error."""
+    return calls_queued_together(database, [lambda w=work: db.in_transaction(w)
+                                            for work in works])
+
+
+def calls_queued_together(database, calls: list) -> list:
+    """Start each of ``calls`` on a thread of its own while a transaction holds the
+    process's turn, wait until all have queued to write, then let them go; each
+    one's result or error."""
     holding, release = threading.Event(), threading.Event()
 
     def hold_the_turn():
@@ -58,23 +71,23 @@ def queued_together(database, works: list) -> list:
             holding.set()
             release.wait(30)
 
-    def call(work):
+    def call(function):
         try:
-            return db.in_transaction(work)
+            return function()
         except Exception as exc:  # noqa: BLE001 - what the caller would see
             return exc
 
-    with ThreadPoolExecutor(max_workers=len(works) + 1) as pool:
+    with ThreadPoolExecutor(max_workers=len(calls) + 1) as pool:
         holder = pool.submit(hold_the_turn)
         assert holding.wait(10)
-        calls = [pool.submit(call, work) for work in works]
+        started = [pool.submit(call, function) for function in calls]
         deadline = time.monotonic() + 10
-        while len(database._waiting) < len(works):   # every writer has queued
+        while len(database._waiting) < len(calls):   # every writer has queued
             assert time.monotonic() < deadline, "the writers did not queue"
             time.sleep(0.01)
         release.set()
         holder.result(10)
-        return [c.result(10) for c in calls]
+        return [c.result(10) for c in started]
 
 
 def test_writers_waiting_together_share_one_transaction(sqlite_tables):
@@ -133,3 +146,30 @@ def test_a_writer_alone_whose_work_fails_leaves_nothing(sqlite_tables):
     with pytest.raises(ValueError):
         db.in_transaction(insert_then_fail)
     assert rows(sqlite_tables) == []
+
+
+def test_first_completions_through_the_webhook_share_a_commit_and_stay_exactly_once(
+        make_app, tmp_path):
+    app = make_app(database_url=f"sqlite:///{tmp_path / 'intake.db'}")
+    batches = list(range(1234, 1240))
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert register(app.test_client(), admin, batches).status_code == 202
+
+    def deliver(batch, msg_id):
+        body = notification(id=batch)
+        answer = app.test_client().post(URL, data=body, headers=signed_headers(body, msg_id))
+        return answer.status_code, answer.get_json()["outcome"]
+
+    # The first completions of every batch but the last, and a copy of the first
+    # one's webhook-id, in one group: the copy's write is undone in its savepoint
+    # and it is answered as the redelivery it is.
+    calls = [lambda b=batch: deliver(b, f"msg_{b}") for batch in batches[:-1]]
+    calls.append(lambda: deliver(batches[0], f"msg_{batches[0]}"))
+    answers = calls_queued_together(db.database.obj, calls)
+
+    # Which copy of the id queued first is up to the threads: one of them wins.
+    assert answers[1:-1] == [(200, "batch-completed")] * (len(batches) - 2)
+    assert sorted([answers[0], answers[-1]]) == [(200, "batch-completed"), (200, "duplicate")]
+    assert sorted(d.delivery_id for d in Delivery.select()) == sorted(
+        f"msg_{b}" for b in batches[:-1])
+    assert [Batch.get_by_id(b).status for b in batches] == [COMPLETED] * 5 + [INGESTING]

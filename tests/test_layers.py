@@ -12,8 +12,10 @@ PACKAGE = Path(__file__).parent.parent / "webhook"
 # Lower numbers are lower floors; a module may import only from floors below its own.
 FLOORS = {
     "domain": 0, "errors": 1, "json_limits": 1, "secret": 1, "watchdog": 1, "access_log": 1,
+    "cpu": 1,
     "config": 2, "metrics": 2, "capped": 2, "signature": 2, "logs": 2, "deadlines": 2,
-    "dlcs_documents": 2, "named_query": 2, "manifest_json": 2, "body_deadline": 2, "cpu": 2,
+    "dlcs_documents": 2, "named_query": 2, "manifest_json": 2, "body_deadline": 2,
+    "sqlite_pool": 2,
     "db": 3, "schemas": 3, "answer_schemas": 3, "manifest": 3, "storage": 3, "dlcs": 3, "sns": 3,
     "server_settings": 3,
     "model_base": 4, "listing_schemas": 4, "startup": 4, "file_store": 4, "s3_store": 4,
