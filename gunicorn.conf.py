@@ -104,6 +104,15 @@ def post_fork(server, worker):
     psycopg2.extensions.set_wait_callback(_wait_for_postgresql)
 
 
+def post_worker_init(worker):
+    """Say when a worker can serve: its app is loaded and its signal handlers are its own.
+
+    Until then a worker still has the master's handlers, and a SIGTERM (a stop
+    while it boots) is lost: the master waits GUNICORN_GRACEFUL_TIMEOUT for it.
+    """
+    worker.log.info("Worker ready (pid: %s)", worker.pid)
+
+
 def _wait_for_postgresql(connection):
     """psycopg2's wait callback: poll the connection, yielding to gevent while it waits."""
     import psycopg2

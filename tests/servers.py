@@ -193,12 +193,17 @@ def start_gunicorn(env: dict[str, str], *, cwd: Path | str, workers: int = 2, th
         deadline = time.monotonic() + timeout
         try:
             wait_for_port(LOOPBACK, port, timeout, process=process)
-            # The master listens before its workers have imported the app.
-            while not _answers_ok(server.url + ready_path):
+            # The master listens before its workers have imported the app; and a
+            # worker that is still booting loses a SIGTERM (gunicorn.conf.py's
+            # post_worker_init), so a test stopping the server at once would wait
+            # out the graceful timeout: return once every worker is ready.
+            while not (_answers_ok(server.url + ready_path)
+                       and server.log().count("Worker ready") >= workers):
                 if process.poll() is not None:
                     raise RuntimeError(f"gunicorn exited with status {process.returncode}")
                 if time.monotonic() >= deadline:
-                    raise TimeoutError(f"{ready_path} did not answer 200 within {timeout} s")
+                    raise TimeoutError(f"{ready_path} did not answer 200 within {timeout} s, "
+                                       f"or not every worker was ready")
                 time.sleep(0.1)
         except (RuntimeError, TimeoutError) as exc:
             failures.append(f"{exc}\n{server.log()[-3000:]}")
