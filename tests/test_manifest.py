@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime as dt
 import io
 import json
 import random
@@ -949,9 +950,42 @@ def test_write_manifest_refuses_what_is_not_json():
         write_manifest(document, io.BytesIO())
 
 
-def test_serialise_refuses_nan():
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_serialise_refuses_what_is_not_a_json_number(value):
+    # Wherever it is, beside a null or not (orjson would write it as null).
     with pytest.raises(ValueError):
-        serialise({"duration": float("nan")})
+        serialise({"duration": value})
+    with pytest.raises(ValueError):
+        serialise({"navDate": None, "items": [{"a": [1, (2, {"b": value})]}]})
+
+
+def test_serialise_writes_nulls_and_numbers_as_they_parse():
+    document = {"navDate": None, "n": [0.00001, 1e16, -0.0, 2**63 - 1, 12.5], "t": ["\u2028\x00"]}
+    text = serialise(document)
+    assert text == b'{"navDate":null,"n":[0.00001,1e+16,-0.0,9223372036854775807,12.5],' \
+        b'"t":["\xe2\x80\xa8\\u0000"]}'
+    assert json.loads(text) == document
+
+
+def test_serialise_writes_what_orjson_refuses_as_the_standard_library_does():
+    # Integers beyond 64 bits and keys that are not strings are JSON to other readers.
+    assert serialise({"n": 2**70, 1: "one"}) == b'{"n":1180591620717411303424,"1":"one"}'
+    deep = current = []
+    for _ in range(300):  # past orjson's 255 levels
+        current.append([])
+        current = current[0]
+    assert serialise(deep) == b"[" * 301 + b"]" * 301
+
+
+@pytest.mark.parametrize("value", [dt.datetime(2025, 1, 1), object(), {1, 2}])
+def test_serialise_refuses_what_json_cannot_hold(value):
+    with pytest.raises(TypeError):
+        serialise({"value": value})
+
+
+def test_serialise_refuses_a_lone_surrogate():
+    with pytest.raises(UnicodeEncodeError):
+        serialise({"label": {"en": ["\ud800"]}})
 
 
 def test_serialise_of_a_cycle_ends_in_an_error_not_a_hang():

@@ -1,6 +1,6 @@
 """A built manifest as JSON: the same bytes for the same document, a block of canvases at a time.
 
-``serialise`` is the one encoding (compact UTF-8, no NaN); ``write_manifest``
+``serialise`` is the one encoding (compact UTF-8, no NaN, orjson's); ``write_manifest``
 and ``manifest.write_document`` stream a document's canvases in blocks through
 ``write_items``, so that only one block's text exists at a time. A document
 that cannot be written as JSON raises BuildError.
@@ -9,8 +9,11 @@ that cannot be written as JSON raises BuildError.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from typing import BinaryIO
+
+import orjson
 
 from webhook.errors import BuildError
 
@@ -66,12 +69,51 @@ def write_items(out: BinaryIO, head: dict, blocks: Iterable[list]) -> int:
 
 
 def serialise(document: dict | list) -> bytes:
-    """Encode a document as compact UTF-8 JSON, the same bytes for the same document."""
-    # allow_nan=False: NaN/Infinity are not JSON, so other readers would reject the bytes.
-    # check_circular=False: a document is built of what json.loads returned (the
-    # registration, the named-query answer) and new containers around it, so it
-    # has no cycle; not keeping every container's id in a set while encoding
-    # made a 10,000-canvas document 10-20% quicker to write. (Should one ever
-    # appear, it ends in RecursionError, which a rebuild reports, not a hang.)
+    """Encode a document as compact UTF-8 JSON, the same bytes for the same document.
+
+    orjson writes it, about ten times as fast as the standard library (a
+    10,000-canvas manifest: 17 ms against 160 ms), and the same text but for
+    floats below 1e-4 (``0.00001``, not ``1e-05``). Raises ValueError for
+    NaN and infinities, which are not JSON (other readers would reject the
+    bytes); TypeError or ValueError for what is not JSON at all.
+    """
+    try:
+        text = orjson.dumps(document, option=_STRICT)
+    except orjson.JSONEncodeError:
+        # What orjson refuses and the standard library decides on: an integer
+        # beyond 64 bits (written), a key that is not a string (written as
+        # one), a lone surrogate (UnicodeEncodeError), nesting past orjson's
+        # 255 levels (written; a cycle ends in RecursionError: no hang).
+        return _standard_library(document)
+    # orjson writes NaN and the infinities as null, silently. A manifest rarely
+    # holds a null at all, so only one that does is searched for them.
+    if b"null" in text and _holds_non_finite(document):
+        raise ValueError("NaN and Infinity are not JSON")
+    return text
+
+
+# Dates and dataclasses are not JSON: orjson would write them; refused, as json refuses them.
+_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _standard_library(document: dict | list) -> bytes:
+    # allow_nan=False: NaN/Infinity are not JSON. check_circular=False: a
+    # document is built of what json.loads returned and new containers around
+    # it, so it has no cycle; should one appear, it ends in RecursionError.
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"),
                       allow_nan=False, check_circular=False).encode("utf-8")
+
+
+def _holds_non_finite(value: object) -> bool:
+    """Tell whether a float that is NaN or infinite is anywhere in ``value`` (walked, not recursed)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return False
