@@ -19,6 +19,8 @@ from webhook.errors import BuildError
 
 # About 400 KB of text a write for DLCS image canvases.
 CANVASES_PER_WRITE = 256
+# Dates and dataclasses are not JSON: orjson would write them; refused, as json refuses them.
+_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def encode_manifest(document: dict | list) -> bytes:
@@ -90,10 +92,6 @@ def serialise(document: dict | list) -> bytes:
     if b"null" in text and _holds_non_finite(document):
         raise ValueError("NaN and Infinity are not JSON")
     return text
-
-
-# Dates and dataclasses are not JSON: orjson would write them; refused, as json refuses them.
-_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def _standard_library(document: dict | list) -> bytes:
