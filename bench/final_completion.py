@@ -33,6 +33,11 @@ the same S3 server. Printed per manifest and as medians:
 - per backend and timeout, the largest size's median final over the one
   before it, next to the ratio of their sizes (linear: 50,000 at most 5.5x
   the 10,000 time).
+- per cell, the time above the data cost stage by stage: the named query
+  against the data cost's fetch + parse, the build against its serialise,
+  the store against its PUT, and the rest (the rows read and written, the
+  delivery's transaction, HTTP), next to what the goal allows (half the data
+  cost).
 
 Run: ``.venv/bin/python bench/final_completion.py [--canvases 1000,10000,50000]
 [--timeouts 30,2] [--repeat 3] [--databases sqlite,postgresql]``. The full run
@@ -326,6 +331,44 @@ def summarise(results: list[dict], sizes: list[int]) -> None:
                       f"{allowed:.1f}x)  {'ok' if times <= allowed else 'SHORT'}")
 
 
+def summarise_excess(results: list[dict], sizes: list[int]) -> None:
+    """Print where each cell's time above its data cost goes, stage by stage (medians, ms).
+
+    Each stage of the rebuild is set against the part of the data cost that
+    does the same job: the named query against fetch + parse, the build
+    against serialise, the store against the PUT; ``rest`` is what the data
+    cost has no counterpart for (reading and writing the manifest's rows, the
+    delivery's own transaction, HTTP). The goal allows half the data cost.
+    """
+    print()
+    print("time above the data cost by stage, ms (medians): the named query over fetch + parse, "
+          "the build over serialise, the store over the PUT, the rest (no counterpart); "
+          "allowed: what the goal leaves")
+    print(f"{'database/worker':<18} {'timeout':>7} {'canvases':>8} {'named query':>12} "
+          f"{'build':>8} {'store':>7} {'rest':>7} {'allowed':>8}")
+    for database, timeout in dict.fromkeys((r["database"], r["timeout"]) for r in results):
+        for size in sizes:
+            rows = [r for r in results if (r["database"], r["timeout"], r["size"])
+                    == (database, timeout, size)
+                    and None not in (r["stages"][key] for key in STAGE_KEYS)]
+            if not rows:
+                continue
+            excess = [statistics.median(part(r) for r in rows) for part in EXCESS.values()]
+            allowed = statistics.median(r["data"] for r in rows) * (GOAL_RATIO - 1) * 1000
+            print(f"{database:<18} {timeout:>6}s {size:>8} {excess[0]:>+12.0f} "
+                  f"{excess[1]:>+8.0f} {excess[2]:>+7.0f} {excess[3]:>+7.0f} {allowed:>8.0f}")
+
+
+STAGE_KEYS = ("named_query_ms", "build_ms", "store_ms")
+# Each stage's time above what the data cost spends on the same job, in ms.
+EXCESS = {
+    "named query": lambda r: r["stages"]["named_query_ms"] - (r["fetch"] + r["parse"]) * 1000,
+    "build": lambda r: r["stages"]["build_ms"] - r["serialise"] * 1000,
+    "store": lambda r: r["stages"]["store_ms"] - r["store"] * 1000,
+    "rest": lambda r: r["final"] * 1000 - sum(r["stages"][key] for key in STAGE_KEYS),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--canvases", default="1000,10000,50000",
@@ -374,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         moto.stop()
     summarise(results, sizes)
+    summarise_excess(results, sizes)
     print(machine_line().replace("load average", "load average at the end"))
 
 
