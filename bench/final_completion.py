@@ -58,6 +58,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,35 +294,49 @@ class Run:
 
 # ---------------------------------------------------------------- the table
 
+STAGE_KEYS = ("named_query_ms", "build_ms", "store_ms")
+# Each stage's time above what the data cost spends on the same job, in ms.
+EXCESS = {
+    "named query": lambda r: r["stages"]["named_query_ms"] - (r["fetch"] + r["parse"]) * 1000,
+    "build": lambda r: r["stages"]["build_ms"] - r["serialise"] * 1000,
+    "store": lambda r: r["stages"]["store_ms"] - r["store"] * 1000,
+    "rest": lambda r: r["final"] * 1000 - sum(r["stages"][key] for key in STAGE_KEYS),
+}
+
+
+def cells(results: list[dict], sizes: list[int]) -> Iterator[tuple[str, int, int, list[dict]]]:
+    """Yield ``(database/worker, timeout, size, results)`` for every cell that has results."""
+    for database, timeout in dict.fromkeys((r["database"], r["timeout"]) for r in results):
+        for size in sizes:
+            rows = [r for r in results if (r["database"], r["timeout"], r["size"])
+                    == (database, timeout, size)]
+            if rows:
+                yield database, timeout, size, rows
+
+
 def summarise(results: list[dict], sizes: list[int]) -> None:
     print()
     print(f"{'database/worker':<18} {'timeout':>7} {'canvases':>8} {'final':>7} {'data':>7} "
           f"{'ratio':>6} {'(range)':>11} {'cpu ratio':>9} {'fetches':>7} {'peak':>8} "
           f"{'x answer':>8}  goal")
-    groups = dict.fromkeys((r["database"], r["timeout"]) for r in results)
     medians = {}
-    for database, timeout in groups:
-        for size in sizes:
-            rows = [r for r in results if (r["database"], r["timeout"], r["size"])
-                    == (database, timeout, size)]
-            if not rows:
-                continue
-            med = {key: statistics.median(r[key] for r in rows)
-                   for key in ("final", "data", "ratio", "ratio_cpu", "growth_mb", "growth_x")}
-            medians[(database, timeout, size)] = med["final"]
-            fetches = "/".join(str(r["fetches"]) for r in rows)
-            ratios = [r["ratio"] for r in rows]
-            ok = (med["ratio"] <= GOAL_RATIO and med["growth_x"] < GOAL_MEMORY
-                  and all(r["fetches"] == 1 for r in rows))
-            print(f"{database:<18} {timeout:>6}s {size:>8} {med['final']:>6.2f}s "
-                  f"{med['data']:>6.2f}s {med['ratio']:>5.2f}x {min(ratios):>5.2f}-"
-                  f"{max(ratios):<5.2f} {med['ratio_cpu']:>8.2f}x {fetches:>7} "
-                  f"{med['growth_mb']:>5.0f} MB {med['growth_x']:>7.1f}x  "
-                  f"{'ok' if ok else 'SHORT'}")
+    for database, timeout, size, rows in cells(results, sizes):
+        med = {key: statistics.median(r[key] for r in rows)
+               for key in ("final", "data", "ratio", "ratio_cpu", "growth_mb", "growth_x")}
+        medians[(database, timeout, size)] = med["final"]
+        fetches = "/".join(str(r["fetches"]) for r in rows)
+        ratios = [r["ratio"] for r in rows]
+        ok = (med["ratio"] <= GOAL_RATIO and med["growth_x"] < GOAL_MEMORY
+              and all(r["fetches"] == 1 for r in rows))
+        print(f"{database:<18} {timeout:>6}s {size:>8} {med['final']:>6.2f}s "
+              f"{med['data']:>6.2f}s {med['ratio']:>5.2f}x {min(ratios):>5.2f}-"
+              f"{max(ratios):<5.2f} {med['ratio_cpu']:>8.2f}x {fetches:>7} "
+              f"{med['growth_mb']:>5.0f} MB {med['growth_x']:>7.1f}x  "
+              f"{'ok' if ok else 'SHORT'}")
     print(f"ratio: final webhook / data cost (GET + json.loads of the answer, serialise + PUT "
           f"of the result, collector off), the median of the per-manifest ratios; goal "
           f"<= {GOAL_RATIO}x, one fetch, peak RSS growth < {GOAL_MEMORY}x the answer")
-    for database, timeout in groups:
+    for database, timeout in dict.fromkeys((r["database"], r["timeout"]) for r in results):
         for smaller, larger in zip(sizes, sizes[1:]):
             if (database, timeout, smaller) in medians and (database, timeout, larger) in medians:
                 times = medians[(database, timeout, larger)] / medians[(database, timeout, smaller)]
@@ -346,27 +361,13 @@ def summarise_excess(results: list[dict], sizes: list[int]) -> None:
           "allowed: what the goal leaves")
     print(f"{'database/worker':<18} {'timeout':>7} {'canvases':>8} {'named query':>12} "
           f"{'build':>8} {'store':>7} {'rest':>7} {'allowed':>8}")
-    for database, timeout in dict.fromkeys((r["database"], r["timeout"]) for r in results):
-        for size in sizes:
-            rows = [r for r in results if (r["database"], r["timeout"], r["size"])
-                    == (database, timeout, size)
-                    and None not in (r["stages"][key] for key in STAGE_KEYS)]
-            if not rows:
-                continue
-            excess = [statistics.median(part(r) for r in rows) for part in EXCESS.values()]
-            allowed = statistics.median(r["data"] for r in rows) * (GOAL_RATIO - 1) * 1000
-            print(f"{database:<18} {timeout:>6}s {size:>8} {excess[0]:>+12.0f} "
-                  f"{excess[1]:>+8.0f} {excess[2]:>+7.0f} {excess[3]:>+7.0f} {allowed:>8.0f}")
-
-
-STAGE_KEYS = ("named_query_ms", "build_ms", "store_ms")
-# Each stage's time above what the data cost spends on the same job, in ms.
-EXCESS = {
-    "named query": lambda r: r["stages"]["named_query_ms"] - (r["fetch"] + r["parse"]) * 1000,
-    "build": lambda r: r["stages"]["build_ms"] - r["serialise"] * 1000,
-    "store": lambda r: r["stages"]["store_ms"] - r["store"] * 1000,
-    "rest": lambda r: r["final"] * 1000 - sum(r["stages"][key] for key in STAGE_KEYS),
-}
+    # A manifest whose rebuild line was not found has no stages to set against.
+    timed = [r for r in results if None not in (r["stages"][key] for key in STAGE_KEYS)]
+    for database, timeout, size, rows in cells(timed, sizes):
+        excess = [statistics.median(part(r) for r in rows) for part in EXCESS.values()]
+        allowed = statistics.median(r["data"] for r in rows) * (GOAL_RATIO - 1) * 1000
+        print(f"{database:<18} {timeout:>6}s {size:>8} {excess[0]:>+12.0f} "
+              f"{excess[1]:>+8.0f} {excess[2]:>+7.0f} {excess[3]:>+7.0f} {allowed:>8.0f}")
 
 
 def main(argv: list[str] | None = None) -> None:
