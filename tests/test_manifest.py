@@ -967,6 +967,17 @@ def test_serialise_writes_nulls_and_numbers_as_they_parse():
     assert json.loads(text) == document
 
 
+def test_write_manifest_writes_its_blocks_with_the_same_encoder():
+    # A float below 1e-4 is where orjson's text and the standard library's differ:
+    # the blocks of canvases must come out as serialise writes them, not as json.dumps.
+    document = {"type": "Manifest",
+                "items": [{"id": f"c{n}", "duration": 0.00001} for n in range(300)]}
+    out = io.BytesIO()
+    write_manifest(document, out)
+    assert out.getvalue() == serialise(document)
+    assert out.getvalue().count(b'"duration":0.00001') == 300
+
+
 def test_serialise_writes_what_orjson_refuses_as_the_standard_library_does():
     # Integers beyond 64 bits and keys that are not strings are JSON to other readers.
     assert serialise({"n": 2**70, 1: "one"}) == b'{"n":1180591620717411303424,"1":"one"}'
