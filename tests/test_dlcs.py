@@ -189,6 +189,9 @@ def test_named_query_invalid_json(rsps, client, body):
                  "holds NaN, which is not a JSON number", id="NaN"),
     pytest.param(b'{"type": "Manifest", "items": [], "x": -Infinity}',
                  "holds -Infinity, which is not a JSON number", id="-Infinity"),
+    pytest.param(b'{"type": "Manifest", "items": [{"duration": 1e400}]}',
+                 "holds 1e400, which is beyond the range of a double-precision number",
+                 id="1e400"),
     pytest.param(b'{"type": "Manifest", "items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
                  "nested too deeply to read", id="100000-levels"),
 ])

@@ -275,6 +275,11 @@ def _sample_with(extra: bytes) -> bytes:
                  id="NaN"),
     pytest.param(_sample_with(b"[1, -Infinity]"),
                  "The body contains -Infinity, which is not a JSON number.", id="-Infinity"),
+    # Read as infinity, it was stored: the GET then answered "Infinity" (not JSON)
+    # and the manifest could never be published.
+    pytest.param(_sample_with(b'{"n": -1e400}'),
+                 "The body contains -1e400, which is beyond the range of a double-precision "
+                 "number.", id="-1e400"),
     pytest.param(_sample_with(b"[" * 64 + b"]" * 64),
                  "The body is nested deeper than 64 levels.", id="65-levels"),
     # About this deep, the steps after parsing used to exceed Python's recursion limit (a 500).

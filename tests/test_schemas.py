@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import sample
 from webhook.domain import BatchCompletion, PaintedResource
 from webhook.errors import PayloadError
-from webhook.schemas import MANIFEST_ID, Registration, parse_notification, parse_registration
+from webhook.schemas import (MANIFEST_ID, Registration, parse_json_object, parse_notification,
+                             parse_registration)
 
 UTC = dt.timezone.utc
 CURRENT = json.loads(sample("notification-current.json"))
@@ -167,6 +168,29 @@ def test_non_finite_numbers_are_refused_anywhere(constant):
     with pytest.raises(PayloadError) as info:
         parse_notification(body)
     assert info.value.detail == f"The body contains {constant}, which is not a JSON number."
+
+
+BEYOND_DOUBLE = "which is beyond the range of a double-precision number"
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1.5E+309", "9" * 310 + ".0"],
+                         ids=["1e400", "-1e400", "1.5E+309", "310-digits"])
+def test_numbers_that_would_read_as_infinity_are_refused_anywhere(number):
+    # json.loads reads them as float("inf"), which no JSON text can hold again.
+    body = with_fields(CURRENT)[:-1] + f', "extra": {{"deep": [1, {number}]}}}}'.encode()
+    with pytest.raises(PayloadError) as info:
+        parse_notification(body)
+    shown = number if len(number) <= 40 else number[:40] + "..."
+    assert info.value.detail == f"The body contains {shown}, {BEYOND_DOUBLE}."
+
+
+@pytest.mark.parametrize("number, value", [("1e308", 1e308), ("-1.7976931348623157e308",
+                                                             -1.7976931348623157e308),
+                                           ("1e-400", 0.0), ("2.5", 2.5)])
+def test_large_tiny_and_plain_floats_are_read_as_json_loads_reads_them(number, value):
+    body = with_fields(CURRENT)[:-1] + f', "extra": {number}}}'.encode()
+    assert parse_notification(body).batch_id == 1234
+    assert parse_json_object(body)["extra"] == value
 
 
 @pytest.mark.parametrize("body", NOT_AN_OBJECT)
@@ -470,6 +494,16 @@ def test_a_registration_with_a_non_finite_number_is_refused(constant):
     with pytest.raises(PayloadError) as info:
         parse_registration(body, 2, "letters")
     assert info.value.detail == f"The body contains {constant}, which is not a JSON number."
+
+
+def test_a_registration_with_a_number_beyond_a_double_is_refused():
+    # Accepted, it was stored as Infinity: its GET answered invalid JSON and every
+    # rebuild failed, since no published document can hold it.
+    body = sample("registration-2-assets.json").replace(
+        b'"rights"', b'"x-extent": {"n": [1e400]}, "rights"')
+    with pytest.raises(PayloadError) as info:
+        parse_registration(body, 2, "letters")
+    assert info.value.detail == f"The body contains 1e400, {BEYOND_DOUBLE}."
 
 
 @pytest.mark.parametrize("depth", [65, 960, 100_000])

@@ -119,8 +119,7 @@ def parse_json(what: str, body: str | bytes | bytearray,
     try:
         return loads_finite(body, object_hook=object_hook)
     except NonFiniteNumber as exc:
-        raise DlcsError(f"{what}: the DLCS answer holds {exc.constant}, which is not "
-                        "a JSON number") from None
+        raise DlcsError(f"{what}: the DLCS answer holds {exc.constant}, {exc.why}") from None
     except JsonTooDeep:
         raise DlcsError(f"{what}: the DLCS answer is nested too deeply to read") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike

@@ -110,13 +110,14 @@ def parse_json_object(raw: bytes, error: type[PayloadError] = PayloadError) -> d
     """Decode a JSON object from raw bytes or raise ``error`` (a PayloadError).
 
     Only what can be stored and published again is accepted: no ``NaN`` or
-    ``Infinity`` (not JSON, though Python reads them) and no nesting deeper than
+    ``Infinity`` (not JSON, though Python reads them), no number beyond a
+    double's range (read as infinity), and no nesting deeper than
     ``MAX_JSON_DEPTH`` levels (deeper values make later steps recurse too deeply).
     """
     try:
         value = loads_bounded(raw, MAX_JSON_DEPTH)
     except NonFiniteNumber as exc:
-        raise error(f"The body contains {exc.constant}, which is not a JSON number.") from None
+        raise error(f"The body contains {exc.constant}, {exc.why}.") from None
     except JsonTooDeep:
         raise error(f"The body is nested deeper than {MAX_JSON_DEPTH} levels.") from None
     except ValueError as exc:
