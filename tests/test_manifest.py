@@ -482,11 +482,24 @@ def size_of(document: dict) -> list[tuple]:
      named_query(canvas("x"), canvas("y", video("y"), size=None)), [(4000, 3000, 60.0)]),
     ([row("a", 0, "x", static_width=800, static_height=600)],
      named_query(canvas("x", video("x"), size=None)), [(800, 600, 60.0)]),
+    # A size or duration no row can record (integer columns; REAL on PostgreSQL) is none.
+    ([row("a", 0, "x")],
+     named_query(canvas("x", image("x", services=[service("ImageService3", 2**31, 3000),
+                                                   service("ImageService2", 2000, 2**31)]))),
+     [(1024, 768, None)]),
+    ([row("a", 0, "x")],
+     named_query(canvas("x", image("x", services=[service("ImageService3", 2**31 - 1, 1)]))),
+     [(2**31 - 1, 1, None)]),
+    ([row("a", 0, "x")], named_query(canvas("x", sound("x", 1e39), size=None, duration=30)),
+     [(None, None, 30.0)]),
+    ([row("a", 0, "x")], named_query(canvas("x", sound("x", 10**40), size=None, duration=3e38)),
+     [(None, None, 3e38)]),
 ], ids=["statics", "width-only-is-none", "height-only-is-none", "image-service-3-first",
         "image-service-2-next", "service-without-size-skipped", "own-size-next",
         "named-query-canvas-last", "first-row-with-statics", "first-row-body",
         "statics-of-missing-row", "first-found-row-body", "sound-duration", "canvas-duration",
-        "video", "duration-from-later-row", "statics-and-video"])
+        "video", "duration-from-later-row", "statics-and-video", "beyond-int32-skipped",
+        "int32-max-kept", "beyond-real-duration-skipped", "real-max-kept"])
 def test_canvas_size_and_duration(rows, answer, expected):
     assert size_of(build(rows, answer).document) == expected
 
@@ -542,6 +555,14 @@ def test_statics_rewrite_each_choice_member_by_its_own_row():
     body = only_body(build(rows))
     assert [m["id"].split("/")[-3] for m in body["items"]] == ["800,600", "1024,768"]
     assert [(m["width"], m["height"]) for m in body["items"]] == [(800, 600), (1024, 768)]
+
+
+def test_a_canvas_whose_only_size_is_beyond_the_rows_columns_is_an_error():
+    answer = named_query(canvas("x", image("x", own=(2**40, 2**40), services=[]),
+                                size=(2**31, 100)))
+    with pytest.raises(BuildError, match="neither a size nor a duration"):
+        build_manifest(REGISTERED, [row("a", 0, "x")], answer, base_url=BASE, customer=2,
+                       manifest_id="m")
 
 
 def test_a_canvas_with_neither_size_nor_duration_is_an_error():

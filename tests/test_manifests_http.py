@@ -490,6 +490,24 @@ def test_a_completed_manifest_is_published(client, admin):
     assert json.loads(response.data) == expected_published()
 
 
+@pytest.mark.parametrize("width", [2**31, 2**70], ids=["beyond-int32", "beyond-int64"])
+def test_a_size_no_row_can_record_is_passed_over(client, admin, width):
+    # The DLCS's image services claim a width the rows' columns cannot hold: the
+    # rebuild's write-back failed on it (PostgreSQL, and SQLite beyond 64 bits).
+    answer = json.loads(sample("named-query-2-assets.json"))
+    body = answer["items"][0]["items"][0]["items"][0]["body"]
+    for service in body["service"]:
+        service["width"] = width
+    put(client, admin, registration())
+
+    complete(client, 1234, answer=json.dumps(answer).encode())
+
+    canvas = json.loads(fetch_published(client).data)["items"][0]
+    # Rule 5's next source: the body's own size.
+    assert (canvas["width"], canvas["height"]) == (body["width"], body["height"])
+    assert status_of(client, admin)["state"] == "complete"
+
+
 @pytest.mark.parametrize("if_none_match", [
     "{etag}",
     '"stale", {etag}',

@@ -16,6 +16,7 @@ import json
 import math
 import re
 
+from webhook.domain import MAX_INT32
 from webhook.errors import BuildError
 
 _TIME_BASED = frozenset({"Sound", "Video"})
@@ -25,6 +26,9 @@ _TIME_BASED = frozenset({"Sound", "Video"})
 _CANVAS_READ = ("id", "type", "width", "height", "duration", "thumbnail", "behavior",
                 "rendering")
 _THUMBNAIL_SIDE = 100
+# The longest duration a row can record: its column is a 4-byte float on
+# PostgreSQL (REAL), whose largest finite value this is.
+MAX_DURATION = 3.4028234663852886e38
 
 # https://{host}/iiif-img/{customer}/{space}/{asset}/canvas/c/{n}; only the
 # "/canvas/c/" marker is case-insensitive (spec section 2). The asset segment
@@ -268,8 +272,14 @@ def _size(resource: dict) -> tuple[int, int] | None:
 
 
 def _dimension(value: object) -> int:
-    """Return a positive integer dimension, or 0 for anything else."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """Return a positive integer dimension, or 0 for anything else.
+
+    Reading: a dimension beyond the rows' integer columns (``MAX_INT32``) is
+    not one: no image is two billion pixels wide, and recording it would fail
+    the rebuild's write-back (PostgreSQL refuses it, SQLite beyond 64 bits).
+    """
+    return (value if isinstance(value, int) and not isinstance(value, bool)
+            and 0 < value <= MAX_INT32 else 0)
 
 
 def duration_of(canvas: dict) -> float | None:
@@ -280,9 +290,10 @@ def duration_of(canvas: dict) -> float | None:
 def _duration(canvas: dict, body: dict) -> float | None:
     if body["type"] not in _TIME_BASED:
         return None
+    # Reading: as for dimensions, a duration no row can record is not one.
     for value in (body.get("duration"), canvas.get("duration")):
         if (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value) and value > 0):
+                and 0 < value <= MAX_DURATION):
             return float(value)
     return None
 
