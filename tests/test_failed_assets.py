@@ -53,6 +53,20 @@ def test_failed_assets_are_read_and_listed(service):
         f"/customers/{CUSTOMER}/queue/batches/800/assets"]
 
 
+def test_an_error_text_no_database_can_hold_is_recorded_with_replacement_characters(service):
+    # JSON carries NUL and lone surrogates; PostgreSQL refuses the one, UTF-8 the other.
+    service.fake.add_batch(CUSTOMER, 800, [FOO, BAR])
+    service.fake.finish_batch(CUSTOMER, 800, failed={"2/5/bar": "bad\u0000origin \ud800!"})
+    assert service.put(registration("foo", "bar", batches=[800])).status_code == 202
+
+    answer = service.complete(800, 2, errors=1)
+
+    assert answer.get_json()["outcome"] == "manifest-completed"
+    status = service.status()
+    assert status["failedAssets"] == [{"asset": "2/5/bar", "canvas": "p1",
+                                       "error": "bad\ufffdorigin \ufffd!"}]
+
+
 def test_a_batch_with_errors_before_the_last_reads_its_failures_at_once(service):
     service.fake.add_batch(CUSTOMER, 800, [FOO, BAR])
     service.fake.add_batch(CUSTOMER, 801, [FakeAsset(5, "baz")])

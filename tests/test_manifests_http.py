@@ -508,6 +508,34 @@ def test_a_size_no_row_can_record_is_passed_over(client, admin, width):
     assert status_of(client, admin)["state"] == "complete"
 
 
+def test_a_thumbnail_id_no_database_can_hold_is_published_but_not_recorded(client, admin):
+    # The rows' findings once failed to record it on PostgreSQL: every retry a 503.
+    answer = json.loads(sample("named-query-2-assets.json"))
+    answer["items"][0]["thumbnail"][0]["id"] += "\u0000"
+    put(client, admin, registration())
+
+    complete(client, 1234, answer=json.dumps(answer).encode())
+
+    published = json.loads(fetch_published(client).data)
+    assert published["items"][0]["thumbnail"][0]["id"].endswith("\u0000")
+    assert status_of(client, admin)["state"] == "complete"
+
+
+def test_a_dlcs_description_no_database_can_hold_is_recorded_as_the_failure(client, admin):
+    # Before, recording the failure failed too: the status said nothing and the
+    # claim held until its lease ran out.
+    put(client, admin, registration())
+    with responses.RequestsMock() as rm:
+        rm.get(named_query_url(1234), status=400, content_type="application/json",
+               body=json.dumps({"description": "bad\u0000query \ud800"}).encode())
+        response = deliver(client, notification(1234))
+
+    problem = assert_problem(response, 503)
+    assert problem["detail"].endswith("the DLCS answered 400: bad\ufffdquery \ufffd")
+    status = status_of(client, admin)
+    assert (status["state"], status["error"]) == ("rebuild-failed", problem["detail"])
+
+
 @pytest.mark.parametrize("if_none_match", [
     "{etag}",
     '"stale", {etag}',

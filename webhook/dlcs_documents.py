@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
-from webhook.domain import BatchState, DlcsAsset
+from webhook.domain import BatchState, DlcsAsset, storable
 from webhook.errors import DlcsError
 from webhook.json_limits import JsonTooDeep, NonFiniteNumber, loads_finite
 
@@ -98,7 +98,8 @@ def _description(body: bytes) -> str | None:
     except ValueError:  # not JSON, NaN, or nested too deeply: no description then
         return None
     if isinstance(document, dict) and isinstance(document.get("description"), str):
-        description = document["description"].strip()
+        # Storable: it goes into the failure a rebuild records.
+        description = storable(document["description"].strip())
         if len(description) > _DESCRIPTION_LIMIT:
             description = description[:_DESCRIPTION_LIMIT] + "..."
         return description or None
@@ -163,7 +164,8 @@ def _error_text(error: str | None) -> str | None:
     """Return the error as shown to people: None for none, long text cut short."""
     # The DLCS tells success by an empty error ("!string.IsNullOrEmpty(Error)"
     # counts a failure), and may write "" or leave the field out.
-    text = (error or "").strip()
+    # Storable: it is recorded on the asset's rows.
+    text = storable((error or "").strip())
     if not text:
         return None
     return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "..."

@@ -8,6 +8,7 @@ pure builder in ``manifest`` consumes them.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -117,6 +118,16 @@ class DlcsAsset:
 MAX_INT32 = 2**31 - 1
 # The largest DLCS batch id (a 64-bit column) and delivery-log row id.
 MAX_INT64 = 2**63 - 1
+
+# What no text column holds: NUL (PostgreSQL refuses it) and lone surrogates
+# (they have no UTF-8 encoding, so neither database takes them). JSON can
+# carry both ("\u0000", "\ud800"), and the DLCS's texts are JSON.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """Return ``text`` with what no database column can hold (NUL, lone surrogates) as U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 # Body limits: a notification is a few hundred bytes, a registration of
 # thousands of painted resources a few MB.

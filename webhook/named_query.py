@@ -16,7 +16,7 @@ import json
 import math
 import re
 
-from webhook.domain import MAX_INT32
+from webhook.domain import MAX_INT32, storable
 from webhook.errors import BuildError
 
 _TIME_BASED = frozenset({"Sound", "Video"})
@@ -299,11 +299,15 @@ def _duration(canvas: dict, body: dict) -> float | None:
 
 
 def row_thumbnail(canvas: dict) -> str | None:
-    """Return the id of the thumbnail Image whose larger side is closest to 100 px."""
+    """Return the id of the thumbnail Image whose larger side is closest to 100 px.
+
+    Reading: an id holding what no database column can (NUL, a lone
+    surrogate) is no URI, and is passed over like one that is not text.
+    """
     best, best_distance = None, math.inf
     for image in as_list(canvas.get("thumbnail")):
         if not (isinstance(image, dict) and image.get("type") == "Image"
-                and isinstance(image.get("id"), str)):
+                and isinstance(image.get("id"), str) and storable(image["id"]) == image["id"]):
             continue
         side = max(_dimension(image.get("width")), _dimension(image.get("height")))
         distance = abs(side - _THUMBNAIL_SIDE)

@@ -41,7 +41,7 @@ from webhook.config import Settings
 from webhook.deliveries import Delivery
 from webhook.dlcs import DlcsClient
 from webhook.domain import (MANIFEST_COMPLETED, MANIFEST_FAILED, Deadline, Outcome,
-                            PaintedResource)
+                            PaintedResource, storable)
 from webhook.errors import (BuildError, Conflict, DatabaseUnavailable, DlcsError,
                             NamedQueryNotFound, RebuildFailed, RebuildInProgress, UpstreamError,
                             WebhookError)
@@ -398,7 +398,9 @@ def _row_changes(findings: list[tuple], updates) -> list[tuple]:
 def _failure_text(exc: Exception) -> str:
     """The reason recorded (and shown to operators) for a failed rebuild."""
     if isinstance(exc, (UpstreamError, BuildError, _ClaimLost)):
-        return str(exc)[:2000]
+        # Storable: the message may quote the DLCS (a description, a canvas id),
+        # and a reason the database refuses would leave the failure unrecorded.
+        return storable(str(exc)[:2000])
     return f"internal error during the rebuild ({type(exc).__name__})"
 
 
