@@ -78,6 +78,30 @@ def test_a_dlcs_failure_answers_503_and_changes_nothing(client, admin, registere
     assert client.get("/deliveries", headers=admin).json == []
 
 
+@pytest.mark.parametrize("change, reason", [
+    ({"count": 2**31, "completed": 2**31}, "count is not a count from 0 to 2147483647"),
+    ({"errors": 2**70}, "errors is not a count from 0 to 2147483647"),
+    ({"finished": "0001-01-01T00:00:00+01:00"}, "finished is out of range once converted to UTC"),
+    ({"submitted": "9999-12-31T23:59:59-01:00"},
+     "submitted is out of range once converted to UTC"),
+], ids=["count-beyond-int32", "errors-beyond-int64", "finished-before-year-1",
+        "submitted-after-year-9999"])
+def test_a_batch_the_database_cannot_hold_answers_503_and_changes_nothing(client, admin,
+                                                                         registered, change,
+                                                                         reason):
+    # These were 500s: a count PostgreSQL refused (SQLite beyond 64 bits), and a
+    # date whose conversion to UTC left Python's range.
+    state = batch_state(1234, True)
+    state.update(change)
+    with responses.RequestsMock() as mock:
+        mock.get(f"{API}/customers/2/queue/batches/1234", json=state)
+        answer = client.post("/2/manifests/letters/reconcile", headers=admin)
+    assert answer.status_code == 503
+    assert answer.json["detail"] == (f"batch 1234 of customer 2: the answer is not a DLCS "
+                                     f"batch ({reason})")
+    assert client.get("/deliveries", headers=admin).json == []
+
+
 def test_reconcile_needs_the_admin_token_and_a_known_manifest(client, admin):
     assert client.post("/2/manifests/letters/reconcile").status_code == 401
     assert client.post("/2/manifests/letters/reconcile", headers=admin).status_code == 404

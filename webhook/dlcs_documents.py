@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
-from webhook.domain import BatchState, DlcsAsset, storable
+from webhook.domain import MAX_INT32, BatchState, DlcsAsset, storable
 from webhook.errors import DlcsError
 from webhook.json_limits import JsonTooDeep, NonFiniteNumber, loads_finite
 
@@ -203,9 +203,11 @@ def _batch_id(value: object, name: str = "@id") -> int:
 
 def _count(document: dict, name: str) -> int:
     value = document.get(name)
-    # bool is an int in Python but never a count in JSON.
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} is not a count")
+    # bool is an int in Python but never a count in JSON. Bounded as a
+    # notification's counts are: the batch's columns hold 32-bit integers.
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or not 0 <= value <= MAX_INT32):
+        raise ValueError(f"{name} is not a count from 0 to {MAX_INT32}")
     return value
 
 
@@ -229,4 +231,7 @@ def _time(document: dict, name: str) -> datetime | None:
     # The DLCS writes UTC; a date without an offset is taken as UTC too.
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"{name} is out of range once converted to UTC") from None
