@@ -7,6 +7,7 @@ trickle the body, as a slow or hostile client does.
 
 from __future__ import annotations
 
+import io
 import json
 import select
 import socket
@@ -20,6 +21,7 @@ import requests
 from tests.conftest import ADMIN_TOKEN, sample, signed_headers
 from tests.servers import LOOPBACK, GunicornServer
 from tests.test_end_to_end import running_service, service_environment
+from webhook.body_deadline import BodyDeadline
 
 pytestmark = pytest.mark.e2e
 
@@ -200,3 +202,18 @@ def test_the_deadline_holds_under_the_other_worker_classes(other_worker_server):
     assert_timeout_problem(status, headers, problem)
     assert sent < len(body)
     assert deliveries(server) == []
+
+
+def test_a_content_length_that_is_no_number_passes_through_to_the_app():
+    # gunicorn refuses "Content-Length: \xb2" itself; a server that passes it on
+    # made the middleware's int() fail (str.isdigit() takes "\u00b2").
+    seen = {}
+
+    def app(environ, start_response):
+        seen["input"] = environ["wsgi.input"].read()
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    environ = {"CONTENT_LENGTH": "\u00b2", "wsgi.input": io.BytesIO(b"")}
+    assert BodyDeadline(app, 5)(environ, lambda status, headers: None) == [b"ok"]
+    assert seen["input"] == b""

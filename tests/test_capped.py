@@ -32,6 +32,15 @@ class _Handler(BaseHTTPRequestHandler):
         body = gzip.compress(BODY) if self.path == "/gzip" else BODY
         if self.path == "/gzip":
             self.send_header("Content-Encoding", "gzip")
+        if self.path == "/superscript-length":
+            # Byte 0xB2 ("\u00b2" in latin-1): a digit to str.isdigit(), not to int().
+            # The body then runs to the end of the connection.
+            self.send_header("Content-Length", "\u00b2")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -57,7 +66,7 @@ def session():
         yield session
 
 
-@pytest.mark.parametrize("path", ["/plain", "/chunked", "/gzip"])
+@pytest.mark.parametrize("path", ["/plain", "/chunked", "/gzip", "/superscript-length"])
 @pytest.mark.parametrize("deadline", [None, 30], ids=["no-deadline", "deadline"])
 def test_the_whole_body_is_read_however_it_is_framed(server, session, path, deadline):
     with session.get(server + path, stream=True, timeout=10) as response:

@@ -275,6 +275,10 @@ def test_server_settings_default_and_read_every_gunicorn_variable():
     ("GUNICORN_BIND", "8000"),
     ("GUNICORN_BIND", "localhost:http"),
     ("GUNICORN_BIND", "127.0.0.1:70000"),
+    # str.isdigit() takes both: "²" then failed int() (a traceback, not this
+    # error), and Arabic-Indic digits read as port 80.
+    ("GUNICORN_BIND", "127.0.0.1:\u00b2"),
+    ("GUNICORN_BIND", "127.0.0.1:\u0668\u0660"),
     ("GUNICORN_WORKERS", "two"),
     ("GUNICORN_WORKER_CLASS", "eventlet"),
     ("GUNICORN_WORKER_CLASS", "Gevent"),

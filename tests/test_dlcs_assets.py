@@ -324,13 +324,22 @@ def test_an_image_without_optional_fields_reads(rsps, client):
     (collection([{"id": "a", "space": 5, "batch": 7}]), "batch is not a link"),
     (collection([{"id": "a", "space": 5, "batch": f"{API}/customers/2/queue/batches/x"}]),
      "member 0: batch .* does not end in a batch id"),
+    (collection([{"id": "a", "space": 5, "batch": f"{API}/customers/2/queue/batches/\u00b2"}]),
+     "member 0: batch .* does not end in a batch id"),
+    (collection([{"id": "a", "space": 5, "batch": f"{API}/customers/2/queue/batches/0"}]),
+     "member 0: batch .* does not end in a batch id"),
+    (collection([{"id": "a", "space": 5,
+                  "batch": f"{API}/customers/2/queue/batches/{2**63}"}]),
+     "member 0: batch .* does not end in a batch id"),
     (collection([], view=[]), "view is not a JSON object"),
     (collection([], view={"next": 2}), "view.next is not a link"),
     (collection([], view={"next": f"{BATCH_ASSETS_URL}?pageSize=2"}), "names no page"),
+    (collection([], view={"next": f"{BATCH_ASSETS_URL}?page=\u00b2"}), "names no page"),
 ], ids=["list", "no-member", "member-string", "no-id", "id-with-slash", "space-string",
         "space-bool", "error-number", "ingesting-string", "manifests-string",
         "manifests-numbers", "finished-not-a-date", "batch-number", "batch-not-a-batch",
-        "view-list", "next-number", "next-no-page"])
+        "batch-superscript-digit", "batch-zero", "batch-beyond-int64", "view-list",
+        "next-number", "next-no-page", "next-superscript-page"])
 def test_wrong_shapes_are_dlcs_errors(rsps, client, document, reason):
     rsps.get(BATCH_ASSETS_URL, json=document)
 

@@ -92,6 +92,19 @@ def test_a_dlcs_validation_error_is_a_422_naming_its_reason(client, admin):
     assert status["batches"] == [] and "Space 5 does not exist" in status["error"]
 
 
+@pytest.mark.parametrize("batch_id", [0, 2**63], ids=["zero", "beyond-int64"])
+def test_a_batch_id_no_batch_can_have_is_a_503_naming_it(client, admin, batch_id):
+    # One beyond the batch table's 64-bit key was a 500 (the insert failed).
+    with responses.RequestsMock() as mock:
+        queued(mock, batch_id, 0, 1)
+        answer = client.put("/2/manifests/letters", data=registration(), headers=admin)
+    assert answer.status_code == 503
+    assert answer.json["detail"] == (
+        f"queue request 1/1 of customer 2: the answer is not a DLCS batch (@id "
+        f"'{QUEUE}/batches/{batch_id}' does not end in a batch id)")
+    assert client.get("/2/manifests/letters/status", headers=admin).json["batches"] == []
+
+
 def test_a_dlcs_outage_is_a_503_with_retry_after(client, admin):
     with responses.RequestsMock() as mock:
         mock.post(QUEUE, body=requests.ConnectionError("refused"))

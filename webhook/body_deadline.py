@@ -59,7 +59,8 @@ class BodyDeadline:
 def _has_body(environ: dict) -> bool:
     length = environ.get("CONTENT_LENGTH") or ""
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    return chunked or (length.isdigit() and int(length) > 0)
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+    return chunked or (length.isascii() and length.isdigit() and int(length) > 0)
 
 
 class _DeadlineInput:

@@ -23,12 +23,14 @@ def read_capped(response: requests.Response, limit: int,
     ``iter_content`` raises them.
     """
     declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+    declared = declared if declared.isascii() and declared.isdigit() else ""
+    if declared and int(declared) > limit:
         return None
     # One buffer, sized once when the length of an uncompressed body is
     # known: a list of chunks joined at the end, or a buffer grown as chunks
     # arrive (each growth may copy it), would briefly hold a large answer twice.
-    known = declared.isdigit() and not response.headers.get("Content-Encoding")
+    known = bool(declared) and not response.headers.get("Content-Encoding")
     body = bytearray(int(declared) if known else 0)
     filled = 0
     while chunk := _read_some(response, deadline):

@@ -122,13 +122,19 @@ class Duration(click.ParamType):
 
     name = "duration"
     _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    _LONGEST_SECONDS = 36_500 * 86400
 
     def convert(self, value, param, ctx):
         if isinstance(value, dt.timedelta):
             return value
         text = str(value).strip().lower()
-        if len(text) >= 2 and text[:-1].isdigit() and text[-1] in self._UNITS:
-            return dt.timedelta(seconds=int(text[:-1]) * self._UNITS[text[-1]])
+        number = text[:-1]
+        if len(text) >= 2 and number.isascii() and number.isdigit() and text[-1] in self._UNITS:
+            seconds = int(number) * self._UNITS[text[-1]]
+            # Counted back from now, a longer one would name a date before year 1.
+            if seconds > self._LONGEST_SECONDS:
+                self.fail(f"{value!r} is longer than 100 years", param, ctx)
+            return dt.timedelta(seconds=seconds)
         self.fail(f"{value!r} is not a duration like 90s, 30m, 2h or 1d", param, ctx)
 
 

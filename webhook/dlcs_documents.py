@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
-from webhook.domain import MAX_INT32, BatchState, DlcsAsset, storable
+from webhook.domain import MAX_INT32, MAX_INT64, BatchState, DlcsAsset, storable
 from webhook.errors import DlcsError
 from webhook.json_limits import JsonTooDeep, NonFiniteNumber, loads_finite
 
@@ -187,7 +187,7 @@ def _next_query(view: object) -> str | None:
     # following them could send credentials elsewhere.
     query = urlsplit(link).query
     pages = parse_qs(query).get("page", [])
-    if len(pages) != 1 or not pages[0].isdigit():
+    if len(pages) != 1 or not (pages[0].isascii() and pages[0].isdigit()):
         raise ValueError(f"view.next {link!r} names no page")
     return query
 
@@ -196,7 +196,9 @@ def _batch_id(value: object, name: str = "@id") -> int:
     if not isinstance(value, str):
         raise ValueError(f"{name} is missing")
     segment = urlsplit(value).path.rstrip("/").rpartition("/")[2]
-    if not segment.isdigit():
+    # ASCII digits (str.isdigit() takes "²", which int() refuses), and an id
+    # the batch table's 64-bit key holds, as a registration's batches must be.
+    if not (segment.isascii() and segment.isdigit()) or not 1 <= int(segment) <= MAX_INT64:
         raise ValueError(f"{name} {value!r} does not end in a batch id")
     return int(segment)
 

@@ -61,7 +61,8 @@ def _bind(value: str) -> str:
     if value.startswith(("unix:", "fd://")):
         return value
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+    if (not sep or not host or not (port.isascii() and port.isdigit())
+            or not 0 <= int(port) <= 65_535):
         raise ConfigError("GUNICORN_BIND", f"expected HOST:PORT, unix:PATH or fd://N, got {value!r}")
     return value
 
