@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -106,6 +107,19 @@ def test_unknown_batches_and_bad_queue_bodies_are_refused():
         queued = requests.post(f"{dlcs.url}/customers/2/queue", json={"member": MEMBERS},
                                timeout=10).json()
         assert queued["completed"] == 0 and "finished" not in queued
+
+
+def test_ids_of_digits_that_are_not_ascii_are_refused_not_crashed_on():
+    # http.server reads the request line as latin-1: byte 0xB2 is "\u00b2", a digit to
+    # str.isdigit() that int() refuses; the handler died and the client got no answer.
+    with DevDlcs() as dlcs:
+        host, port = dlcs.url.removeprefix("http://").split(":")
+        for path in (b"/customers/2/queue/batches/\xb2", b"/customers/\xb2/queue/batches/1",
+                     b"/iiif-resource/v3/2/batch-query/1,\xb2"):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                status_line = sock.makefile("rb").readline()
+            assert status_line.split()[1] in (b"400", b"404"), (path, status_line)
 
 
 def test_the_command_needs_the_webhook_secret():
