@@ -752,6 +752,23 @@ def test_loopback_retry_after_is_respected_but_capped(loopback):
     assert len(loopback.hits) == 2
 
 
+@pytest.mark.parametrize("retry_after", ["soon", "\u00b2", "-5"])
+@pytest.mark.parametrize("deadline", [None, 30], ids=["no-deadline", "deadline"])
+def test_loopback_a_malformed_retry_after_counts_as_none(loopback, loopback_client,
+                                                        retry_after, deadline):
+    # urllib3 raised InvalidHeader on it, which ended a rebuild as "internal error".
+    sample_answer = sample_bytes("named-query-2-assets.json")
+    loopback.script.extend([
+        (503, {"Retry-After": retry_after}, b""),
+        (200, {"Content-Type": "application/json"}, sample_answer)])
+
+    answer = loopback_client.named_query(
+        2, [1234], deadline=None if deadline is None else Deadline.after(deadline))
+
+    assert answer.size == len(sample_answer)
+    assert len(loopback.hits) == 2
+
+
 def test_loopback_refused_connection_is_retried_even_for_post(caplog):
     caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
     session = make_session(retries=2, backoff=0)

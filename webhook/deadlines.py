@@ -31,8 +31,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NewConnectionError,
-                                ReadTimeoutError, ResponseError)
+from urllib3.exceptions import (ConnectTimeoutError, InvalidHeader, MaxRetryError,
+                                NewConnectionError, ReadTimeoutError, ResponseError)
 from urllib3.util import Timeout
 from urllib3.util.retry import Retry
 
@@ -64,7 +64,15 @@ class DeadlineRetry(Retry):
     starts only if, after its backoff (or the server's ``Retry-After``), at
     least ``MIN_RETRY_SECONDS`` remain; otherwise the last error is raised (or,
     for a status, the last response returned) as when retries run out.
+    A ``Retry-After`` that is neither seconds nor a date counts as none.
     """
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        try:
+            return super().parse_retry_after(retry_after)
+        except InvalidHeader:
+            # urllib3 raises it out of the call ("soon", "-5"): the backoff applies instead.
+            return 0.0
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None,
                   _stacktrace=None):
