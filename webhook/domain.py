@@ -127,7 +127,15 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def storable(text: str) -> str:
     """Return ``text`` with what no database column can hold (NUL, lone surrogates) as U+FFFD."""
-    return _UNSTORABLE.sub("\ufffd", text)
+    return text if is_storable(text) else _UNSTORABLE.sub("\ufffd", text)
+
+
+def is_storable(text: str) -> bool:
+    """Tell whether a database column can hold ``text`` as it is (see ``storable``)."""
+    # ASCII has no surrogates: most texts (every URL) are told by two C scans.
+    if text.isascii():
+        return "\x00" not in text
+    return _UNSTORABLE.search(text) is None
 
 # Body limits: a notification is a few hundred bytes, a registration of
 # thousands of painted resources a few MB.

@@ -16,7 +16,7 @@ import json
 import math
 import re
 
-from webhook.domain import MAX_INT32, storable
+from webhook.domain import MAX_INT32, is_storable
 from webhook.errors import BuildError
 
 _TIME_BASED = frozenset({"Sound", "Video"})
@@ -307,7 +307,7 @@ def row_thumbnail(canvas: dict) -> str | None:
     best, best_distance = None, math.inf
     for image in as_list(canvas.get("thumbnail")):
         if not (isinstance(image, dict) and image.get("type") == "Image"
-                and isinstance(image.get("id"), str) and storable(image["id"]) == image["id"]):
+                and isinstance(image.get("id"), str) and is_storable(image["id"])):
             continue
         side = max(_dimension(image.get("width")), _dimension(image.get("height")))
         distance = abs(side - _THUMBNAIL_SIDE)
