@@ -17,6 +17,7 @@ import responses
 from tests.conftest import ORCHESTRATOR, sample, signed_headers
 from tests.iiif import assert_valid_iiif
 from webhook.models import Manifest
+from webhook.paintings import CanvasPainting
 
 CUSTOMER = 2
 SLUG = "letters"
@@ -519,6 +520,11 @@ def test_a_thumbnail_id_no_database_can_hold_is_published_but_not_recorded(clien
     published = json.loads(fetch_published(client).data)
     assert published["items"][0]["thumbnail"][0]["id"].endswith("\u0000")
     assert status_of(client, admin)["state"] == "complete"
+    # Nothing shows a row's thumbnail but its row: the foo row records none, bar its own.
+    rows = (CanvasPainting.select(CanvasPainting.asset_id, CanvasPainting.thumbnail)
+            .order_by(CanvasPainting.position).tuples())
+    assert [(asset, thumbnail is None) for asset, thumbnail in rows] == [
+        ("2/5/foo", True), ("2/5/bar", False)]
 
 
 def test_a_dlcs_description_no_database_can_hold_is_recorded_as_the_failure(client, admin):

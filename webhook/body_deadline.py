@@ -31,6 +31,7 @@ from contextlib import nullcontext
 
 from werkzeug.exceptions import RequestTimeout
 
+from webhook.domain import ascii_digits
 from webhook.watchdog import SocketCut, socket_shut_at
 
 
@@ -59,8 +60,7 @@ class BodyDeadline:
 def _has_body(environ: dict) -> bool:
     length = environ.get("CONTENT_LENGTH") or ""
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
-    return chunked or (length.isascii() and length.isdigit() and int(length) > 0)
+    return chunked or (ascii_digits(length) and int(length) > 0)
 
 
 class _DeadlineInput:

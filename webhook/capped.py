@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
 
-from webhook.domain import Deadline
+from webhook.domain import Deadline, ascii_digits
 
 # Each read returns what one receive brought (at most this much), so a sender
 # that trickles its answer is noticed between bytes, not after a whole block.
@@ -23,15 +23,15 @@ def read_capped(response: requests.Response, limit: int,
     ``iter_content`` raises them.
     """
     declared = response.headers.get("Content-Length", "")
-    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
-    declared = declared if declared.isascii() and declared.isdigit() else ""
-    if declared and int(declared) > limit:
+    # None: absent, or no number; the body then runs to its end.
+    length = int(declared) if ascii_digits(declared) else None
+    if length is not None and length > limit:
         return None
     # One buffer, sized once when the length of an uncompressed body is
     # known: a list of chunks joined at the end, or a buffer grown as chunks
     # arrive (each growth may copy it), would briefly hold a large answer twice.
-    known = bool(declared) and not response.headers.get("Content-Encoding")
-    body = bytearray(int(declared) if known else 0)
+    known = length is not None and not response.headers.get("Content-Encoding")
+    body = bytearray(length if known else 0)
     filled = 0
     while chunk := _read_some(response, deadline):
         end = filled + len(chunk)

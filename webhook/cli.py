@@ -22,6 +22,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from webhook import db, startup
 from webhook.answer_schemas import OutcomeSchema, RequeueSchema, StatusSchema
+from webhook.domain import ascii_digits
 from webhook.errors import WebhookError
 from webhook.secret import new_secret
 from webhook.devdlcs.documents import signed_completion
@@ -129,7 +130,7 @@ class Duration(click.ParamType):
             return value
         text = str(value).strip().lower()
         number = text[:-1]
-        if len(text) >= 2 and number.isascii() and number.isdigit() and text[-1] in self._UNITS:
+        if ascii_digits(number) and text[-1:] in self._UNITS:
             seconds = int(number) * self._UNITS[text[-1]]
             # Counted back from now, a longer one would name a date before year 1.
             if seconds > self._LONGEST_SECONDS:

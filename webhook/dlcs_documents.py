@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
-from webhook.domain import MAX_INT32, MAX_INT64, BatchState, DlcsAsset, storable
+from webhook.domain import (MAX_INT32, MAX_INT64, BatchState, DlcsAsset, ascii_digits,
+                            storable)
 from webhook.errors import DlcsError
 from webhook.json_limits import JsonTooDeep, NonFiniteNumber, loads_finite
 
@@ -187,7 +188,7 @@ def _next_query(view: object) -> str | None:
     # following them could send credentials elsewhere.
     query = urlsplit(link).query
     pages = parse_qs(query).get("page", [])
-    if len(pages) != 1 or not (pages[0].isascii() and pages[0].isdigit()):
+    if len(pages) != 1 or not ascii_digits(pages[0]):
         raise ValueError(f"view.next {link!r} names no page")
     return query
 
@@ -196,11 +197,11 @@ def _batch_id(value: object, name: str = "@id") -> int:
     if not isinstance(value, str):
         raise ValueError(f"{name} is missing")
     segment = urlsplit(value).path.rstrip("/").rpartition("/")[2]
-    # ASCII digits (str.isdigit() takes "²", which int() refuses), and an id
-    # the batch table's 64-bit key holds, as a registration's batches must be.
-    if not (segment.isascii() and segment.isdigit()) or not 1 <= int(segment) <= MAX_INT64:
+    # An id the batch table's 64-bit key holds, as a registration's batches must be.
+    batch_id = int(segment) if ascii_digits(segment) else 0
+    if not 1 <= batch_id <= MAX_INT64:
         raise ValueError(f"{name} {value!r} does not end in a batch id")
-    return int(segment)
+    return batch_id
 
 
 def _count(document: dict, name: str) -> int:

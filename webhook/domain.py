@@ -118,6 +118,18 @@ class DlcsAsset:
 MAX_INT32 = 2**31 - 1
 # The largest DLCS batch id (a 64-bit column) and delivery-log row id.
 MAX_INT64 = 2**63 - 1
+# The longest duration a row can record: its column is a 4-byte float on
+# PostgreSQL (REAL), whose largest finite value this is.
+MAX_DURATION = 3.4028234663852886e38
+
+
+def ascii_digits(text: str) -> bool:
+    """Tell whether ``text`` is one or more ASCII digits, as ``int()`` reads them.
+
+    ``str.isdigit()`` alone also takes "²" (which ``int()`` refuses) and other
+    scripts' digits ("٨٠", which it reads as 80).
+    """
+    return text.isascii() and text.isdigit()
 
 # What no text column holds: NUL (PostgreSQL refuses it) and lone surrogates
 # (they have no UTF-8 encoding, so neither database takes them). JSON can

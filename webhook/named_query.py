@@ -16,7 +16,7 @@ import json
 import math
 import re
 
-from webhook.domain import MAX_INT32, is_storable
+from webhook.domain import MAX_DURATION, MAX_INT32, is_storable
 from webhook.errors import BuildError
 
 _TIME_BASED = frozenset({"Sound", "Video"})
@@ -26,9 +26,6 @@ _TIME_BASED = frozenset({"Sound", "Video"})
 _CANVAS_READ = ("id", "type", "width", "height", "duration", "thumbnail", "behavior",
                 "rendering")
 _THUMBNAIL_SIDE = 100
-# The longest duration a row can record: its column is a 4-byte float on
-# PostgreSQL (REAL), whose largest finite value this is.
-MAX_DURATION = 3.4028234663852886e38
 
 # https://{host}/iiif-img/{customer}/{space}/{asset}/canvas/c/{n}; only the
 # "/canvas/c/" marker is case-insensitive (spec section 2). The asset segment

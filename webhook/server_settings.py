@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from webhook.config import Settings, parse_int
+from webhook.domain import ascii_digits
 from webhook.errors import ConfigError
 
 
@@ -61,8 +62,7 @@ def _bind(value: str) -> str:
     if value.startswith(("unix:", "fd://")):
         return value
     host, sep, port = value.rpartition(":")
-    if (not sep or not host or not (port.isascii() and port.isdigit())
-            or not 0 <= int(port) <= 65_535):
+    if not sep or not host or not ascii_digits(port) or not 0 <= int(port) <= 65_535:
         raise ConfigError("GUNICORN_BIND", f"expected HOST:PORT, unix:PATH or fd://N, got {value!r}")
     return value
 

@@ -23,6 +23,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from webhook.domain import ascii_digits
+
 
 #: The DLCS API's MaxImageListSize: most ids in one allImages request.
 MAX_IMAGE_LIST = 500
@@ -174,16 +176,11 @@ def _member_ids(customer: int, document: object) -> tuple[list[str], str | None]
     return ids, None
 
 
-def digits(text: str) -> bool:
-    """Tell whether ``text`` is ASCII digits only (``str.isdigit`` also takes "²" and "٣")."""
-    return text.isascii() and text.isdigit()
-
-
 def _paging(query: Mapping[str, list[str]]) -> tuple[int, int]:
     """Read page and pageSize as the DLCS does: bad or out-of-range values fall back."""
     def number(name: str) -> int:
         values = query.get(name, [])
-        return int(values[0]) if values and digits(values[0]) else 0
+        return int(values[0]) if values and ascii_digits(values[0]) else 0
     page, size = number("page"), number("pageSize")
     if not 0 < size <= MAX_PAGE_SIZE:
         size = DEFAULT_PAGE_SIZE

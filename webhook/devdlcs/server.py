@@ -40,9 +40,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from webhook.devdlcs.assets import AssetStore, digits
+from webhook.devdlcs.assets import AssetStore
 from webhook.devdlcs.documents import (PUBLIC_HOST, Asset, batch_document, named_query_canvas,
                                        named_query_manifest, signed_completion)
+from webhook.domain import ascii_digits
 
 log = logging.getLogger("webhook.devdlcs")
 
@@ -97,7 +98,7 @@ def _now() -> dt.datetime:
 def parse_ids(raw: str) -> frozenset[int] | None:
     """Parse a named query's ``1234,1235`` batch ids; None when they are not all numbers."""
     parts = raw.split(",")
-    if not all(digits(part) for part in parts):
+    if not all(ascii_digits(part) for part in parts):
         return None
     return frozenset(int(part) for part in parts)
 
@@ -279,10 +280,10 @@ class DevDlcs:
         return None
 
     def answer_named_query(self, customer: str, name: str, ids: str) -> tuple[int, bytes]:
-        if name == self.manifest_query and digits(customer):
+        if name == self.manifest_query and ascii_digits(customer):
             return self.manifest_query_document(int(customer), ids)
         parsed = parse_ids(ids)
-        if not digits(customer) or parsed is None:
+        if not ascii_digits(customer) or parsed is None:
             return 400, description(f"cannot parse {ids!r}")
         if name != self.named_query:
             return 404, b""
@@ -312,7 +313,7 @@ class DevDlcs:
         return 200, named_query_manifest(customer, self.manifest_query, manifest_id, canvases)
 
     def answer_queue(self, customer: str, raw: bytes) -> tuple[int, bytes]:
-        if not digits(customer):
+        if not ascii_digits(customer):
             return 404, b""
         try:
             document = json.loads(raw)
@@ -348,7 +349,7 @@ class DevDlcs:
         return act(int(customer), document, self.url)
 
     def answer_batch(self, customer: str, batch_id: str) -> tuple[int, bytes]:
-        if not (digits(customer) and digits(batch_id)):
+        if not (ascii_digits(customer) and ascii_digits(batch_id)):
             return 404, b""
         with self._lock:
             batch = self._settled(int(customer), int(batch_id))
