@@ -16,12 +16,15 @@ One run measures every combination of:
 
 Each is measured for the service (``wsgi:app``) and for the ceiling
 (``bench/ceiling.py``: verify, parse, insert one row in a transaction of its
-own; ``--ceiling transaction`` puts it in BEGIN ... COMMIT) under the same gunicorn
-settings, each app on a fresh database of its own per gunicorn configuration.
+own) under the same gunicorn settings, each app on a fresh database of its own
+per gunicorn configuration. ``--ceilings autocommit,transaction`` measures a
+second ceiling beside it in the same rounds: the same app with its insert in
+BEGIN ... COMMIT, as issue 15's ceiling had it (the yardstick the issue's
+first figures were measured against; the default one is the stricter).
 ``wrk`` drives both with the same bounded closed-loop load
 (``bench/intake.lua``): valid, unique, signed deliveries, ``--duration``
-seconds a run, ``--repeat`` rounds alternating service and ceiling so that
-drift hits both alike.
+seconds a run, ``--repeat`` rounds alternating service and ceiling(s) so that
+drift hits them alike.
 
 Deliveries: before each ``first`` run fresh manifests of
 ``--batches-per-manifest`` batches are registered through ``PUT`` and the run
@@ -44,7 +47,7 @@ processes of its database) is printed too, with its ratio.
 
 Run: ``.venv/bin/python bench/intake.py [--quick] [--databases sqlite,postgresql]
 [--configs gthread,sync] [--paths first,renotify] [--connections 16,64]
-[--duration 5] [--repeat 3] [--ceiling autocommit|transaction]``. ``--quick`` is 2 s runs, one round (about
+[--duration 5] [--repeat 3] [--ceilings autocommit,transaction]``. ``--quick`` is 2 s runs, one round (about
 3 minutes); the full run takes about 12. Needs ``wrk`` (Debian:
 ``apt-get install -y wrk``) and, for PostgreSQL, a server at ``--postgres-url``
 where the user may create databases.
@@ -84,6 +87,8 @@ ADMIN_TOKEN = "bench-admin-token-0123456789"
 CUSTOMER = 7
 SERVICE_APP = "wsgi:app"
 CEILING_APP = "bench.ceiling:create_app()"
+# The ceilings --ceilings can name: the target's name, and whether its insert is in BEGIN ... COMMIT.
+CEILINGS = {"autocommit": ("ceiling", False), "transaction": ("ceiling-tx", True)}
 # Headroom over the fastest rate seen so far, so a run never runs out of deliveries.
 POOL_HEADROOM = 2.0
 FIRST_RATE_GUESS = 2500.0
@@ -91,7 +96,7 @@ FIRST_RATE_GUESS = 2500.0
 GOAL_RATIO = 0.8
 GOAL_P99 = 2.0
 PATHS = ("first", "renotify")
-# What the service records for each path; the ceiling records "recorded" for all.
+# What the service records for each path; a ceiling records "recorded" for all.
 OUTCOMES = {"first": "batch-completed", "renotify": "duplicate"}
 
 
@@ -122,7 +127,7 @@ CONFIGS = {
 class Target:
     """One app under gunicorn on one database, and the deliveries it has been sent."""
 
-    name: str                 # "service" or "ceiling"
+    name: str                 # "service", or a ceiling's name in CEILINGS
     database: str             # "sqlite" or "postgresql"
     config: Config
     database_url: str
@@ -282,7 +287,7 @@ def completed_batches(target: Target, count: int) -> list[int]:
 def write_pool(path: Path, target: Target, count: int, run_path: str,
                batches_per_manifest: int) -> None:
     """Sign ``count`` unique deliveries now and write them for the Lua script."""
-    if target.name == "ceiling":
+    if target.name != "service":
         batch_ids = list(range(target.next_batch, target.next_batch + count))
         target.next_batch += count
     elif run_path == "first":
@@ -347,7 +352,7 @@ def one_run(target: Target, connections: int, run_path: str, round_number: int, 
                   round=round_number)
     target.runs.append(result)
     missing = "  !! fewer rows than answers" if recorded < answered else ""
-    print(f"  {target.database:<10} {target.config.name:<7} {run_path:<8} {target.name:<8} "
+    print(f"  {target.database:<10} {target.config.name:<7} {run_path:<8} {target.name:<10} "
           f"c={connections:<3} {result['rps']:>7.0f} req/s  p50 {result['p50_us'] / 1000:>6.1f} "
           f"ms  p99 {result['p99_us'] / 1000:>7.1f} ms  errors {result['errors']:>4}  cpu "
           f"{result['app_cpu_ms']:.2f}+{result['db_cpu_ms']:.2f} ms/req  "
@@ -358,54 +363,65 @@ def one_run(target: Target, connections: int, run_path: str, round_number: int, 
 # ---------------------------------------------------------------- the table
 
 def summarise(targets: dict[tuple, Target], args) -> list[dict]:
-    """Print the medians and ratios per (database, config, connections, path); return them."""
+    """Print the medians and ratios per (database, config, ceiling, connections, path)."""
     rows = []
     for (database, config, name), target in targets.items():
         if name != "service":
             continue
-        ceiling = targets[(database, config, "ceiling")]
-        for conns in args.connections:
-            for run_path in args.paths:
-                def runs(of):
-                    return sorted((r for r in of.runs if r["connections"] == conns
-                                   and r["path"] == run_path), key=lambda r: r["round"])
-                s_runs, c_runs = runs(target), runs(ceiling)
-                if not s_runs or not c_runs:
-                    continue
-                ratios = [s["rps"] / c["rps"] for s, c in zip(s_runs, c_runs)]
-                p99_ratios = [s["p99_us"] / c["p99_us"] for s, c in zip(s_runs, c_runs)]
-                row = {
-                    "database": database, "config": config, "connections": conns,
-                    "path": run_path,
-                    "rps": statistics.median(r["rps"] for r in s_runs),
-                    "p99": statistics.median(r["p99_us"] for r in s_runs) / 1000,
-                    "c_rps": statistics.median(r["rps"] for r in c_runs),
-                    "c_p99": statistics.median(r["p99_us"] for r in c_runs) / 1000,
-                    "ratio": statistics.median(ratios), "low": min(ratios), "high": max(ratios),
-                    "p99_ratio": statistics.median(p99_ratios),
-                    "cpu": statistics.median(r["app_cpu_ms"] + r["db_cpu_ms"] for r in s_runs),
-                    "c_cpu": statistics.median(r["app_cpu_ms"] + r["db_cpu_ms"]
-                                               for r in c_runs),
-                    "errors": sum(r["errors"] for r in s_runs + c_runs),
-                }
-                row["goal"] = (row["ratio"] >= GOAL_RATIO and row["p99_ratio"] <= GOAL_P99
-                               and row["errors"] == 0)
-                rows.append(row)
+        for kind in args.ceilings:
+            rows += _rows(target, targets[(database, config, CEILINGS[kind][0])], kind, args)
     print()
-    print(f"{'database':<10} {'config':<8} {'conns':>5} {'path':<9} {'req/s':>7} {'p99':>8} "
-          f"{'ceiling':>8} {'c. p99':>8} {'ratio':>6} {'(range)':>11} {'p99 x':>6} "
-          f"{'errors':>6}  goal  {'cpu/req':>7} {'ceiling':>7} {'cpu x':>5}")
+    print(f"{'database':<10} {'config':<8} {'ceiling':<11} {'conns':>5} {'path':<9} "
+          f"{'req/s':>7} {'p99':>8} {'ceiling':>8} {'c. p99':>8} {'ratio':>6} {'(range)':>11} "
+          f"{'p99 x':>6} {'errors':>6}  goal  {'cpu/req':>7} {'ceiling':>7} {'cpu x':>5}")
     for r in rows:
-        print(f"{r['database']:<10} {r['config']:<8} {r['connections']:>5} {r['path']:<9} "
-              f"{r['rps']:>7.0f} {r['p99']:>6.1f}ms {r['c_rps']:>8.0f} {r['c_p99']:>6.1f}ms "
-              f"{r['ratio']:>5.2f}x {r['low']:>5.2f}-{r['high']:<5.2f} {r['p99_ratio']:>5.1f}x "
-              f"{r['errors']:>6}  {'ok   ' if r['goal'] else 'SHORT'} {r['cpu']:>5.2f}ms "
-              f"{r['c_cpu']:>5.2f}ms {r['c_cpu'] / r['cpu']:>4.2f}x")
+        print(f"{r['database']:<10} {r['config']:<8} {r['ceiling']:<11} {r['connections']:>5} "
+              f"{r['path']:<9} {r['rps']:>7.0f} {r['p99']:>6.1f}ms {r['c_rps']:>8.0f} "
+              f"{r['c_p99']:>6.1f}ms {r['ratio']:>5.2f}x {r['low']:>5.2f}-{r['high']:<5.2f} "
+              f"{r['p99_ratio']:>5.1f}x {r['errors']:>6}  {'ok   ' if r['goal'] else 'SHORT'} "
+              f"{r['cpu']:>5.2f}ms {r['c_cpu']:>5.2f}ms {r['c_cpu'] / r['cpu']:>4.2f}x")
     print(f"ratio: the median of the per-round ratios service / ceiling (range over the "
           f"rounds); p99 x: the service's p99 over the ceiling's; goal: ratio >= {GOAL_RATIO}, "
           f"p99 x <= {GOAL_P99}, no errors; cpu/req: CPU time per request of the app's "
           f"gunicorn processes and (PostgreSQL) the database's server processes, cpu x: the "
-          f"ceiling's over the service's (less sensitive to other load than req/s)")
+          f"ceiling's over the service's (less sensitive to other load than req/s); ceiling: "
+          f"its insert on its own (autocommit) or in BEGIN ... COMMIT (transaction)")
+    for kind in args.ceilings:
+        of_kind = [r for r in rows if r["ceiling"] == kind]
+        print(f"goal met against the {kind} ceiling: {sum(r['goal'] for r in of_kind)} "
+              f"of {len(of_kind)}")
+    return rows
+
+
+def _rows(target: Target, ceiling: Target, kind: str, args) -> list[dict]:
+    """The service against one ceiling: a row per connection count and path."""
+    rows = []
+    for conns in args.connections:
+        for run_path in args.paths:
+            def runs(of):
+                return sorted((r for r in of.runs if r["connections"] == conns
+                               and r["path"] == run_path), key=lambda r: r["round"])
+            s_runs, c_runs = runs(target), runs(ceiling)
+            if not s_runs or not c_runs:
+                continue
+            ratios = [s["rps"] / c["rps"] for s, c in zip(s_runs, c_runs)]
+            p99_ratios = [s["p99_us"] / c["p99_us"] for s, c in zip(s_runs, c_runs)]
+            row = {
+                "database": target.database, "config": target.config.name, "ceiling": kind,
+                "connections": conns, "path": run_path,
+                "rps": statistics.median(r["rps"] for r in s_runs),
+                "p99": statistics.median(r["p99_us"] for r in s_runs) / 1000,
+                "c_rps": statistics.median(r["rps"] for r in c_runs),
+                "c_p99": statistics.median(r["p99_us"] for r in c_runs) / 1000,
+                "ratio": statistics.median(ratios), "low": min(ratios), "high": max(ratios),
+                "p99_ratio": statistics.median(p99_ratios),
+                "cpu": statistics.median(r["app_cpu_ms"] + r["db_cpu_ms"] for r in s_runs),
+                "c_cpu": statistics.median(r["app_cpu_ms"] + r["db_cpu_ms"] for r in c_runs),
+                "errors": sum(r["errors"] for r in s_runs + c_runs),
+            }
+            row["goal"] = (row["ratio"] >= GOAL_RATIO and row["p99_ratio"] <= GOAL_P99
+                           and row["errors"] == 0)
+            rows.append(row)
     return rows
 
 
@@ -425,10 +441,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--duration", type=int, help="seconds per run (default: 5, quick: 2)")
     parser.add_argument("--repeat", type=int, help="rounds (default: 3, quick: 1)")
-    parser.add_argument("--ceiling", choices=("autocommit", "transaction"),
-                        default="autocommit",
-                        help="the ceiling's insert on its own (default), or in BEGIN ... "
-                             "COMMIT as issue 15's ceiling had it")
+    parser.add_argument("--ceilings", default="autocommit",
+                        help="of: autocommit (the ceiling's insert on its own, the default), "
+                             "transaction (in BEGIN ... COMMIT, as issue 15's ceiling had it)")
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--batches-per-manifest", type=int, default=50)
     parser.add_argument("--rate-guess", type=float, default=FIRST_RATE_GUESS,
@@ -444,6 +459,9 @@ def main(argv: list[str] | None = None) -> None:
     if "renotify" in args.paths and "first" not in args.paths:
         parser.error("the renotify path re-sends what the first path completed: add 'first'")
     args.connections = [int(c) for c in args.connections.split(",") if c]
+    args.ceilings = [c for c in args.ceilings.split(",") if c]
+    if not args.ceilings or set(args.ceilings) - set(CEILINGS):
+        parser.error(f"--ceilings: one or more of {', '.join(CEILINGS)}")
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
 
@@ -451,8 +469,8 @@ def main(argv: list[str] | None = None) -> None:
                                  text=True).stdout.splitlines()[0]
     print(machine_line())
     print(f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {wrk_version}")
-    insert = "in BEGIN ... COMMIT" if args.ceiling == "transaction" else "on its own (autocommit)"
-    print(f"ceiling: verify, parse, one insert {insert}")
+    print(f"ceilings: verify, parse, one insert: "
+          f"{', '.join(f'{CEILINGS[c][0]} ({c})' for c in args.ceilings)}")
     print(f"gunicorn: {'; '.join(c.describe() for c in args.configs)}, the same for both apps; "
           f"wrk: {args.wrk_threads} threads, {args.duration} s per run, {args.repeat} rounds")
     targets: dict[tuple, Target] = {}
@@ -461,17 +479,23 @@ def main(argv: list[str] | None = None) -> None:
         for database in args.databases:
             for config in args.configs:
                 with contextlib.ExitStack() as stack:
-                    for name, app in (("service", SERVICE_APP), ("ceiling", CEILING_APP)):
+                    for name, app, in_transaction in apps(args.ceilings):
                         url = stack.enter_context(fresh_database(
-                            database, f"{name}_{config.name}", workdir, args.postgres_url))
-                        server = start(app, config, url, workdir,
-                                       args.ceiling == "transaction")
+                            database, f"{name.replace('-', '_')}_{config.name}", workdir,
+                            args.postgres_url))
+                        server = start(app, config, url, workdir, in_transaction)
                         stack.callback(server.cleanup)
                         targets[(database, config.name, name)] = Target(
                             name, database, config, url, server)
                     measure(targets, database, config, args, workdir)
     summarise(targets, args)
     print(machine_line().replace("load average", "load average at the end"))
+
+
+def apps(ceilings: list[str]) -> list[tuple[str, str, bool]]:
+    """(target name, gunicorn app, insert in BEGIN ... COMMIT) of the service and each ceiling."""
+    ceiling_apps = [(CEILINGS[kind][0], CEILING_APP, CEILINGS[kind][1]) for kind in ceilings]
+    return [("service", SERVICE_APP, False), *ceiling_apps]
 
 
 def measure(targets: dict[tuple, Target], database: str, config: Config, args,
@@ -484,12 +508,12 @@ def measure(targets: dict[tuple, Target], database: str, config: Config, args,
               flush=True)
         for conns in args.connections:
             for run_path in args.paths:
-                for name in ("service", "ceiling"):
+                for name, _, _ in apps(args.ceilings):
                     result = one_run(targets[(database, config.name, name)], conns, run_path,
                                      round_number, args, workdir,
                                      fastest or args.rate_guess)
                     fastest = max(fastest, result["rps"])
-    for name in ("service", "ceiling"):
+    for name, _, _ in apps(args.ceilings):
         log = targets[(database, config.name, name)].server.log()
         if "Traceback" in log:
             print(f"!! {name} on {database} ({config.name}) logged a traceback:\n{log[-3000:]}")
