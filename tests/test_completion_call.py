@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from playhouse.migrations import Runner
 
 from tests.conftest import signed_headers
 from tests.test_webhook_http import notification, register
@@ -82,6 +83,15 @@ def test_the_last_batch_is_left_to_the_locked_path(three_batches):
     assert not Manifest.get_by_id(three_batches).needs_rebuild
 
 
+def test_a_batch_whose_only_other_ingesting_one_was_dropped_is_the_last(three_batches):
+    call("msg_1", batch=1234)
+    Batch.update(status="dropped").where(Batch.id == 1236).execute()
+
+    assert call("msg_2", batch=1235) is None         # the last one ingesting: locked path
+    assert statuses() == {1234: COMPLETED, 1235: INGESTING, 1236: "dropped"}
+    assert "msg_2" not in deliveries()
+
+
 @pytest.mark.parametrize("second_batch", [1234, 1235], ids=["complete", "ingesting"])
 def test_an_id_recorded_already_writes_nothing(three_batches, second_batch):
     call("msg_1", batch=1234, count=7)
@@ -129,3 +139,25 @@ def test_the_webhook_takes_the_one_call_for_the_common_cases(app, three_batches,
         assert answer.get_json()["outcome"] == outcome
         assert len(statements) == 1, statements
         assert "webhook_complete_batch" in statements[0]
+
+
+def test_undoing_migration_0009_puts_back_the_function_it_replaced(three_batches):
+    # 0009 replaced 0007's definition (a count of the batches ingesting) by two
+    # EXISTS; its down() must leave a function that still answers, as 0007's did.
+    runner = Runner(db.database.obj, directory=str(db.MIGRATIONS_DIR),
+                    table_name=db.MIGRATION_TABLE)
+
+    def definition() -> str:
+        return db.database.execute_sql(
+            "SELECT pg_get_functiondef('webhook_complete_batch'::regproc)").fetchone()[0]
+
+    assert "EXISTS" in definition()
+    try:
+        assert runner.down() == ["0009_completion_without_count"]
+        assert "count(*) FILTER" in definition() and "EXISTS" not in definition()
+        assert call("msg_1", batch=1234).outcome == "batch-completed"
+        assert call("msg_2", batch=1235).outcome == "batch-completed"
+        assert call("msg_3", batch=1236) is None     # the last one
+    finally:
+        runner.up()
+    assert "EXISTS" in definition()
