@@ -6,10 +6,10 @@ one of them, and that it is not the last. Counting visits every batch row of
 the manifest (50 batches, 10 of them completed: a bitmap scan of 46 buffers,
 0.19 ms in ``EXPLAIN ANALYZE``); both answers need only an ``EXISTS`` each,
 this batch by its key and the first other batch still ingesting by the
-manifest's index (12 buffers, 0.03 ms). Everything else, the cases it answers and why it stays
-exactly once, is as 0007 explains: the two questions are asked in one
-statement after the lock is granted, so its snapshot sees every completion
-committed before.
+manifest's index (12 buffers, 0.03 ms). Everything else, the cases it
+answers and why it stays exactly once, is as 0007 explains: the two
+questions are asked in one statement after the lock is granted, so its
+snapshot sees every completion committed before.
 
 ``down`` restores 0007's definition.
 """
