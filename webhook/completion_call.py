@@ -2,9 +2,9 @@
 
 ``webhook_complete_batch`` (created by migration 0007, where its statements
 and the cases it answers are explained; redefined by 0009, which asks whether
-another batch is ingesting instead of counting them) records a first completion that
-leaves other batches ingesting, or a re-notification of a batch already
-complete, in one round trip with plans PostgreSQL keeps. Everything else is
+another batch is ingesting instead of counting them) records a first
+completion that leaves other batches ingesting, or a re-notification of a
+batch already complete, in one round trip with plans PostgreSQL keeps. Everything else is
 left to the locked path in ``webhook.intake``, with nothing written.
 """
 

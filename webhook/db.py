@@ -315,9 +315,14 @@ def _discard_connection() -> None:
         log.debug("discarding a broken connection failed", exc_info=True)
 
 
+def migration_runner(directory: Path = MIGRATIONS_DIR) -> Runner:
+    """peewee's migration runner over the bound database and the migrations in ``directory``."""
+    return Runner(database.obj, directory=str(directory), table_name=MIGRATION_TABLE)
+
+
 def migrate(directory: Path = MIGRATIONS_DIR, target: str | None = None) -> list[str]:
     """Apply pending migrations (up to ``target``) under a lock, so concurrent starts migrate once."""
-    runner = Runner(database.obj, directory=str(directory), table_name=MIGRATION_TABLE)
+    runner = migration_runner(directory)
     if is_postgres():
         with database.atomic():
             # Held to the end of the transaction: other instances wait here.
@@ -350,8 +355,7 @@ def _file_lock(database_path: str):
 
 def schema_version(directory: Path = MIGRATIONS_DIR) -> tuple[str | None, list[str]]:
     """Return the newest applied migration and the names still pending."""
-    runner = Runner(database.obj, directory=str(directory), table_name=MIGRATION_TABLE)
-    status = runner.status()
+    status = migration_runner(directory).status()
     applied = [m.name for m in status if m.applied]
     pending = [m.name for m in status if not m.applied and m.path]
     return (applied[-1] if applied else None), pending

@@ -131,6 +131,7 @@ def ascii_digits(text: str) -> bool:
     """
     return text.isascii() and text.isdigit()
 
+
 # What no text column holds: NUL (PostgreSQL refuses it) and lone surrogates
 # (they have no UTF-8 encoding, so neither database takes them). JSON can
 # carry both ("\u0000", "\ud800"), and the DLCS's texts are JSON.
