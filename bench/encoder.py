@@ -73,7 +73,7 @@ def write_with(encoder: Callable[[object], bytes], rows, answer) -> tuple[float,
 
 def measure(size: int, repeat: int) -> dict:
     raw, rows = answer_of(size)
-    answer = json.loads(raw, object_hook=SlimAnswer())
+    answer = json.loads(raw, object_hook=SlimAnswer().object_hook)
     writes: dict[str, list[float]] = {name: [] for name in ENCODERS}
     for _ in range(repeat):
         for name, encoder in ENCODERS.items():

@@ -1124,7 +1124,7 @@ def test_an_answer_keeps_each_repeated_value_once_and_builds_the_same_manifest()
     sizes = ({"width": 200, "height": 150}, {"width": 100, "height": 75})
     answer = named_query(canvas("a", thumbnail=[sized_thumb("a", *sizes)]),
                          canvas("b", thumbnail=[sized_thumb("b", *sizes)]))
-    shared = parsed(answer, SlimAnswer())
+    shared = parsed(answer, SlimAnswer().object_hook)
     assert shared == parsed(answer, slim_canvas)
     first, second = (item["thumbnail"][0] for item in shared["items"])
     assert second["service"][0]["sizes"] is first["service"][0]["sizes"]
@@ -1164,7 +1164,7 @@ def test_an_answer_of_alike_images_takes_half_the_memory_parsed():
             if started:
                 tracemalloc.stop()
 
-    assert memory_parsed(SlimAnswer()) < 0.7 * memory_parsed(slim_canvas)
+    assert memory_parsed(SlimAnswer().object_hook) < 0.7 * memory_parsed(slim_canvas)
 
 
 @pytest.mark.parametrize("other", [True, 1.0, "1"], ids=["bool", "float", "string"])
@@ -1173,7 +1173,7 @@ def test_an_answer_shares_a_value_only_with_one_of_the_same_type(other):
     # true, or a 1.0, as the 1 seen before it.
     answer = named_query(canvas("a", thumbnail=[sized_thumb("a", {"width": 1, "height": 2})]),
                          canvas("b", thumbnail=[sized_thumb("b", {"width": other, "height": 2})]))
-    shared = parsed(answer, SlimAnswer())
+    shared = parsed(answer, SlimAnswer().object_hook)
     widths = [item["thumbnail"][0]["service"][0]["sizes"][0]["width"]
               for item in shared["items"]]
     assert [type(width) for width in widths] == [int, type(other)]

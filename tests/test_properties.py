@@ -276,6 +276,6 @@ def test_the_build_is_deterministic_pure_and_valid(inputs, data):
 
     # The answer as the service parses it, keeping only what the build reads
     # and each repeated value once, builds the same manifest.
-    slim = json.loads(json.dumps(answer), object_hook=SlimAnswer())
+    slim = json.loads(json.dumps(answer), object_hook=SlimAnswer().object_hook)
     slimmed = run_build(registered, rows, slim)
     assert slimmed.body == result.body and slimmed.row_updates == result.row_updates

@@ -64,12 +64,13 @@ def _slimmed(canvas: dict) -> tuple[dict, object]:
 
 
 # What every resource of an answer repeats (see SlimAnswer).
-_REPEATED_TEXT = ("type", "format", "profile", "@context", "@type")
-_REPEATED_NUMBERS = ("width", "height")
+_REPEATED_TEXT = frozenset(("type", "format", "profile", "@context", "@type"))
+_REPEATED_NUMBERS = frozenset(("width", "height"))
+_NESTED = frozenset(("service", "items"))  # resources within a resource
 
 
 class SlimAnswer:
-    """The ``object_hook`` for one named-query answer: canvases slimmed, repeated values shared.
+    """The ``object_hook`` of one named-query answer: canvases slimmed, repeated values shared.
 
     A large answer repeats itself: every image names the same types,
     formats, profiles and contexts, and images of the same dimensions list
@@ -98,7 +99,14 @@ class SlimAnswer:
     def __init__(self) -> None:
         self._seen: dict = {}  # each value kept, by itself (sizes: by their pairs)
 
-    def __call__(self, value: dict) -> dict:
+    def object_hook(self, value: dict) -> dict:
+        """Slim ``value`` if it is a canvas, sharing its resources' repeats; else return it.
+
+        Pass this bound method as ``object_hook``, not the instance: the parser
+        calls the hook for every object of the answer (42 a canvas of the
+        bench's), and an instance's ``__call__`` costs each call a slot lookup
+        (4% of a 1,000-canvas parse, by callgrind).
+        """
         if value.get("type") != "Canvas":
             return value
         slim, body = _slimmed(value)
@@ -111,25 +119,26 @@ class SlimAnswer:
         return slim
 
     def _resource(self, resource: dict) -> None:
+        # One pass over the resource's members, each key looked at once: a
+        # lookup of every shared key instead cost 6% more of the parse.
+        # Replacing a member's value while iterating is safe (the dict's size
+        # does not change).
         seen = self._seen
-        for key in _REPEATED_TEXT:
-            item = resource.get(key)
-            if item.__class__ is str:
-                resource[key] = seen.setdefault(item, item)
-        for key in _REPEATED_NUMBERS:
-            item = resource.get(key)
-            if item.__class__ is int:
-                resource[key] = seen.setdefault(item, item)
-        # Its services, and a Choice's members (which are resources too).
-        for key in ("service", "items"):
-            members = resource.get(key)
-            if members.__class__ is list:
-                for member in members:
-                    if member.__class__ is dict:
-                        self._resource(member)
-        sizes = resource.get("sizes")
-        if sizes.__class__ is list:
-            resource["sizes"] = self._sizes(sizes)
+        for key, item in resource.items():
+            kind = item.__class__
+            if kind is str:
+                if key in _REPEATED_TEXT:
+                    resource[key] = seen.setdefault(item, item)
+            elif kind is int:
+                if key in _REPEATED_NUMBERS:
+                    resource[key] = seen.setdefault(item, item)
+            elif kind is list:
+                if key == "sizes":
+                    resource[key] = self._sizes(item)
+                elif key in _NESTED:  # its services, and a Choice's members
+                    for member in item:
+                        if member.__class__ is dict:
+                            self._resource(member)
 
     def _sizes(self, sizes: list) -> list:
         pairs = []

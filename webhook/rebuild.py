@@ -189,7 +189,8 @@ class Rebuilder:
         if self.settings.dlcs_projection == "manifest":
             if not painted:
                 return EMPTY_ANSWER
-            return self.dlcs.manifest_query(customer, manifest.slug, object_hook=SlimAnswer(),
+            return self.dlcs.manifest_query(customer, manifest.slug,
+                                            object_hook=SlimAnswer().object_hook,
                                             deadline=deadline).document
         if not batch_ids and painted and not named_batches:
             # Registered with "batches": []: the assets are in the DLCS already, in
@@ -199,7 +200,8 @@ class Rebuilder:
             batch_ids = sorted({asset.batch for asset in found if asset.batch is not None})
         if not batch_ids:
             return EMPTY_ANSWER
-        return self.dlcs.named_query(customer, batch_ids, object_hook=SlimAnswer(),
+        return self.dlcs.named_query(customer, batch_ids,
+                                     object_hook=SlimAnswer().object_hook,
                                      deadline=deadline).document
 
     def _finish(self, manifest: Manifest, token: str, etag: str, key: str,
