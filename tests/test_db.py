@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -362,6 +363,43 @@ def test_a_write_gives_up_on_a_lock_held_past_the_busy_timeout(sqlite_table, mon
     with db.transaction():
         database.execute_sql("INSERT INTO t VALUES (2)")
     assert [row[0] for row in database.execute_sql("SELECT x FROM t")] == [2]
+
+
+def test_a_refused_statement_waits_in_line_behind_the_processs_transaction(sqlite_table):
+    # Refused once, a statement of its own queues for the process's turn behind
+    # the transaction holding SQLite's lock, and runs once that commits. Trying
+    # again after pauses instead, it lost the lock to whoever asked as it came
+    # free: under load, a hundred tries and seconds for some re-notifications.
+    database, _ = sqlite_table
+    holding, let_go, refused = threading.Event(), threading.Event(), threading.Event()
+    tries: list[str] = []
+
+    def hold_the_lock():
+        with db.transaction():
+            database.execute_sql("INSERT INTO t VALUES (1)")
+            holding.set()
+            let_go.wait(30)
+
+    def insert_on_its_own():
+        def traced(statement):
+            tries.append(statement)
+            refused.set()
+        database.connection().set_trace_callback(traced)   # this thread's connection
+        with db.autocommit():
+            database.execute_sql("INSERT INTO t VALUES (2)")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        holder = pool.submit(hold_the_lock)
+        assert holding.wait(10)
+        single = pool.submit(insert_on_its_own)
+        assert refused.wait(10)
+        with pytest.raises(TimeoutError):
+            single.result(timeout=0.5)   # it waits for the transaction ...
+        let_go.set()
+        holder.result(10)
+        single.result(10)                # ... and then runs
+    assert tries == ["INSERT INTO t VALUES (2)"] * 2   # refused once, then run once
+    assert [row[0] for row in database.execute_sql("SELECT x FROM t ORDER BY x")] == [1, 2]
 
 
 def test_a_statement_failing_for_another_reason_is_not_tried_again(sqlite_table,

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
+
+from playhouse.pool import MaxConnectionsExceeded
 
 from tests.conftest import ADMIN_TOKEN, sample, signed_headers
 from webhook import create_app, db
@@ -48,3 +51,82 @@ def test_a_request_that_finds_every_connection_taken_is_answered_503(settings, m
     again = client.post("/webhooks/batch-completed", data=body, headers=headers)
     assert (again.status_code, again.get_json()["outcome"]) == (200, "ignored")
     db.dispose()
+
+
+# ---------------------------------------------------------------- first come, first served
+
+def _queue_behind(pool, callers: int, order: list[str]) -> list[threading.Thread]:
+    """Start ``callers`` threads that each wait for a connection, one after another."""
+    threads = []
+    for number in range(callers):
+        def wait_for_one(name=f"waited {number + 1}"):
+            pool.connect()
+            order.append(name)
+            pool.close()
+        thread = threading.Thread(target=wait_for_one)
+        thread.start()
+        threads.append(thread)
+        deadline = time.monotonic() + 10
+        while len(pool._queue) < number + 1:   # queued before the next one starts
+            assert time.monotonic() < deadline, "the caller did not queue"
+            time.sleep(0.005)
+    return threads
+
+
+def test_a_connection_given_back_goes_to_the_longest_waiter(database_url):
+    # playhouse's pool woke a waiter but let whoever asked next take the
+    # connection: a keep-alive client's next request, most often, so under
+    # load a few requests waited seconds while the rest went through.
+    pool = db.open_database(database_url, pool_size=1)
+    order: list[str] = []
+    holding, let_go = threading.Event(), threading.Event()
+
+    def hold_then_ask_again():
+        pool.connect()
+        holding.set()
+        let_go.wait(30)
+        pool.close()
+        pool.connect()   # at once: a connection is free, but others waited first
+        order.append("asked again")
+        pool.close()
+
+    holder = threading.Thread(target=hold_then_ask_again)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        waiters = _queue_behind(pool, 2, order)
+        let_go.set()
+        for thread in [holder, *waiters]:
+            thread.join(10)
+        assert order == ["waited 1", "waited 2", "asked again"]
+    finally:
+        let_go.set()
+        pool.close_all()
+
+
+def test_a_waiter_that_gives_up_leaves_the_line(database_url, monkeypatch):
+    monkeypatch.setattr(db, "POOL_WAIT_SECONDS", 0.3)
+    pool = db.open_database(database_url, pool_size=1)
+    pool.connect()   # the only connection, held by this thread
+    gave_up: list[Exception] = []
+
+    def wait_in_vain():
+        try:
+            pool.connect()
+        except MaxConnectionsExceeded as exc:
+            gave_up.append(exc)
+
+    waiter = threading.Thread(target=wait_in_vain)
+    waiter.start()
+    waiter.join(10)
+    assert len(gave_up) == 1
+    pool.close()
+    # Its place was not kept for it: the connection given back serves the next
+    # caller (who would otherwise wait 0.3 s in vain too, and give up).
+    answered = []
+    asker = threading.Thread(target=lambda: (pool.connect(), answered.append(True),
+                                             pool.close()))
+    asker.start()
+    asker.join(10)
+    assert answered == [True]
+    pool.close_all()

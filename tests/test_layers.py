@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).parent.parent / "webhook"
 # Lower numbers are lower floors; a module may import only from floors below its own.
 FLOORS = {
     "domain": 0, "errors": 1, "json_limits": 1, "secret": 1, "watchdog": 1, "access_log": 1,
-    "cpu": 1,
+    "cpu": 1, "fair_pool": 1,
     "config": 2, "metrics": 2, "capped": 2, "signature": 2, "logs": 2, "deadlines": 2,
     "dlcs_documents": 2, "named_query": 2, "manifest_json": 2, "body_deadline": 2,
     "sqlite_pool": 2,

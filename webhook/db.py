@@ -28,6 +28,7 @@ from playhouse.migrations import Runner
 from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase
 
 from webhook.errors import DatabaseUnavailable
+from webhook.fair_pool import FairWait
 from webhook.sqlite_pool import SqlitePool
 
 log = logging.getLogger("webhook.db")
@@ -103,7 +104,7 @@ def open_database(url: str, *, pool_size: int = 10, create: bool = True) -> peew
     )
 
 
-class _PostgresPool(PooledPostgresqlDatabase):
+class _PostgresPool(FairWait, PooledPostgresqlDatabase):
     """peewee's PostgreSQL pool, with two round trips fewer.
 
     A connection is checked by a round trip only after it idled. The pool

@@ -20,6 +20,7 @@ import peewee
 from playhouse.pool import PooledSqliteDatabase
 
 from webhook import cpu
+from webhook.fair_pool import FairWait
 
 # How long a statement waits for SQLite's locks before it fails ("database is locked").
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -30,7 +31,7 @@ _LONGEST_TRY_PAUSE = 0.002
 T = TypeVar("T")
 
 
-class SqlitePool(PooledSqliteDatabase):
+class SqlitePool(FairWait, PooledSqliteDatabase):
     """peewee's SQLite pool, whose statements wait for locks in short, yielding pauses.
 
     SQLite's busy handler waits for a write lock held by another connection
@@ -139,7 +140,24 @@ class SqlitePool(PooledSqliteDatabase):
             # BEGIN IMMEDIATE took the write lock: nothing in here waits for it.
             return super().execute_sql(sql, params)
         # A statement of its own: it either took its lock and ran, or did nothing.
-        return self._pausing(super().execute_sql, sql, params)
+        if self._holds_turn():  # begin()'s BEGIN: its caller queued already
+            return self._pausing(super().execute_sql, sql, params)
+        try:
+            return super().execute_sql(sql, params)
+        except peewee.OperationalError as exc:
+            if "database is locked" not in str(exc):
+                raise
+        # Refused: wait in line with the process's transactions. Trying again
+        # alone, after pauses, it lost the lock to whoever asked as it came
+        # free, again and again: at 64 connections under gevent a few
+        # re-notifications waited 2-4 s, a hundred tries and more.
+        with self._turn:
+            return self._pausing(super().execute_sql, sql, params)
+
+    def _holds_turn(self) -> bool:
+        """Tell whether this thread holds the turn (in ``begin`` or leading a group)."""
+        return (getattr(self._state, "holds_turn", False)
+                or getattr(self._state, "leads", False))
 
     @staticmethod
     def _pausing(attempt, *args):
