@@ -11,6 +11,7 @@ import dataclasses
 import threading
 import time
 
+import pytest
 from playhouse.pool import MaxConnectionsExceeded
 
 from tests.conftest import ADMIN_TOKEN, sample, signed_headers
@@ -66,11 +67,15 @@ def _queue_behind(pool, callers: int, order: list[str]) -> list[threading.Thread
         thread = threading.Thread(target=wait_for_one)
         thread.start()
         threads.append(thread)
-        deadline = time.monotonic() + 10
-        while len(pool._queue) < number + 1:   # queued before the next one starts
-            assert time.monotonic() < deadline, "the caller did not queue"
-            time.sleep(0.005)
+        _wait_for_queue(pool, number + 1)   # queued before the next one starts
     return threads
+
+
+def _wait_for_queue(pool, length: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(pool._queue) < length:
+        assert time.monotonic() < deadline, "the caller did not queue"
+        time.sleep(0.005)
 
 
 def test_a_connection_given_back_goes_to_the_longest_waiter(database_url):
@@ -129,4 +134,46 @@ def test_a_waiter_that_gives_up_leaves_the_line(database_url, monkeypatch):
     asker.start()
     asker.join(10)
     assert answered == [True]
+    pool.close_all()
+
+
+@pytest.mark.parametrize("once_admitted", [False, True], ids=["waiting", "once admitted"])
+def test_a_waiter_stopped_costs_the_pool_nothing(database_url, monkeypatch, once_admitted):
+    # A greenlet killed as it waits (a worker stopping, a deadline) must keep
+    # neither its place in line nor the connection it was just admitted to.
+    monkeypatch.setattr(db, "POOL_WAIT_SECONDS", 0.3)
+    pool = db.open_database(database_url, pool_size=1)
+    pool.connect()
+    wait_until = pool._wait_until
+
+    class Stopped(Exception):
+        pass
+
+    def stopped_while_waiting(admitted, deadline):
+        if once_admitted:
+            wait_until(admitted, deadline)
+        raise Stopped
+
+    monkeypatch.setattr(pool, "_wait_until", stopped_while_waiting)
+    stopped: list[Exception] = []
+
+    def wait_and_be_stopped():
+        try:
+            pool.connect()
+        except Stopped as exc:
+            stopped.append(exc)
+
+    waiter = threading.Thread(target=wait_and_be_stopped)
+    waiter.start()
+    if once_admitted:
+        _wait_for_queue(pool, 1)
+    pool.close()   # admits the waiter, if it still waits
+    waiter.join(10)
+    assert len(stopped) == 1
+    answered = []
+    asker = threading.Thread(target=lambda: (pool.connect(), answered.append(True),
+                                             pool.close()))
+    asker.start()
+    asker.join(10)
+    assert answered == [True]   # not kept waiting for a caller that is gone
     pool.close_all()

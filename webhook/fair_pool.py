@@ -64,7 +64,20 @@ class FairWait:
                 return
             admitted = threading.Event()   # gevent's under gevent (patched)
             self._queue.append(admitted)
-        deadline = time.monotonic() + self._wait_timeout
+        try:
+            self._wait_until(admitted, time.monotonic() + self._wait_timeout)
+        except BaseException:
+            # Gave up, or was stopped while waiting (a greenlet killed): its place,
+            # or the connection it was admitted to, goes to the next in line.
+            with self._pool_lock:
+                if admitted.is_set():
+                    self._admitted -= 1
+                    self._admit()
+                else:
+                    self._queue.remove(admitted)
+            raise
+
+    def _wait_until(self, admitted: threading.Event, deadline: float) -> None:
         # Woken each second at least: a connection can also come free without
         # being given back (dispose, close_stale), which admits no one by itself.
         while not admitted.wait(min(max(deadline - time.monotonic(), 0.0), 1.0)):
@@ -73,7 +86,6 @@ class FairWait:
                 if admitted.is_set():
                     return
                 if time.monotonic() >= deadline:
-                    self._queue.remove(admitted)
                     raise MaxConnectionsExceeded(
                         "Max connections exceeded, timed out attempting to connect.")
 
