@@ -54,7 +54,8 @@ class SqlitePool(FairWait, PooledSqliteDatabase):
     (gevent's lock under gevent), which hands over at once and costs no CPU
     while waiting. Every explicit transaction starts here, so a connection
     holding SQLite's write lock in one already holds that lock and never
-    waits for it.
+    waits for it. A statement outside a transaction tries once without it;
+    refused, it queues there too, and tries again holding it.
     """
 
     def __init__(self, *args, **kwargs):
