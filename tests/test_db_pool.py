@@ -109,31 +109,38 @@ def test_a_connection_given_back_goes_to_the_longest_waiter(database_url):
         pool.close_all()
 
 
+def _connecting(pool) -> tuple[threading.Thread, list]:
+    """Start a thread that takes a connection and gives it back; return it and its outcome,
+    which holds "connected" or the exception met once the thread ends."""
+    outcome: list = []
+
+    def connect():
+        try:
+            pool.connect()
+        except Exception as exc:  # noqa: BLE001 - the test judges it
+            outcome.append(exc)
+            return
+        outcome.append("connected")
+        pool.close()
+
+    thread = threading.Thread(target=connect)
+    thread.start()
+    return thread, outcome
+
+
 def test_a_waiter_that_gives_up_leaves_the_line(database_url, monkeypatch):
     monkeypatch.setattr(db, "POOL_WAIT_SECONDS", 0.3)
     pool = db.open_database(database_url, pool_size=1)
     pool.connect()   # the only connection, held by this thread
-    gave_up: list[Exception] = []
-
-    def wait_in_vain():
-        try:
-            pool.connect()
-        except MaxConnectionsExceeded as exc:
-            gave_up.append(exc)
-
-    waiter = threading.Thread(target=wait_in_vain)
-    waiter.start()
+    waiter, gave_up = _connecting(pool)
     waiter.join(10)
-    assert len(gave_up) == 1
+    assert [type(error) for error in gave_up] == [MaxConnectionsExceeded]
     pool.close()
     # Its place was not kept for it: the connection given back serves the next
     # caller (who would otherwise wait 0.3 s in vain too, and give up).
-    answered = []
-    asker = threading.Thread(target=lambda: (pool.connect(), answered.append(True),
-                                             pool.close()))
-    asker.start()
+    asker, answered = _connecting(pool)
     asker.join(10)
-    assert answered == [True]
+    assert answered == ["connected"]
     pool.close_all()
 
 
@@ -155,25 +162,13 @@ def test_a_waiter_stopped_costs_the_pool_nothing(database_url, monkeypatch, once
         raise Stopped
 
     monkeypatch.setattr(pool, "_wait_until", stopped_while_waiting)
-    stopped: list[Exception] = []
-
-    def wait_and_be_stopped():
-        try:
-            pool.connect()
-        except Stopped as exc:
-            stopped.append(exc)
-
-    waiter = threading.Thread(target=wait_and_be_stopped)
-    waiter.start()
+    waiter, stopped = _connecting(pool)
     if once_admitted:
         _wait_for_queue(pool, 1)
     pool.close()   # admits the waiter, if it still waits
     waiter.join(10)
-    assert len(stopped) == 1
-    answered = []
-    asker = threading.Thread(target=lambda: (pool.connect(), answered.append(True),
-                                             pool.close()))
-    asker.start()
+    assert [type(error) for error in stopped] == [Stopped]
+    asker, answered = _connecting(pool)
     asker.join(10)
-    assert answered == [True]   # not kept waiting for a caller that is gone
+    assert answered == ["connected"]   # not kept waiting for a caller that is gone
     pool.close_all()
