@@ -4,8 +4,9 @@
 and the cases it answers are explained; redefined by 0009, which asks whether
 another batch is ingesting instead of counting them) records a first
 completion that leaves other batches ingesting, or a re-notification of a
-batch already complete, in one round trip with plans PostgreSQL keeps. Everything else is
-left to the locked path in ``webhook.intake``, with nothing written.
+batch already complete, in one round trip with plans PostgreSQL keeps.
+Everything else is left to the locked path in ``webhook.intake``, with
+nothing written.
 """
 
 from __future__ import annotations
